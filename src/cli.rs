@@ -1,0 +1,347 @@
+//! The command line: `conntest server`, `conntest client`, `conntest run`.
+//!
+//! Exit status: 0 the test passed (or the server stopped cleanly); 1 the
+//! test failed (the report is still written); 2 a usage or setup error (one
+//! line on stderr, no report); 130 interrupted (a partial report is written).
+
+use crate::client::fetch::Endpoint;
+use crate::client::{self, ClientOptions, Verdict};
+use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
+use crate::server::{Server, ServerOptions, StopSignal};
+use pico_args::Arguments;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+conntest: prove a network path delivers every request, and measure it
+
+Usage:
+  conntest server [-p PORT] [options]      record test runs (the remote side)
+  conntest client -r URL -g ID [options]   run a test group against a server
+  conntest run [options]                   create a group and run it in one step
+                                           (starts a local server unless -r is given)
+
+Run `conntest COMMAND --help` for a command's options.
+Exit status: 0 passed, 1 test failed, 2 usage or setup error, 130 interrupted.
+";
+
+const SERVER_HELP: &str = "\
+Usage: conntest server [options]
+
+  -p, --port PORT            port to listen on (default 8080)
+  --bind ADDR                address to listen on (default: all interfaces, IPv4 and IPv6)
+  --threads N                event loops, sharing the port (default 1)
+  --max-body BYTES           largest request body (default 1048576); larger: 413
+  --max-connections N        open connections at once (default 10000); more wait in the backlog
+  --idle-timeout DURATION    close idle keep-alive connections after this (default 60s)
+  --request-timeout DURATION a request must arrive whole within this (default 10s); else 408
+  --max-groups N             test groups held at once (default 10000); more: 507
+  --max-runs N               runs recorded across all groups (default 50000000); more: 507
+  --token TOKEN              require `Authorization: Bearer TOKEN` (also CONNTEST_TOKEN)
+  --upstream-allow LIST      comma-separated HOST or HOST:PORT that upstream_endpoint may name
+                             (default: any host, as the seed usage needs)
+  --upstream-max-body BYTES  upstream answers larger than this are not read (default 1048576)
+
+LOG_LEVEL=error|warn|info|debug sets what is logged to stderr (default info).
+DURATION is a number with a unit: 500us, 250ms, 10s, 2m (a bare number is seconds).
+";
+
+const CLIENT_HELP: &str = "\
+Usage: conntest client -r URL -g ID [options]
+
+  -r, --remote URL      the server, http://host:port with an optional path prefix
+  -g, --group ID        the run_group_id to run
+  -f, --file FILE       write the report here (JSON)
+  -d, --data DATA       the body of every run (default: the group's data, else a UUID per run)
+  --timeout DURATION    per-request timeout (default 30s)
+  --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
+  -q, --quiet           no progress line and no summary
+
+Exit status: 0 every run succeeded and matched the server's record; 1 the test
+failed (the reason on stderr, the report still written); 2 usage or setup error;
+130 interrupted (a partial report is written, marked interrupted).
+";
+
+const RUN_HELP: &str = "\
+Usage: conntest run [options]
+
+Creates a test group and runs it. Without -r it starts a server in this
+process on 127.0.0.1 (an ephemeral port) and tests against it.
+
+  -r, --remote URL            use this server instead of a local one
+  --run-count N               runs to send (default 1000)
+  --concurrency N             requests in flight at once (default 1)
+  --client-delay-ns NS        pace: run n leaves at start + (n-1) x NS
+  --server-delay-ns NS        the server holds each answer this long
+  --upstream-endpoint URL     the server GETs this on each run
+  --upstream-timeout-ns NS    bound on each upstream GET
+  --description TEXT          the group's description
+  -d, --data DATA             the body of every run (default: a UUID per run)
+  -f, --file FILE             write the report here (JSON)
+  --timeout DURATION          per-request timeout (default 30s)
+  --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
+  -q, --quiet                 no progress line and no summary
+";
+
+/// A usage or setup error, reported as one line with exit status 2.
+struct UsageError(String);
+
+impl<T: std::fmt::Display> From<T> for UsageError {
+    fn from(e: T) -> UsageError {
+        UsageError(e.to_string())
+    }
+}
+
+pub fn main() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match dispatch(args) {
+        Ok(code) => code,
+        Err(UsageError(message)) => {
+            eprintln!("conntest: {message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn dispatch(args: Vec<OsString>) -> Result<i32, UsageError> {
+    crate::log::init_from_env()?;
+    let mut args = Arguments::from_vec(args);
+    let command = args.subcommand()?;
+    let help = args.contains(["-h", "--help"]);
+    match command.as_deref() {
+        None | Some("help") if !args.contains(["-V", "--version"]) => {
+            print!("{HELP}");
+            Ok(if help || command.is_some() { EXIT_OK } else { EXIT_USAGE })
+        }
+        None | Some("help") | Some("version") => {
+            println!("conntest {VERSION}");
+            Ok(EXIT_OK)
+        }
+        Some("server") if help => print_help(SERVER_HELP),
+        Some("client") if help => print_help(CLIENT_HELP),
+        Some("run") if help => print_help(RUN_HELP),
+        Some("server") => server(args),
+        Some("client") => client_command(args),
+        Some("run") => run_command(args),
+        Some(other) => Err(UsageError(format!("unknown command '{other}' (expected server, client or run; see --help)"))),
+    }
+}
+
+fn print_help(text: &str) -> Result<i32, UsageError> {
+    print!("{text}");
+    Ok(EXIT_OK)
+}
+
+fn finish(args: Arguments) -> Result<(), UsageError> {
+    let rest = args.finish();
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(UsageError(format!("unexpected argument '{}' (see --help)", arg.to_string_lossy()))),
+    }
+}
+
+fn server(mut args: Arguments) -> Result<i32, UsageError> {
+    let defaults = ServerOptions::default();
+    let port: u16 = args.opt_value_from_str(["-p", "--port"])?.unwrap_or(8080);
+    let bind: Option<IpAddr> = args.opt_value_from_str("--bind")?;
+    let mut options = ServerOptions {
+        threads: args.opt_value_from_fn("--threads", positive)?.unwrap_or(1) as usize,
+        max_connections: args.opt_value_from_fn("--max-connections", positive)?.unwrap_or(defaults.max_connections as u64) as usize,
+        idle_timeout: args.opt_value_from_fn("--idle-timeout", parse_duration)?.unwrap_or(defaults.idle_timeout),
+        request_timeout: args.opt_value_from_fn("--request-timeout", parse_duration)?.unwrap_or(defaults.request_timeout),
+        upstream_max_body: args.opt_value_from_fn("--upstream-max-body", positive)?.unwrap_or(defaults.upstream_max_body),
+        ..defaults
+    };
+    options.http.max_body = args.opt_value_from_fn("--max-body", positive)?.unwrap_or(options.http.max_body);
+    options.store.max_groups = args.opt_value_from_fn("--max-groups", positive)?.unwrap_or(options.store.max_groups as u64) as usize;
+    options.store.max_runs = args.opt_value_from_fn("--max-runs", positive)?.unwrap_or(options.store.max_runs);
+    options.policy.token = token(&mut args)?;
+    options.policy.upstream_allow = args
+        .opt_value_from_str::<_, String>("--upstream-allow")?
+        .map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+    finish(args)?;
+    let limit = crate::event::raise_fd_limit();
+    if (limit as usize) < options.max_connections + 64 {
+        crate::warn!(
+            "the open-file limit is {limit}, below --max-connections {} + 64; connections past it wait in the backlog",
+            options.max_connections
+        );
+    }
+    let server = match bind {
+        Some(ip) => {
+            options.bind = vec![SocketAddr::new(ip, port)];
+            Server::bind(options)
+        }
+        None => {
+            // All interfaces: "::" with IPv4 mapped, or 0.0.0.0 where IPv6 is off.
+            options.bind = vec![SocketAddr::from(([0u16; 8], port))];
+            Server::bind(options.clone()).or_else(|_| {
+                options.bind = vec![SocketAddr::from(([0u8; 4], port))];
+                Server::bind(options)
+            })
+        }
+    }
+    .map_err(|e| UsageError(format!("cannot listen on port {port}: {e}")))?;
+    for addr in server.local_addrs() {
+        crate::info!("conntest server {VERSION} listening on {addr}");
+    }
+    let stop = StopSignal::from_flag(crate::signals::install());
+    match server.run(stop) {
+        Ok(()) => {
+            crate::info!("conntest server stopped");
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            crate::error!("server: {e}");
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+/// The options `client` and `run` share.
+fn client_options(args: &mut Arguments) -> Result<ClientOptions, UsageError> {
+    let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(os_bytes(s)))?;
+    Ok(ClientOptions {
+        group: String::new(),
+        report: args.opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
+        data,
+        timeout: Duration::from_nanos(args.opt_value_from_fn("--timeout", parse_duration)?.unwrap_or(30 * SECOND)),
+        quiet: args.contains(["-q", "--quiet"]),
+    })
+}
+
+fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
+    let remote: String = args.value_from_str(["-r", "--remote"]).map_err(|_| UsageError("-r URL is required (the server, e.g. http://host:8080)".into()))?;
+    let group: String = args.value_from_str(["-g", "--group"]).map_err(|_| UsageError("-g ID is required (the run_group_id)".into()))?;
+    let mut options = client_options(&mut args)?;
+    let token = token(&mut args)?;
+    finish(args)?;
+    options.group = group;
+    let endpoint = Endpoint::resolve(&remote, token)?;
+    run_test(&endpoint, &options)
+}
+
+fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
+    let remote: Option<String> = args.opt_value_from_str(["-r", "--remote"])?;
+    let mut config = serde_json::Map::new();
+    config.insert("run_count".into(), args.opt_value_from_str::<_, u64>("--run-count")?.unwrap_or(1000).into());
+    for (flag, field) in [
+        ("--concurrency", "concurrency"),
+        ("--client-delay-ns", "client_delay_ns"),
+        ("--server-delay-ns", "server_delay_ns"),
+        ("--upstream-timeout-ns", "upstream_timeout_ns"),
+    ] {
+        if let Some(v) = args.opt_value_from_str::<_, u64>(flag)? {
+            config.insert(field.into(), v.into());
+        }
+    }
+    for (flag, field) in [("--upstream-endpoint", "upstream_endpoint"), ("--description", "description")] {
+        if let Some(v) = args.opt_value_from_str::<_, String>(flag)? {
+            config.insert(field.into(), v.into());
+        }
+    }
+    let mut options = client_options(&mut args)?;
+    let token = token(&mut args)?;
+    finish(args)?;
+    let config = serde_json::to_vec(&config)?;
+
+    let (endpoint, local) = match remote {
+        Some(remote) => (Endpoint::resolve(&remote, token)?, None),
+        None => {
+            let server = Server::bind(ServerOptions::default()).map_err(|e| UsageError(format!("cannot start the local server: {e}")))?;
+            let addr = server.local_addrs()[0];
+            let stop = StopSignal::default();
+            let loop_stop = stop.clone();
+            let handle = std::thread::Builder::new().name("server".into()).spawn(move || server.run(loop_stop))?;
+            (Endpoint::local(addr), Some((stop, handle)))
+        }
+    };
+    let result = client::create_group(&endpoint, &config, options.timeout).map_err(UsageError).and_then(|id| {
+        options.group = id;
+        run_test(&endpoint, &options)
+    });
+    if let Some((stop, handle)) = local {
+        stop.trigger();
+        let _ = handle.join();
+    }
+    result
+}
+
+fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, UsageError> {
+    let stop = crate::signals::install();
+    match client::run(endpoint, options, &stop)? {
+        Verdict::Passed => Ok(EXIT_OK),
+        Verdict::Failed => Ok(EXIT_FAILED),
+        Verdict::Interrupted => Ok(EXIT_INTERRUPTED),
+    }
+}
+
+fn token(args: &mut Arguments) -> Result<Option<String>, UsageError> {
+    let flag: Option<String> = args.opt_value_from_str("--token")?;
+    Ok(flag.or_else(|| std::env::var("CONNTEST_TOKEN").ok()).filter(|t| !t.is_empty()))
+}
+
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a positive whole number")),
+    }
+}
+
+/// `500us`, `250ms`, `10s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Nanos, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 10s)"))?;
+    let scale = match unit {
+        "ns" => 1,
+        "us" => MICROSECOND,
+        "ms" => MILLISECOND,
+        "" | "s" => SECOND,
+        "m" => 60 * SECOND,
+        "h" => 3600 * SECOND,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ns, us, ms, s, m or h)")),
+    };
+    let ns = value * scale as f64;
+    if !(ns >= 1.0 && ns < 1e18) {
+        return Err(format!("'{s}' is not a positive duration"));
+    }
+    Ok(ns as Nanos)
+}
+
+#[cfg(unix)]
+fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    s.as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
+    s.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(30 * SECOND));
+        assert_eq!(parse_duration("30"), Ok(30 * SECOND));
+        assert_eq!(parse_duration("250ms"), Ok(250 * MILLISECOND));
+        assert_eq!(parse_duration("1.5s"), Ok(1_500 * MILLISECOND));
+        assert_eq!(parse_duration("500us"), Ok(500 * MICROSECOND));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

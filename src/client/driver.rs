@@ -1,0 +1,498 @@
+//! The load driver: sends runs 1..=run_count with exactly `concurrency` in
+//! flight, over a fixed set of `concurrency` keep-alive connections held by
+//! one mio loop, paced by `client_delay_ns` on the timer wheel.
+//!
+//! Each run is stamped: `due` (when the schedule says it should leave),
+//! `start` (just before its first byte is written: the clock is read again
+//! there, so a run sent late in a busy wake-up is not stamped early), `end`
+//! (the wake-up at which its last answer byte was read) and, when it opened
+//! a connection, the connect time.
+
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
+use crate::event::timer::{TimerKey, TimerWheel};
+use crate::event::wake::WakeTimer;
+use crate::event::Source;
+use crate::http::client::{ClientConn, ClientLimits, Response};
+use crate::http::{push_decimal, Method};
+use crate::ids::IdGen;
+use crate::report::problem::Problem;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll};
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use uuid::Uuid;
+
+/// What each run sends.
+#[derive(Debug, Clone)]
+pub enum BodyPlan {
+    /// The same bytes every run (`-d` or the group's `data`).
+    Fixed(Vec<u8>),
+    /// A fresh UUID v4 per run, so a mixed-up delivery shows.
+    Uuid,
+}
+
+pub struct DriverConfig {
+    pub addr: SocketAddr,
+    pub host_header: String,
+    /// The run route up to the count: `/prefix/test-groups/ID/`.
+    pub run_path: String,
+    pub authorization: Option<String>,
+    pub run_count: u64,
+    pub concurrency: usize,
+    pub client_delay: Nanos,
+    pub timeout: Nanos,
+    pub body: BodyPlan,
+    pub progress: bool,
+}
+
+/// A run's failure as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub problem: Problem,
+    pub detail: Box<str>,
+}
+
+/// One run as the client saw it. Instants are monotonic; 0 means "never".
+#[derive(Debug, Clone)]
+pub struct ClientRun {
+    pub due: Nanos,
+    pub start: Nanos,
+    pub end: Nanos,
+    /// TCP connect time, when this run opened its connection.
+    pub connect_ns: Option<Nanos>,
+    pub status: u16,
+    /// The UUID sent as the body under [`BodyPlan::Uuid`].
+    pub body_uuid: Option<Uuid>,
+    pub failure: Option<Box<Failure>>,
+}
+
+pub struct DriverOutcome {
+    /// Index `n - 1` holds run `n`; runs never sent (interrupted) are absent.
+    pub runs: Vec<ClientRun>,
+    pub started: Nanos,
+    pub finished: Nanos,
+    pub anchor: WallAnchor,
+    pub interrupted: bool,
+    pub connections_opened: u64,
+}
+
+enum Timer {
+    /// The next run is due.
+    Due,
+    /// A request's answer is overdue.
+    Timeout { slot: usize, serial: u64 },
+    Progress,
+}
+
+#[derive(Default)]
+struct Slot {
+    stream: Option<TcpStream>,
+    http: Option<ClientConn>,
+    /// The run in flight (index into `runs`).
+    busy: Option<usize>,
+    connecting: bool,
+    connect_started: Nanos,
+    serial: u64,
+    timer: Option<TimerKey>,
+}
+
+/// How long runs in flight may finish after an interrupt.
+const INTERRUPT_GRACE: Nanos = 2 * SECOND;
+
+struct Driver<'a> {
+    cfg: DriverConfig,
+    poll: Poll,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    wheel: TimerWheel<Timer>,
+    wake: WakeTimer,
+    runs: Vec<ClientRun>,
+    started: Nanos,
+    due_timer: Option<TimerKey>,
+    finished_runs: u64,
+    failed_runs: u64,
+    connections_opened: u64,
+    ids: IdGen,
+    scratch: Vec<u8>,
+    path: Vec<u8>,
+    body: Vec<u8>,
+    stop: &'a AtomicBool,
+    stopping: bool,
+    last_progress: (Nanos, u64),
+}
+
+/// Drives the whole test; returns every run's record.
+pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> {
+    let poll = Poll::new()?;
+    let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
+    let concurrency = cfg.concurrency.max(1);
+    let now = clock::now();
+    let anchor = WallAnchor::capture();
+    let mut driver = Driver {
+        poll,
+        slots: (0..concurrency).map(|_| Slot::default()).collect(),
+        free: (0..concurrency).rev().collect(),
+        wheel: TimerWheel::new(now),
+        wake,
+        runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
+        started: now,
+        due_timer: None,
+        finished_runs: 0,
+        failed_runs: 0,
+        connections_opened: 0,
+        ids: IdGen::new(),
+        scratch: vec![0; 64 * 1024],
+        path: Vec::with_capacity(cfg.run_path.len() + 20),
+        body: Vec::new(),
+        stop,
+        stopping: false,
+        last_progress: (now, 0),
+        cfg,
+    };
+    if driver.cfg.progress {
+        driver.wheel.insert(now + 100 * MILLISECOND, Timer::Progress);
+    }
+    let interrupted = driver.run(now)?;
+    if driver.cfg.progress {
+        eprint!("\r\x1b[K");
+    }
+    Ok(DriverOutcome {
+        runs: driver.runs,
+        started: driver.started,
+        finished: clock::now(),
+        anchor,
+        interrupted,
+        connections_opened: driver.connections_opened,
+    })
+}
+
+impl Driver<'_> {
+    /// Returns whether the test was interrupted.
+    fn run(&mut self, now: Nanos) -> io::Result<bool> {
+        let mut events = Events::with_capacity(1024);
+        let mut grace_until = None;
+        self.dispatch(now);
+        while self.finished_runs < self.runs.len() as u64 || (!self.stopping && (self.runs.len() as u64) < self.cfg.run_count) {
+            let now = clock::now();
+            if !self.stopping && self.stop.load(Ordering::Relaxed) {
+                self.stopping = true;
+                grace_until = Some(now + INTERRUPT_GRACE);
+            }
+            if grace_until.is_some_and(|g| now >= g) {
+                self.abandon_in_flight(now);
+                break;
+            }
+            self.wake.arm(self.wheel.next_wakeup())?;
+            // Wake at least every 100 ms to notice an interrupt.
+            let timeout = self.wake.poll_timeout(now).map_or(100 * MILLISECOND, |t| (t.as_nanos() as u64).min(100 * MILLISECOND));
+            match self.poll.poll(&mut events, Some(std::time::Duration::from_nanos(timeout))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = clock::now();
+            for event in events.iter() {
+                match Source::from_token(event.token()) {
+                    Some(Source::Connection(slot)) => self.on_ready(slot, now),
+                    Some(Source::WakeTimer) => self.wake.acknowledge(),
+                    _ => {}
+                }
+            }
+            let mut fired = Vec::new();
+            self.wheel.poll(now, &mut fired);
+            for timer in fired {
+                match timer {
+                    Timer::Due => self.due_timer = None,
+                    Timer::Timeout { slot, serial } => {
+                        if self.slots[slot].serial == serial && self.slots[slot].busy.is_some() {
+                            self.slots[slot].timer = None;
+                            let detail = format!("no answer within {} ms", self.cfg.timeout / MILLISECOND);
+                            self.fail(slot, Problem::Timeout, &detail, now);
+                        }
+                    }
+                    Timer::Progress => {
+                        self.print_progress(now);
+                        self.wheel.insert(now + 100 * MILLISECOND, Timer::Progress);
+                    }
+                }
+            }
+            self.dispatch(now);
+        }
+        Ok(self.stopping)
+    }
+
+    /// Starts every run that is due while a connection is free.
+    fn dispatch(&mut self, now: Nanos) {
+        while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
+            let index = self.runs.len();
+            let due = self.started + index as u64 * self.cfg.client_delay;
+            if due > now {
+                if self.due_timer.is_none() {
+                    self.due_timer = Some(self.wheel.insert(due, Timer::Due));
+                }
+                return;
+            }
+            let Some(slot) = self.free.pop() else {
+                return;
+            };
+            let body_uuid = matches!(self.cfg.body, BodyPlan::Uuid).then(|| self.ids.uuid());
+            self.runs.push(ClientRun {
+                due,
+                start: 0,
+                end: 0,
+                connect_ns: None,
+                status: 0,
+                body_uuid,
+                failure: None,
+            });
+            self.slots[slot].busy = Some(index);
+            if self.slots[slot].stream.is_some() {
+                self.send(slot);
+            } else {
+                self.connect(slot, now);
+            }
+        }
+    }
+
+    fn connect(&mut self, slot: usize, now: Nanos) {
+        let s = &mut self.slots[slot];
+        s.serial += 1;
+        s.connect_started = now;
+        s.http = Some(ClientConn::new(ClientLimits::default()));
+        let result = TcpStream::connect(self.cfg.addr).and_then(|mut stream| {
+            self.poll
+                .registry()
+                .register(&mut stream, Source::Connection(slot).token(), Interest::READABLE | Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => {
+                self.connections_opened += 1;
+                let s = &mut self.slots[slot];
+                s.stream = Some(stream);
+                s.connecting = true;
+                let serial = s.serial;
+                s.timer = Some(self.wheel.insert(now + self.cfg.timeout, Timer::Timeout { slot, serial }));
+            }
+            Err(e) => {
+                let (problem, detail) = classify(&e, "connect");
+                self.fail(slot, problem, &detail, now);
+            }
+        }
+    }
+
+    /// Serializes the slot's run and writes it.
+    fn send(&mut self, slot: usize) {
+        let Some(index) = self.slots[slot].busy else {
+            return;
+        };
+        self.path.clear();
+        self.path.extend_from_slice(self.cfg.run_path.as_bytes());
+        push_decimal(&mut self.path, index as u64 + 1);
+        let path = std::str::from_utf8(&self.path).unwrap_or("/");
+        let body: &[u8] = match (&self.cfg.body, self.runs[index].body_uuid) {
+            (BodyPlan::Fixed(bytes), _) => bytes,
+            (BodyPlan::Uuid, Some(uuid)) => {
+                self.body.clear();
+                self.body.extend_from_slice(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+                &self.body
+            }
+            (BodyPlan::Uuid, None) => b"",
+        };
+        let s = &mut self.slots[slot];
+        let Some(http) = s.http.as_mut() else {
+            return;
+        };
+        let mut headers: [(&str, &str); 1] = [("", "")];
+        let extra: &[(&str, &str)] = match &self.cfg.authorization {
+            Some(a) => {
+                headers[0] = ("Authorization", a);
+                &headers
+            }
+            None => &[],
+        };
+        http.send(Method::Post, &self.cfg.host_header, path, extra, body);
+        // The start is read here, right before the first byte is written.
+        let start = clock::now();
+        self.runs[index].start = start;
+        s.serial += 1;
+        let serial = s.serial;
+        if let Some(t) = s.timer.take() {
+            self.wheel.cancel(t);
+        }
+        s.timer = Some(self.wheel.insert(start + self.cfg.timeout, Timer::Timeout { slot, serial }));
+        self.write(slot, start);
+    }
+
+    fn write(&mut self, slot: usize, now: Nanos) {
+        let s = &mut self.slots[slot];
+        let (Some(stream), Some(http)) = (s.stream.as_mut(), s.http.as_mut()) else {
+            return;
+        };
+        while !http.poll_output().is_empty() {
+            match stream.write(http.poll_output()) {
+                Ok(n) => http.advance_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (problem, detail) = classify(&e, "send");
+                    return self.fail(slot, problem, &detail, now);
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self, slot: usize, now: Nanos) {
+        let s = &mut self.slots[slot];
+        let Some(stream) = s.stream.as_mut() else {
+            return;
+        };
+        if s.connecting {
+            let error = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = error {
+                let (problem, detail) = classify(&e, "connect");
+                return self.fail(slot, problem, &detail, now);
+            }
+            let _ = stream.set_nodelay(true);
+            s.connecting = false;
+            if let Some(index) = s.busy {
+                self.runs[index].connect_ns = Some(now - s.connect_started);
+            }
+            return self.send(slot);
+        }
+        self.write(slot, now);
+        loop {
+            let s = &mut self.slots[slot];
+            let (Some(stream), Some(http)) = (s.stream.as_mut(), s.http.as_mut()) else {
+                return;
+            };
+            match stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    return match http.receive_eof() {
+                        Ok(Some(response)) => self.answered(slot, response, now),
+                        Ok(None) => self.close(slot),
+                        Err(_) if s.busy.is_none() => self.close(slot),
+                        Err(e) => self.fail(slot, Problem::Closed, &e.to_string(), now),
+                    };
+                }
+                Ok(n) => {
+                    http.receive(&self.scratch[..n]);
+                    match http.next_response() {
+                        Ok(Some(response)) => return self.answered(slot, response, now),
+                        Ok(None) => {}
+                        Err(e) => return self.fail(slot, Problem::Malformed, &e.to_string(), now),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if s.busy.is_none() {
+                        return self.close(slot);
+                    }
+                    let (problem, detail) = classify(&e, "receive");
+                    return self.fail(slot, problem, &detail, now);
+                }
+            }
+        }
+    }
+
+    fn answered(&mut self, slot: usize, response: Response, now: Nanos) {
+        let s = &mut self.slots[slot];
+        let Some(index) = s.busy.take() else {
+            return self.close(slot);
+        };
+        if let Some(t) = s.timer.take() {
+            self.wheel.cancel(t);
+        }
+        let run = &mut self.runs[index];
+        run.end = now;
+        run.status = response.status;
+        if response.status != 200 {
+            let message = crate::client::fetch::error_message(&response);
+            run.failure = Some(Box::new(Failure {
+                problem: Problem::HttpStatus,
+                detail: format!("server answered {}: {message}", response.status).into(),
+            }));
+            self.failed_runs += 1;
+        }
+        self.finished_runs += 1;
+        if response.close {
+            self.close(slot);
+        }
+        self.free.push(slot);
+        self.dispatch(now);
+    }
+
+    /// Records a failure for the slot's run (if any) and drops its connection.
+    fn fail(&mut self, slot: usize, problem: Problem, detail: &str, now: Nanos) {
+        self.close(slot);
+        let s = &mut self.slots[slot];
+        if let Some(t) = s.timer.take() {
+            self.wheel.cancel(t);
+        }
+        if let Some(index) = s.busy.take() {
+            let run = &mut self.runs[index];
+            if run.start != 0 {
+                run.end = now;
+            }
+            run.failure = Some(Box::new(Failure {
+                problem,
+                detail: detail.into(),
+            }));
+            self.failed_runs += 1;
+            self.finished_runs += 1;
+            self.free.push(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if let Some(mut stream) = s.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        s.http = None;
+        s.connecting = false;
+        s.serial += 1;
+    }
+
+    fn abandon_in_flight(&mut self, now: Nanos) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].busy.is_some() {
+                self.fail(slot, Problem::Interrupted, "interrupted before the answer arrived", now);
+            }
+        }
+    }
+
+    fn print_progress(&mut self, now: Nanos) {
+        let (then, done_then) = self.last_progress;
+        let rate = (self.finished_runs - done_then) as f64 * SECOND as f64 / (now - then).max(1) as f64;
+        self.last_progress = (now, self.finished_runs);
+        eprint!(
+            "\r\x1b[K{}/{} runs, {:.0} runs/s, {} errors",
+            self.finished_runs, self.cfg.run_count, rate, self.failed_runs
+        );
+    }
+}
+
+/// Whether progress lines suit stderr (a terminal).
+pub fn stderr_is_terminal() -> bool {
+    io::stderr().is_terminal()
+}
+
+fn classify(e: &io::Error, during: &str) -> (Problem, String) {
+    let problem = match e.kind() {
+        io::ErrorKind::ConnectionRefused => Problem::Refused,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => Problem::Reset,
+        io::ErrorKind::TimedOut => Problem::Timeout,
+        _ => Problem::Io,
+    };
+    (problem, format!("{during}: {e}"))
+}

@@ -1,0 +1,159 @@
+//! `conntest client` and `conntest run`: fetch the group, drive the runs,
+//! fetch the server's record, compare, report.
+
+pub mod driver;
+pub mod fetch;
+pub mod verify;
+
+use crate::event::clock::SECOND;
+use crate::http::Method;
+use crate::report::summary::{render, summarize};
+use crate::report::ReportInput;
+use crate::wire::{data_bytes, GroupHeader, ServerRunJson};
+use driver::{BodyPlan, DriverConfig};
+use fetch::{error_message, Endpoint};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use verify::ServerRecord;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub group: String,
+    pub report: Option<PathBuf>,
+    /// `-d`: the body of every run.
+    pub data: Option<Vec<u8>>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    pub quiet: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            group: String::new(),
+            report: None,
+            data: None,
+            timeout: Duration::from_secs(30),
+            quiet: false,
+        }
+    }
+}
+
+/// How a test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Interrupted,
+}
+
+/// A group as `GET /test-groups/{id}` shows it.
+#[derive(Deserialize)]
+pub struct GroupJson {
+    #[serde(flatten)]
+    pub header: GroupHeader,
+    #[serde(default)]
+    pub test_runs: Vec<ServerRunJson<'static>>,
+}
+
+/// Fetches a group; a setup error in words if that fails.
+pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<GroupJson, String> {
+    let response = endpoint.request(Method::Get, &format!("/test-groups/{id}"), b"", timeout)?;
+    match response.status {
+        200 => serde_json::from_slice(&response.body)
+            .map_err(|e| format!("the server's answer for group {id} is not a test group: {e}")),
+        404 => Err(format!("no test group '{id}' on {}", endpoint.url)),
+        status => Err(format!("fetching group {id}: server answered {status}: {}", error_message(&response))),
+    }
+}
+
+/// Creates a group from its JSON config; returns its id.
+pub fn create_group(endpoint: &Endpoint, config: &[u8], timeout: Duration) -> Result<String, String> {
+    let response = endpoint.request(Method::Post, "/test-groups/create", config, timeout)?;
+    if response.status != 200 {
+        return Err(format!("creating the group: server answered {}: {}", response.status, error_message(&response)));
+    }
+    let header: GroupHeader = serde_json::from_slice(&response.body).map_err(|e| format!("the server's answer to create is not a group: {e}"))?;
+    Ok(header.run_group_id.to_string())
+}
+
+/// Runs a whole test against `endpoint`. `Err` is a setup error (no report).
+pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> Result<Verdict, String> {
+    let group = fetch_group(endpoint, &options.group, options.timeout)?;
+    let header = group.header;
+    let config = &header.config;
+    let body = match (&options.data, &config.data) {
+        (Some(d), _) => BodyPlan::Fixed(d.clone()),
+        (None, Some(d)) => BodyPlan::Fixed(d.as_bytes().to_vec()),
+        (None, None) => BodyPlan::Uuid,
+    };
+    let concurrency = config.concurrency.max(1) as usize;
+    let needed = concurrency as u64 + 64;
+    let limit = crate::event::raise_fd_limit();
+    if limit < needed {
+        return Err(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)"));
+    }
+    let progress = !options.quiet && driver::stderr_is_terminal();
+    let cfg = DriverConfig {
+        addr: endpoint.addrs[0],
+        host_header: endpoint.url.host_header(),
+        run_path: endpoint.url.join(&format!("/test-groups/{}/", header.run_group_id)),
+        authorization: endpoint.bearer(),
+        run_count: config.run_count,
+        concurrency,
+        client_delay: config.client_delay_ns,
+        timeout: (options.timeout.as_nanos() as u64).max(1),
+        body: body.clone(),
+        progress,
+    };
+    let outcome = driver::drive(cfg, stop).map_err(|e| format!("event loop: {e}"))?;
+
+    // The server's record, compared run by run.
+    let fetched = fetch_group(endpoint, &options.group, options.timeout.max(Duration::from_secs(10)));
+    let (server_runs, fetch_error) = match fetched {
+        Ok(g) => (Some(g.test_runs), None),
+        Err(e) => (None, Some(e)),
+    };
+    let bodies: Vec<Vec<u8>> = server_runs
+        .iter()
+        .flatten()
+        .map(|r| data_bytes(Some(&r.data), r.data_base64.as_deref()).unwrap_or_else(|_| r.data.as_bytes().to_vec()))
+        .collect();
+    let records: Option<Vec<ServerRecord<'_>>> = server_runs.as_ref().map(|runs| {
+        runs.iter()
+            .zip(&bodies)
+            .map(|(r, data)| ServerRecord { run_count: r.run_count, data })
+            .collect()
+    });
+    let verdicts = verify::compare(config.run_count, &outcome.runs, &body, records.as_deref());
+    let remote = endpoint.url.to_string();
+    let input = ReportInput {
+        header: &header,
+        remote_addr: &remote,
+        outcome: &outcome,
+        body: &body,
+        server_runs: server_runs.as_deref(),
+        verdicts: &verdicts,
+    };
+    let summary = summarize(&input, fetch_error);
+    if let Some(path) = &options.report {
+        crate::report::write(path, &input, &summary).map_err(|e| format!("writing the report {}: {e}", path.display()))?;
+    }
+    if !options.quiet {
+        eprintln!("{}", render(&summary));
+    }
+    Ok(if outcome.interrupted {
+        Verdict::Interrupted
+    } else if summary.passed {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    })
+}
+
+/// Seconds for people.
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / SECOND as f64
+}

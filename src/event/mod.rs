@@ -1,0 +1,97 @@
+//! What the event loops are built from: the clock, the timer wheel, the
+//! precise wake-up timer, the DNS resolver thread and token bookkeeping.
+
+pub mod clock;
+pub mod resolver;
+pub mod timer;
+pub mod wake;
+
+use mio::Token;
+
+/// What a mio token points at. Each loop's tokens carry a kind in their low
+/// bits and a slab index above them, so one `usize` names any source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Listener(usize),
+    WakeTimer,
+    Waker,
+    Connection(usize),
+    Upstream(usize),
+}
+
+const KIND_BITS: u32 = 3;
+
+impl Source {
+    pub fn token(self) -> Token {
+        let (kind, index) = match self {
+            Source::Listener(i) => (0, i),
+            Source::WakeTimer => (1, 0),
+            Source::Waker => (2, 0),
+            Source::Connection(i) => (3, i),
+            Source::Upstream(i) => (4, i),
+        };
+        Token((index << KIND_BITS) | kind)
+    }
+
+    pub fn from_token(token: Token) -> Option<Source> {
+        let index = token.0 >> KIND_BITS;
+        Some(match token.0 & ((1 << KIND_BITS) - 1) {
+            0 => Source::Listener(index),
+            1 => Source::WakeTimer,
+            2 => Source::Waker,
+            3 => Source::Connection(index),
+            4 => Source::Upstream(index),
+            _ => return None,
+        })
+    }
+}
+
+/// Raises the open-file limit to its hard limit; returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write and read a valid rlimit struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return 1024;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let want = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        lim.rlim_cur as u64
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for s in [
+            Source::Listener(3),
+            Source::WakeTimer,
+            Source::Waker,
+            Source::Connection(0),
+            Source::Connection(123_456),
+            Source::Upstream(9),
+        ] {
+            assert_eq!(Source::from_token(s.token()), Some(s));
+        }
+    }
+}

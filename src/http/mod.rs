@@ -1,0 +1,141 @@
+//! HTTP/1.1 as sans-IO state machines: bytes in, events out, no sockets.
+//!
+//! [`server::ServerConn`] is one server-side connection (requests in,
+//! responses out, pipelining in order). [`client::ClientConn`] is one
+//! client-side connection, used by both `conntest client` and the server's
+//! upstream requests. The event loops move bytes between sockets and these.
+
+pub mod chunked;
+pub mod client;
+pub mod server;
+pub mod url;
+
+/// Request methods the tool speaks; anything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "Status",
+    }
+}
+
+/// `{"error": message}` as bytes, the body of every error answer.
+pub fn error_body(message: &str) -> Vec<u8> {
+    let mut body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
+/// Appends a decimal number without going through `fmt`.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// What the framing headers of a message say about its body.
+#[derive(Debug, Default)]
+struct Framing {
+    content_length: Option<u64>,
+    chunked: bool,
+    connection_close: bool,
+    connection_keep_alive: bool,
+}
+
+/// Reads the framing headers, refusing the ambiguous combinations that let
+/// two parties disagree about where a message ends (request smuggling).
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, &'static str> {
+    let mut f = Framing::default();
+    let mut transfer_encoding = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let s = std::str::from_utf8(h.value).map_err(|_| "invalid Content-Length")?;
+            let s = s.trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("invalid Content-Length");
+            }
+            let n: u64 = s.parse().map_err(|_| "invalid Content-Length")?;
+            if f.content_length.is_some_and(|m| m != n) {
+                return Err("conflicting Content-Length headers");
+            }
+            f.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err("unsupported Transfer-Encoding");
+            }
+            f.chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            f.connection_close |= has_token(h.value, "close");
+            f.connection_keep_alive |= has_token(h.value, "keep-alive");
+        }
+    }
+    if transfer_encoding && f.content_length.is_some() {
+        return Err("both Transfer-Encoding and Content-Length");
+    }
+    Ok(f)
+}

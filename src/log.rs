@@ -1,0 +1,61 @@
+//! Logging to stderr at the level `LOG_LEVEL` sets (error, warn, info, debug).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Sets the level from `LOG_LEVEL`; an unknown value is an error naming it.
+pub fn init_from_env() -> Result<(), String> {
+    let Ok(value) = std::env::var("LOG_LEVEL") else {
+        return Ok(());
+    };
+    let level = match value.to_ascii_lowercase().as_str() {
+        "error" => Level::Error,
+        "warn" | "warning" => Level::Warn,
+        "info" | "" => Level::Info,
+        "debug" | "trace" => Level::Debug,
+        _ => return Err(format!("LOG_LEVEL '{value}' is not one of error, warn, info, debug")),
+    };
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
+    let tag = match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+    };
+    let now = crate::report::time::rfc3339(crate::event::clock::wall_now());
+    eprintln!("{now} {tag} {args}");
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::write($level, format_args!($($arg)*));
+        }
+    };
+}
+#[macro_export]
+macro_rules! error { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($arg)*) }; }
+#[macro_export]
+macro_rules! warn { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warn, $($arg)*) }; }
+#[macro_export]
+macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
+#[macro_export]
+macro_rules! debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }

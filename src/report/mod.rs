@@ -1,0 +1,219 @@
+//! The report `conntest client -f` writes, and the summary it prints.
+//!
+//! Top-level fields follow the original tool: `client_run_group`,
+//! `server_run_group`, `results`, `average_response_time_ns`; `summary` adds
+//! counts by problem kind and percentiles. The file is streamed element by
+//! element to a temporary file next to the target, then renamed over it, so
+//! a reader never sees half a report and a million runs never sit in memory
+//! as one JSON text.
+
+pub mod problem;
+pub mod summary;
+pub mod time;
+
+use crate::client::driver::{BodyPlan, ClientRun, DriverOutcome};
+use crate::client::verify::Verdict;
+use crate::event::clock::WallAnchor;
+use crate::wire::{data_fields, GroupHeader, ServerRunJson};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use summary::Summary;
+use time::rfc3339;
+use uuid::Uuid;
+
+/// Everything a report is made of.
+pub struct ReportInput<'a> {
+    pub header: &'a GroupHeader,
+    pub remote_addr: &'a str,
+    pub outcome: &'a DriverOutcome,
+    pub body: &'a BodyPlan,
+    /// The server's runs, or None when they could not be fetched.
+    pub server_runs: Option<&'a [ServerRunJson<'a>]>,
+    pub verdicts: &'a [Verdict],
+}
+
+#[derive(Serialize)]
+struct ClientRunJson<'a> {
+    run_group_id: Uuid,
+    remote_addr: &'a str,
+    run_count: u64,
+    time: String,
+    data: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_duration_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<Uuid>,
+    run_group_id: Uuid,
+    run_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_time: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_duration_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_duration_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The client's duration of a run that was sent and answered.
+pub fn client_duration(run: &ClientRun) -> Option<u64> {
+    (run.start != 0 && run.end >= run.start && run.status != 0).then(|| run.end - run.start)
+}
+
+/// The body a run carried.
+pub fn sent_body<'a>(body: &'a BodyPlan, run: &ClientRun, uuid_text: &'a mut String) -> &'a [u8] {
+    match (body, run.body_uuid) {
+        (BodyPlan::Fixed(bytes), _) => bytes,
+        (BodyPlan::Uuid, Some(uuid)) => {
+            *uuid_text = uuid.to_string();
+            uuid_text.as_bytes()
+        }
+        (BodyPlan::Uuid, None) => b"",
+    }
+}
+
+/// Mean client duration over the runs that were answered; 0 when none was.
+pub fn average_response_time_ns(runs: &[ClientRun]) -> u64 {
+    let (sum, n) = runs
+        .iter()
+        .filter_map(client_duration)
+        .fold((0u128, 0u64), |(s, n), d| (s + d as u128, n + 1));
+    if n == 0 {
+        0
+    } else {
+        (sum / n as u128) as u64
+    }
+}
+
+fn problems_text(verdict: &Verdict) -> Option<String> {
+    if verdict.problems.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = verdict.problems.iter().map(|(p, d)| format!("{}: {d}", p.name())).collect();
+    Some(parts.join("; "))
+}
+
+fn wall(anchor: &WallAnchor, mono: u64) -> String {
+    rfc3339(anchor.wall(mono))
+}
+
+/// Writes the report to `path` atomically.
+pub fn write(path: &Path, input: &ReportInput<'_>, summary: &Summary) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "report.json".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write_json(&mut out, input, summary)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) -> io::Result<()> {
+    let header = input.header;
+    let anchor = &input.outcome.anchor;
+    let group_id = header.run_group_id;
+
+    // client_run_group: the group's header, the remote, then every run.
+    let mut client_header = serde_json::to_value(header)?;
+    client_header["remote_addr"] = input.remote_addr.into();
+    let text = serde_json::to_string(&client_header)?;
+    out.write_all(b"{\"client_run_group\":")?;
+    out.write_all(&text.as_bytes()[..text.len() - 1])?;
+    out.write_all(b",\"test_runs\":[")?;
+    let mut uuid_text = String::new();
+    for (i, run) in input.outcome.runs.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let fields = data_fields(sent_body(input.body, run, &mut uuid_text));
+        let json = ClientRunJson {
+            run_group_id: group_id,
+            remote_addr: input.remote_addr,
+            run_count: i as u64 + 1,
+            time: wall(anchor, run.due),
+            data: Cow::Owned(fields.data.into_owned()),
+            data_base64: fields.data_base64,
+            client_start: (run.start != 0).then(|| wall(anchor, run.start)),
+            client_end: (run.end != 0).then(|| wall(anchor, run.end)),
+            client_duration_ns: client_duration(run),
+            connect_ns: run.connect_ns,
+            status: (run.status != 0).then_some(run.status),
+            error: run.failure.as_ref().map(|f| format!("{}: {}", f.problem.name(), f.detail)),
+        };
+        serde_json::to_writer(&mut *out, &json)?;
+    }
+    out.write_all(b"]},\"server_run_group\":")?;
+
+    // server_run_group: as the server showed it.
+    match input.server_runs {
+        Some(runs) => {
+            let text = serde_json::to_string(header)?;
+            out.write_all(&text.as_bytes()[..text.len() - 1])?;
+            out.write_all(b",\"test_runs\":[")?;
+            for (i, run) in runs.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, run)?;
+            }
+            out.write_all(b"]}")?;
+        }
+        None => out.write_all(b"null")?,
+    }
+
+    // results: one per verdict.
+    out.write_all(b",\"results\":[")?;
+    for (i, verdict) in input.verdicts.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let client = (verdict.run_count >= 1)
+            .then(|| input.outcome.runs.get(verdict.run_count as usize - 1))
+            .flatten()
+            .filter(|_| !verdict.problems.iter().any(|(p, _)| *p == crate::report::problem::Problem::Unexpected));
+        let server = verdict.server_index.and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
+        let json = ResultJson {
+            run_id: server.map(|s| s.run_id),
+            run_group_id: group_id,
+            run_count: verdict.run_count,
+            client_time: client.map(|c| wall(anchor, c.due)),
+            server_time: server.map(|s| Cow::Borrowed(s.time.as_ref())),
+            client_duration_ns: client.and_then(client_duration),
+            server_duration_ns: server.map(|s| s.server_duration_ns),
+            error: problems_text(verdict),
+        };
+        serde_json::to_writer(&mut *out, &json)?;
+    }
+    write!(out, "],\"average_response_time_ns\":{},\"summary\":", average_response_time_ns(&input.outcome.runs))?;
+    serde_json::to_writer(&mut *out, summary)?;
+    out.write_all(b"}\n")?;
+    out.flush()
+}

@@ -1,0 +1,74 @@
+//! Everything that can be wrong with a run, by kind.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    // What the client saw going wrong.
+    /// The connection was refused.
+    Refused,
+    /// The connection was reset or broken.
+    Reset,
+    /// No answer within `--timeout`.
+    Timeout,
+    /// The server closed the connection before answering.
+    Closed,
+    /// The answer was not HTTP.
+    Malformed,
+    /// The server answered, but not 200.
+    HttpStatus,
+    /// Any other socket error.
+    Io,
+    /// The test was interrupted before this run was answered or sent.
+    Interrupted,
+    // What the comparison with the server's record found.
+    /// Sent and answered, but the server has no record of it.
+    Missing,
+    /// The server recorded other bytes than were sent.
+    Corrupted,
+    /// The server recorded the run more than once.
+    Duplicated,
+    /// The server recorded a run this client never sent.
+    Unexpected,
+}
+
+impl Problem {
+    pub const ALL: [Problem; 12] = [
+        Problem::Refused,
+        Problem::Reset,
+        Problem::Timeout,
+        Problem::Closed,
+        Problem::Malformed,
+        Problem::HttpStatus,
+        Problem::Io,
+        Problem::Interrupted,
+        Problem::Missing,
+        Problem::Corrupted,
+        Problem::Duplicated,
+        Problem::Unexpected,
+    ];
+
+    /// A discrepancy between what was sent and what the server recorded,
+    /// as opposed to an error seen by the client.
+    pub fn is_discrepancy(self) -> bool {
+        matches!(self, Problem::Missing | Problem::Corrupted | Problem::Duplicated | Problem::Unexpected)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Problem::Refused => "refused",
+            Problem::Reset => "reset",
+            Problem::Timeout => "timeout",
+            Problem::Closed => "closed",
+            Problem::Malformed => "malformed",
+            Problem::HttpStatus => "http_status",
+            Problem::Io => "io",
+            Problem::Interrupted => "interrupted",
+            Problem::Missing => "missing",
+            Problem::Corrupted => "corrupted",
+            Problem::Duplicated => "duplicated",
+            Problem::Unexpected => "unexpected",
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The report's `summary`: counts by problem kind, rates, and percentiles
+//! from HDR histograms (3 significant digits, 1 ns to 2 hours).
+
+use super::problem::Problem;
+use super::{client_duration, ReportInput};
+use crate::event::clock::SECOND;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min: u64,
+    pub mean: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p99_9: u64,
+    pub max: u64,
+}
+
+/// A histogram of nanosecond values.
+pub struct Distribution(Option<Histogram<u64>>);
+
+impl Distribution {
+    pub fn new() -> Distribution {
+        Distribution(Histogram::new_with_bounds(1, 2 * 3_600 * SECOND, 3).ok())
+    }
+
+    pub fn record(&mut self, ns: u64) {
+        if let Some(h) = &mut self.0 {
+            h.saturating_record(ns.max(1));
+        }
+    }
+
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        let h = self.0.as_ref().filter(|h| !h.is_empty())?;
+        Some(Percentiles {
+            count: h.len(),
+            min: h.min(),
+            mean: h.mean().round() as u64,
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+        })
+    }
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Distribution::new()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Every run succeeded and matched the server's record.
+    pub passed: bool,
+    pub interrupted: bool,
+    /// Whether the server's record could be fetched and compared.
+    pub verified: bool,
+    pub runs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Client-side errors by kind.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Differences between what was sent and what the server recorded.
+    pub discrepancies: BTreeMap<&'static str, u64>,
+    pub wall_time_ns: u64,
+    pub throughput_rps: f64,
+    pub connections_opened: u64,
+    /// The rate `client_delay_ns` asks for, if it paces the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_rate_rps: Option<f64>,
+    /// The rate at which runs actually left, first to last.
+    pub achieved_rate_rps: f64,
+    pub client_duration_ns: Option<Percentiles>,
+    pub server_duration_ns: Option<Percentiles>,
+    /// Client minus server duration: the time spent on the path.
+    pub network_ns: Option<Percentiles>,
+    /// From when each run was due to its answer: includes any wait for a
+    /// free connection, so a stalled server cannot hide behind the queue
+    /// (coordinated omission).
+    pub latency_from_due_ns: Option<Percentiles>,
+    /// From when each run was due to when it was sent.
+    pub dispatch_lag_ns: Option<Percentiles>,
+    /// TCP connect time of the runs that opened a connection.
+    pub connect_ns: Option<Percentiles>,
+    /// Why the server's record could not be compared, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_fetch_error: Option<String>,
+}
+
+pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) -> Summary {
+    let outcome = input.outcome;
+    let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut discrepancies: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for p in Problem::ALL {
+        let map = if p.is_discrepancy() { &mut discrepancies } else { &mut errors };
+        map.insert(p.name(), 0);
+    }
+    // The first run_count verdicts are the client's runs; any after them
+    // are server records of runs never sent.
+    let client_runs = input.header.config.run_count;
+    let succeeded = input.verdicts.iter().take(client_runs as usize).filter(|v| v.problems.is_empty()).count() as u64;
+    let failed = input.verdicts.iter().filter(|v| !v.problems.is_empty()).count() as u64;
+    for v in input.verdicts {
+        for (p, _) in &v.problems {
+            let map = if p.is_discrepancy() { &mut discrepancies } else { &mut errors };
+            *map.entry(p.name()).or_default() += 1;
+        }
+    }
+    let mut client = Distribution::new();
+    let mut server = Distribution::new();
+    let mut network = Distribution::new();
+    let mut from_due = Distribution::new();
+    let mut lag = Distribution::new();
+    let mut connect = Distribution::new();
+    let (mut first_start, mut last_start) = (u64::MAX, 0);
+    for (i, run) in outcome.runs.iter().enumerate() {
+        if run.start != 0 {
+            lag.record(run.start.saturating_sub(run.due));
+            first_start = first_start.min(run.start);
+            last_start = last_start.max(run.start);
+        }
+        if let Some(c) = run.connect_ns {
+            connect.record(c);
+        }
+        let Some(d) = client_duration(run) else {
+            continue;
+        };
+        client.record(d);
+        from_due.record(run.end - run.due.min(run.start));
+        let server_run = input
+            .verdicts
+            .get(i)
+            .and_then(|v| v.server_index)
+            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
+        if let Some(s) = server_run {
+            server.record(s.server_duration_ns);
+            network.record(d.saturating_sub(s.server_duration_ns));
+        }
+    }
+    let wall = outcome.finished.saturating_sub(outcome.started);
+    let sent = outcome.runs.iter().filter(|r| r.start != 0).count() as u64;
+    let achieved = if sent > 1 && last_start > first_start {
+        (sent - 1) as f64 * SECOND as f64 / (last_start - first_start) as f64
+    } else {
+        0.0
+    };
+    let delay = input.header.config.client_delay_ns;
+    Summary {
+        passed: failed == 0 && server_fetch_error.is_none() && !outcome.interrupted,
+        interrupted: outcome.interrupted,
+        verified: server_fetch_error.is_none(),
+        runs: client_runs,
+        succeeded,
+        failed,
+        errors,
+        discrepancies,
+        wall_time_ns: wall,
+        throughput_rps: if wall > 0 { sent as f64 * SECOND as f64 / wall as f64 } else { 0.0 },
+        connections_opened: outcome.connections_opened,
+        target_rate_rps: (delay > 0).then(|| SECOND as f64 / delay as f64),
+        achieved_rate_rps: achieved,
+        client_duration_ns: client.percentiles(),
+        server_duration_ns: server.percentiles(),
+        network_ns: network.percentiles(),
+        latency_from_due_ns: from_due.percentiles(),
+        dispatch_lag_ns: lag.percentiles(),
+        connect_ns: connect.percentiles(),
+        server_fetch_error,
+    }
+}
+
+/// Nanoseconds for people: `950 ns`, `95.1 us`, `2.30 ms`, `1.20 s`.
+pub fn human_ns(ns: u64) -> String {
+    let f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2} ms", f / 1e6)
+    } else {
+        format!("{:.2} s", f / 1e9)
+    }
+}
+
+/// The closing lines printed on stderr.
+pub fn render(summary: &Summary) -> String {
+    let mut out = format!(
+        "{} runs in {}, {:.0} runs/s: {} ok, {} failed",
+        summary.runs,
+        human_ns(summary.wall_time_ns),
+        summary.throughput_rps,
+        summary.succeeded,
+        summary.failed
+    );
+    let kinds: Vec<String> = summary
+        .errors
+        .iter()
+        .chain(summary.discrepancies.iter())
+        .filter(|(_, &n)| n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    if !kinds.is_empty() {
+        out.push_str(&format!(" ({})", kinds.join(", ")));
+    }
+    if let Some(p) = &summary.client_duration_ns {
+        out.push_str(&format!(
+            "\nround trip: p50 {}, p99 {}, max {}",
+            human_ns(p.p50),
+            human_ns(p.p99),
+            human_ns(p.max)
+        ));
+    }
+    if let Some(p) = &summary.server_duration_ns {
+        out.push_str(&format!("; server: p50 {}, p99 {}", human_ns(p.p50), human_ns(p.p99)));
+    }
+    if let Some(e) = &summary.server_fetch_error {
+        out.push_str(&format!("\nthe server's record could not be fetched: {e}"));
+    }
+    out.push_str(if summary.passed { "\nPASS" } else { "\nFAIL" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_values() {
+        let mut d = Distribution::new();
+        for v in 1..=1000u64 {
+            d.record(v * 1000);
+        }
+        let p = d.percentiles().unwrap();
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.min, 1000);
+        assert!((499_000..=501_000).contains(&p.p50), "{}", p.p50);
+        assert!((989_000..=991_000).contains(&p.p99), "{}", p.p99);
+        assert!((999_000..=1_001_000).contains(&p.max));
+        assert!(Distribution::new().percentiles().is_none());
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(950), "950 ns");
+        assert_eq!(human_ns(95_100), "95.1 us");
+        assert_eq!(human_ns(2_300_000), "2.30 ms");
+        assert_eq!(human_ns(1_200_000_000), "1.20 s");
+    }
+}

@@ -1,0 +1,391 @@
+//! The test-group API: routes a request to an answer, or to a test run for
+//! the loop to carry out. No I/O and no clock here: the loop hands in the
+//! wall-clock time of the request.
+
+use super::store::{Group, Store, StoreError};
+use crate::event::clock::Nanos;
+use crate::http::server::{BodySource, Request, Response};
+use crate::http::url::Url;
+use crate::http::Method;
+use crate::report::time::rfc3339;
+use crate::wire::{data_fields, GroupConfig, GroupHeader, ServerRunJson};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard};
+use uuid::Uuid;
+
+/// Access and safety settings of the API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiPolicy {
+    /// When set, every route but /healthz needs `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// When set, upstream endpoints must name one of these `host` or
+    /// `host:port` entries.
+    pub upstream_allow: Option<Vec<String>>,
+}
+
+/// A test run the loop must carry out: upstream, delay, record, answer.
+#[derive(Debug)]
+pub struct RunOrder {
+    pub group_id: Uuid,
+    pub run_count: u64,
+    pub body: Vec<u8>,
+    pub upstream: Option<Url>,
+    pub upstream_timeout: Option<Nanos>,
+    pub delay: Nanos,
+}
+
+pub enum Action {
+    Respond(Response),
+    Run(RunOrder),
+}
+
+pub struct Api {
+    store: Arc<Mutex<Store>>,
+    policy: ApiPolicy,
+}
+
+impl Api {
+    pub fn new(store: Arc<Mutex<Store>>, policy: ApiPolicy) -> Api {
+        Api { store, policy }
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-appended run
+        // (Vec::push is all or nothing), so a poisoned lock is still usable.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn handle(&self, request: Request, wall_now: i128) -> Action {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let method = request.method;
+        if segments != ["healthz"] && !self.authorized(&request) {
+            return Action::Respond(
+                Response::error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)")
+                    .with_header("WWW-Authenticate", "Bearer".into()),
+            );
+        }
+        let get = matches!(method, Method::Get | Method::Head);
+        Action::Respond(match segments.as_slice() {
+            ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
+            ["test-groups"] if get => self.list(),
+            ["test-groups", "create"] if method == Method::Post => self.create(&request.body, wall_now),
+            ["test-groups", id] if get => self.show(id),
+            ["test-groups", id] if method == Method::Delete => self.delete(id),
+            ["test-groups", id, count] if method == Method::Post => {
+                return match self.run_order(id, count, request.body) {
+                    Ok(order) => Action::Run(order),
+                    Err(response) => Action::Respond(response),
+                }
+            }
+            ["healthz"] | ["test-groups"] | ["test-groups", _] => method_not_allowed(&segments),
+            ["test-groups", _, _] => method_not_allowed(&segments),
+            _ => Response::error(404, &format!("no route for {} {}", method.as_str(), request.path)),
+        })
+    }
+
+    fn authorized(&self, request: &Request) -> bool {
+        let Some(token) = &self.policy.token else {
+            return true;
+        };
+        let expected = format!("Bearer {token}");
+        let given = request.authorization.as_deref().unwrap_or(b"");
+        constant_time_eq(given, expected.as_bytes())
+    }
+
+    fn create(&self, body: &[u8], wall_now: i128) -> Response {
+        let config = match GroupConfig::from_json(body) {
+            Ok(c) => c,
+            Err(e) => return Response::error(400, &e),
+        };
+        if let (Some(endpoint), Some(allow)) = (&config.upstream_endpoint, &self.policy.upstream_allow) {
+            if let Err(e) = check_allowed(endpoint, allow) {
+                return Response::error(400, &e);
+            }
+        }
+        let mut store = self.store();
+        match store.create(config, rfc3339(wall_now)) {
+            Ok(group) => {
+                crate::debug!("created group {}", group.header.run_group_id);
+                let mut body = header_json(&group.header);
+                body.extend_from_slice(b",\"test_runs\":[]}\n");
+                Response::json(200, body)
+            }
+            Err(e) => store_error(e),
+        }
+    }
+
+    fn list(&self) -> Response {
+        let store = self.store();
+        let groups: Vec<serde_json::Value> = store
+            .groups()
+            .into_iter()
+            .map(|g| {
+                let mut v = serde_json::to_value(&g.header).unwrap_or_default();
+                v["recorded_runs"] = g.runs.len().into();
+                v
+            })
+            .collect();
+        let mut body = serde_json::to_vec(&groups).unwrap_or_default();
+        body.push(b'\n');
+        Response::json(200, body)
+    }
+
+    fn show(&self, id: &str) -> Response {
+        let Some(id) = self.known_group(id) else {
+            return unknown_group(id);
+        };
+        Response::stream(
+            200,
+            Box::new(GroupStream {
+                store: Arc::clone(&self.store),
+                id,
+                next_run: None,
+            }),
+        )
+    }
+
+    fn delete(&self, id: &str) -> Response {
+        let deleted = Uuid::parse_str(id).is_ok_and(|uuid| self.store().delete(&uuid));
+        if deleted {
+            Response::json(200, format!("{{\"deleted\":\"{id}\"}}\n").into_bytes())
+        } else {
+            unknown_group(id)
+        }
+    }
+
+    fn known_group(&self, id: &str) -> Option<Uuid> {
+        let uuid = Uuid::parse_str(id).ok()?;
+        self.store().get(&uuid).is_some().then_some(uuid)
+    }
+
+    fn run_order(&self, id: &str, count: &str, body: Vec<u8>) -> Result<RunOrder, Response> {
+        let run_count = match count.parse::<u64>() {
+            Ok(n) if n >= 1 && count.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(Response::error(
+                    400,
+                    &format!("run count '{count}' is not a positive integer"),
+                ))
+            }
+        };
+        let store = self.store();
+        let group = Uuid::parse_str(id).ok().and_then(|uuid| store.get(&uuid));
+        let Some(group) = group else {
+            return Err(unknown_group(id));
+        };
+        store.check_room().map_err(store_error)?;
+        let config = &group.header.config;
+        Ok(RunOrder {
+            group_id: group.header.run_group_id,
+            run_count,
+            body,
+            upstream: config.upstream_endpoint.as_deref().and_then(|e| Url::parse(e).ok()),
+            upstream_timeout: config.upstream_timeout_ns,
+            delay: config.server_delay_ns,
+        })
+    }
+}
+
+fn method_not_allowed(segments: &[&str]) -> Response {
+    let allow = match segments {
+        ["test-groups", "create"] => "POST",
+        ["test-groups", _] => "GET, HEAD, DELETE",
+        ["test-groups", _, _] => "POST",
+        _ => "GET, HEAD",
+    };
+    Response::error(405, &format!("method not allowed here; allowed: {allow}")).with_header("Allow", allow.into())
+}
+
+fn unknown_group(id: &str) -> Response {
+    Response::error(404, &format!("no test group '{id}'"))
+}
+
+pub fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::UnknownGroup => Response::error(404, "the test group was deleted"),
+        StoreError::Full(message) => Response::error(507, &message),
+    }
+}
+
+/// The group's header as a JSON object left open for `test_runs`.
+fn header_json(header: &GroupHeader) -> Vec<u8> {
+    let mut body = serde_json::to_vec(header).unwrap_or_else(|_| b"{}".to_vec());
+    body.pop(); // the closing brace
+    body
+}
+
+pub fn run_json(run: &super::store::Run) -> ServerRunJson<'_> {
+    let data = data_fields(&run.data);
+    let upstream = run.upstream.as_deref();
+    ServerRunJson {
+        run_id: run.run_id,
+        run_count: run.run_count,
+        time: Cow::Owned(rfc3339(run.server_start as i128)),
+        data: data.data,
+        data_base64: data.data_base64,
+        server_start: Cow::Owned(rfc3339(run.server_start as i128)),
+        server_end: Cow::Owned(rfc3339(run.server_end as i128)),
+        server_duration_ns: (run.server_end - run.server_start).max(0) as u64,
+        upstream_response_code: upstream.map(|u| u.code),
+        upstream_response_time_ns: upstream.map(|u| u.time_ns),
+        error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
+    }
+}
+
+/// Streams a group's JSON a batch of runs at a time, taking the lock only
+/// for each batch, so a million-run group never sits whole in memory as text.
+struct GroupStream {
+    store: Arc<Mutex<Store>>,
+    id: Uuid,
+    /// None until the header is written.
+    next_run: Option<usize>,
+}
+
+const RUNS_PER_PIECE: usize = 256;
+
+impl BodySource for GroupStream {
+    fn fill(&mut self, out: &mut Vec<u8>) -> bool {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(group) = store.get(&self.id) else {
+            // Deleted while being sent: close the JSON so it stays valid.
+            out.extend_from_slice(if self.next_run.is_none() { b"{}\n" } else { b"]}\n" });
+            return true;
+        };
+        let start = match self.next_run {
+            None => {
+                out.extend_from_slice(&header_json(&group.header));
+                out.extend_from_slice(b",\"test_runs\":[");
+                0
+            }
+            Some(i) => i,
+        };
+        write_runs(out, group, start, RUNS_PER_PIECE);
+        let end = (start + RUNS_PER_PIECE).min(group.runs.len());
+        self.next_run = Some(end);
+        if end >= group.runs.len() {
+            out.extend_from_slice(b"]}\n");
+            return true;
+        }
+        false
+    }
+}
+
+fn write_runs(out: &mut Vec<u8>, group: &Group, start: usize, count: usize) {
+    for (i, run) in group.runs.iter().enumerate().skip(start).take(count) {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, &run_json(run));
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..b.len() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+    }
+    diff == 0
+}
+
+fn check_allowed(endpoint: &str, allow: &[String]) -> Result<(), String> {
+    let url = Url::parse(endpoint).map_err(|e| format!("upstream_endpoint: {e}"))?;
+    let host_port = format!("{}:{}", url.host, url.port);
+    let ok = allow.iter().any(|entry| {
+        let entry = entry.trim_start_matches('[').replace("]:", ":");
+        let entry = entry.trim_end_matches(']');
+        entry.eq_ignore_ascii_case(&url.host) || entry.eq_ignore_ascii_case(&host_port)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "upstream_endpoint host '{host_port}' is not allowed by this server (--upstream-allow)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::StoreLimits;
+
+    fn api(policy: ApiPolicy) -> Api {
+        Api::new(Arc::new(Mutex::new(Store::new(StoreLimits::default()))), policy)
+    }
+
+    fn request(method: Method, path: &str, body: &[u8]) -> Request {
+        Request {
+            seq: 0,
+            method,
+            path: path.into(),
+            body: body.to_vec(),
+            authorization: None,
+        }
+    }
+
+    fn status(action: Action) -> u16 {
+        match action {
+            Action::Respond(r) => r.status,
+            Action::Run(_) => 0,
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let api = api(ApiPolicy::default());
+        assert_eq!(status(api.handle(request(Method::Get, "/healthz", b""), 0)), 200);
+        assert_eq!(status(api.handle(request(Method::Get, "/nope", b""), 0)), 404);
+        assert_eq!(status(api.handle(request(Method::Get, "/test-groups/create", b""), 0)), 404);
+        assert_eq!(status(api.handle(request(Method::Put, "/test-groups", b""), 0)), 405);
+        assert_eq!(status(api.handle(request(Method::Post, "/test-groups/create", b"{}"), 0)), 400);
+        let id = {
+            let store = api.store();
+            drop(store);
+            let Action::Respond(r) = api.handle(request(Method::Post, "/test-groups/create", br#"{"run_count":2,"server_delay_ns":5}"#), 0) else {
+                panic!("create runs nothing")
+            };
+            assert_eq!(r.status, 200);
+            api.store().groups()[0].header.run_group_id
+        };
+        let run = api.handle(request(Method::Post, &format!("/test-groups/{id}/1"), b"x"), 0);
+        assert!(matches!(run, Action::Run(RunOrder { run_count: 1, delay: 5, .. })));
+        assert_eq!(status(api.handle(request(Method::Post, &format!("/test-groups/{id}/0"), b""), 0)), 400);
+        assert_eq!(status(api.handle(request(Method::Post, &format!("/test-groups/{id}/+1"), b""), 0)), 400);
+        assert_eq!(status(api.handle(request(Method::Post, "/test-groups/nope/1", b""), 0)), 404);
+        assert_eq!(status(api.handle(request(Method::Get, &format!("/test-groups/{id}/1"), b""), 0)), 405);
+        assert_eq!(status(api.handle(request(Method::Delete, &format!("/test-groups/{id}"), b""), 0)), 200);
+        assert_eq!(status(api.handle(request(Method::Get, &format!("/test-groups/{id}"), b""), 0)), 404);
+    }
+
+    #[test]
+    fn token_guards_all_but_healthz() {
+        let api = api(ApiPolicy { token: Some("s3cret".into()), upstream_allow: None });
+        assert_eq!(status(api.handle(request(Method::Get, "/healthz", b""), 0)), 200);
+        assert_eq!(status(api.handle(request(Method::Get, "/test-groups", b""), 0)), 401);
+        let mut ok = request(Method::Get, "/test-groups", b"");
+        ok.authorization = Some(b"Bearer s3cret".to_vec());
+        assert_eq!(status(api.handle(ok, 0)), 200);
+        let mut wrong = request(Method::Get, "/test-groups", b"");
+        wrong.authorization = Some(b"Bearer s3cres".to_vec());
+        assert_eq!(status(api.handle(wrong, 0)), 401);
+    }
+
+    #[test]
+    fn upstream_allow_list() {
+        let allow = vec!["127.0.0.1:9000".to_owned(), "internal.example.net".to_owned()];
+        assert!(check_allowed("http://127.0.0.1:9000/x", &allow).is_ok());
+        assert!(check_allowed("https://internal.example.net", &allow).is_ok());
+        assert!(check_allowed("http://127.0.0.1:9001/", &allow).unwrap_err().contains("127.0.0.1:9001"));
+        assert!(check_allowed("http://169.254.169.254/", &allow).is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

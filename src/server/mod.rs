@@ -1,0 +1,632 @@
+//! `conntest server`: the test-group API over one mio loop per thread.
+//!
+//! The loop accepts connections, moves bytes between sockets and each
+//! connection's [`ServerConn`], hands complete requests to the [`Api`], and
+//! carries out test runs: upstream GET, then the server delay on the timer
+//! wheel, then the record and the answer. The clock is read once per
+//! wake-up; every timestamp of that wake-up is that `now`.
+
+pub mod api;
+pub mod store;
+pub mod upstream;
+
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
+use crate::event::resolver::Resolver;
+use crate::event::timer::{TimerKey, TimerWheel};
+use crate::event::wake::WakeTimer;
+use crate::event::Source;
+use crate::http::server::{Request, Response, ServerConn, ServerLimits};
+use crate::ids::IdGen;
+use api::{store_error, Action, Api, ApiPolicy, RunOrder};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use store::{Run, Store, StoreLimits, UpstreamOutcome};
+use upstream::{Finished, UpstreamTimer, Upstreams};
+
+/// Everything `conntest server` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub bind: Vec<SocketAddr>,
+    pub threads: usize,
+    pub http: ServerLimits,
+    pub max_connections: usize,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout: Nanos,
+    /// A request must arrive whole within this of its first byte (slowloris).
+    pub request_timeout: Nanos,
+    pub store: StoreLimits,
+    pub policy: ApiPolicy,
+    /// Upstream answers larger than this are not read further.
+    pub upstream_max_body: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            threads: 1,
+            http: ServerLimits::default(),
+            max_connections: 10_000,
+            idle_timeout: 60 * SECOND,
+            request_timeout: 10 * SECOND,
+            store: StoreLimits::default(),
+            policy: ApiPolicy::default(),
+            upstream_max_body: 1 << 20,
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    api: Arc<Api>,
+    options: ServerOptions,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// Stops the loops: the first call stops accepting and lets runs in flight
+/// finish; they exit once none is left.
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    flag: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// A stop signal that a flag (set by a signal handler, say) triggers.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> StopSignal {
+        StopSignal { flag }
+    }
+
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+impl Server {
+    /// Binds every address (one listener per thread, sharing the port with
+    /// SO_REUSEPORT so the kernel spreads connections over the threads).
+    pub fn bind(options: ServerOptions) -> io::Result<Server> {
+        let threads = options.threads.max(1);
+        let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for &addr in &options.bind {
+            let mut addr = addr;
+            for per_thread in listeners.iter_mut() {
+                let listener = bind_listener(addr, threads > 1)?;
+                addr = listener.local_addr()?;
+                per_thread.push(listener);
+            }
+            local_addrs.push(addr);
+        }
+        let store = Arc::new(Mutex::new(Store::new(options.store)));
+        let api = Arc::new(Api::new(store, options.policy.clone()));
+        Ok(Server { listeners, api, options, local_addrs })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Runs the loops until `shutdown` is triggered and runs in flight end.
+    pub fn run(self, shutdown: StopSignal) -> io::Result<()> {
+        let mut handles = Vec::new();
+        let mut sets = self.listeners.into_iter();
+        let first = sets.next().unwrap_or_default();
+        for (i, set) in sets.enumerate() {
+            let api = Arc::clone(&self.api);
+            let options = self.options.clone();
+            let shutdown = shutdown.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("loop-{}", i + 1))
+                    .spawn(move || ServerLoop::new(set, api, options, shutdown)?.run())?,
+            );
+        }
+        let result = ServerLoop::new(first, self.api, self.options, shutdown.clone())?.run();
+        shutdown.trigger();
+        for h in handles {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(io::Error::other("a server loop thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // "::" serves IPv4 too.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    let _ = reuse_port;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Timers of the server loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Check a connection for idle or request timeouts.
+    Connection { key: usize, serial: u64 },
+    /// A run's server delay is over.
+    RunDelay(usize),
+    Upstream(UpstreamTimer),
+    /// Retry accepting after running out of file descriptors.
+    AcceptRetry,
+}
+
+impl From<UpstreamTimer> for Timer {
+    fn from(t: UpstreamTimer) -> Timer {
+        Timer::Upstream(t)
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    http: ServerConn,
+    serial: u64,
+    last_active: Nanos,
+    /// When the request now being read began to arrive.
+    request_started: Option<Nanos>,
+    timer: Option<TimerKey>,
+    /// Reading stopped with the pipeline full; bytes may wait in the kernel.
+    read_paused: bool,
+    /// Our side is shut; reading out what the peer still sends, then close.
+    draining: bool,
+}
+
+/// A test run between its request and its answer. It lives outside the
+/// connection so it is recorded even when the client is gone.
+struct PendingRun {
+    conn: usize,
+    serial: u64,
+    seq: u64,
+    order: RunOrder,
+    start: Nanos,
+    upstream: Option<UpstreamOutcome>,
+}
+
+const SCRATCH: usize = 64 * 1024;
+/// How long a closing connection may take to read out the peer's leftovers.
+const DRAIN_TIMEOUT: Nanos = 2 * SECOND;
+
+struct ServerLoop {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Connection>,
+    runs: Slab<PendingRun>,
+    wheel: TimerWheel<Timer>,
+    wake: WakeTimer,
+    upstreams: Upstreams,
+    api: Arc<Api>,
+    options: ServerOptions,
+    shutdown: StopSignal,
+    anchor: WallAnchor,
+    ids: IdGen,
+    scratch: Vec<u8>,
+    next_serial: u64,
+    accept_paused: bool,
+    /// Connections with new output to write before the loop sleeps.
+    dirty: Vec<usize>,
+    fired: Vec<Timer>,
+    finished: Vec<Finished>,
+}
+
+impl ServerLoop {
+    fn new(listeners: Vec<std::net::TcpListener>, api: Arc<Api>, options: ServerOptions, shutdown: StopSignal) -> io::Result<ServerLoop> {
+        let poll = Poll::new()?;
+        let mut mio_listeners = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut l = TcpListener::from_std(l);
+            poll.registry().register(&mut l, Source::Listener(i).token(), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Source::Waker.token())?);
+        let now = clock::now();
+        Ok(ServerLoop {
+            poll,
+            listeners: mio_listeners,
+            conns: Slab::new(),
+            runs: Slab::new(),
+            wheel: TimerWheel::new(now),
+            wake,
+            upstreams: Upstreams::new(Resolver::new(waker), options.upstream_max_body),
+            api,
+            options,
+            shutdown,
+            anchor: WallAnchor::capture(),
+            ids: IdGen::new(),
+            scratch: vec![0; SCRATCH],
+            next_serial: 0,
+            accept_paused: false,
+            dirty: Vec::new(),
+            fired: Vec::new(),
+            finished: Vec::new(),
+        })
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut stopping = false;
+        loop {
+            if self.shutdown.is_set() && !stopping {
+                stopping = true;
+                for l in &mut self.listeners {
+                    let _ = self.poll.registry().deregister(l);
+                }
+                self.listeners.clear();
+            }
+            if stopping && self.runs.is_empty() {
+                return Ok(());
+            }
+            self.wake.arm(self.wheel.next_wakeup())?;
+            // While stopping, wake at least every 50 ms to notice the end.
+            let timeout = match (self.wake.poll_timeout(clock::now()), stopping) {
+                (t, false) => t,
+                (Some(t), true) => Some(t.min(std::time::Duration::from_millis(50))),
+                (None, true) => Some(std::time::Duration::from_millis(50)),
+            };
+            // Also wake to notice a shutdown request.
+            let timeout = timeout.or(Some(std::time::Duration::from_millis(200)));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = clock::now();
+            for event in events.iter() {
+                match Source::from_token(event.token()) {
+                    Some(Source::Listener(i)) => self.accept(i, now),
+                    Some(Source::Connection(key)) => self.drive(key, now, event.is_readable() || event.is_read_closed()),
+                    Some(Source::Upstream(key)) => {
+                        let mut finished = std::mem::take(&mut self.finished);
+                        self.upstreams.on_ready(self.poll.registry(), key, &mut self.scratch, now, &mut self.wheel, &mut finished);
+                        self.finished = finished;
+                    }
+                    Some(Source::Waker) => {
+                        let mut finished = std::mem::take(&mut self.finished);
+                        self.upstreams.on_resolved(self.poll.registry(), now, &mut self.wheel, &mut finished);
+                        self.finished = finished;
+                    }
+                    Some(Source::WakeTimer) => self.wake.acknowledge(),
+                    None => {}
+                }
+            }
+            self.fire_timers(now);
+            self.after_upstream(now);
+            self.flush_dirty(now);
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Nanos) {
+        loop {
+            if self.conns.len() >= self.options.max_connections {
+                // Leave further connections queued in the kernel's backlog.
+                self.accept_paused = true;
+                return;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _peer)) => self.add_connection(stream, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_fd_exhaustion(&e) => {
+                    crate::warn!("accept: {e}; retrying in 50 ms");
+                    self.accept_paused = true;
+                    self.wheel.insert(now + 50 * MILLISECOND, Timer::AcceptRetry);
+                    return;
+                }
+                Err(e) => {
+                    crate::debug!("accept: {e}");
+                }
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self, now: Nanos) {
+        if self.accept_paused && self.conns.len() < self.options.max_connections {
+            self.accept_paused = false;
+            for i in 0..self.listeners.len() {
+                self.accept(i, now);
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut stream: TcpStream, now: Nanos) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = Source::Connection(key).token();
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            crate::warn!("register connection: {e}");
+            return;
+        }
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let timer = self.wheel.insert(now + self.options.idle_timeout, Timer::Connection { key, serial });
+        entry.insert(Connection {
+            stream,
+            http: ServerConn::new(self.options.http),
+            serial,
+            last_active: now,
+            request_started: None,
+            timer: Some(timer),
+            read_paused: false,
+            draining: false,
+        });
+    }
+
+    /// Reads what arrived, handles complete requests, writes what is owed.
+    fn drive(&mut self, key: usize, now: Nanos, readable: bool) {
+        let mut requests = Vec::new();
+        {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if readable || conn.read_paused {
+                conn.read_paused = false;
+                loop {
+                    if !conn.http.wants_input() && !conn.draining {
+                        conn.read_paused = true;
+                        break;
+                    }
+                    match conn.stream.read(&mut self.scratch) {
+                        Ok(0) => {
+                            if conn.draining {
+                                return self.close(key);
+                            }
+                            conn.http.receive_eof();
+                            break;
+                        }
+                        Ok(n) => {
+                            conn.last_active = now;
+                            if conn.draining {
+                                continue;
+                            }
+                            conn.http.receive(&self.scratch[..n]);
+                            while let Some(request) = conn.http.next_request() {
+                                requests.push(request);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return self.close(key),
+                    }
+                }
+                if conn.http.is_mid_request() {
+                    conn.request_started.get_or_insert(now);
+                } else {
+                    conn.request_started = None;
+                }
+            }
+        }
+        for request in requests {
+            self.dispatch(key, request, now);
+        }
+        self.flush(key, now);
+    }
+
+    fn dispatch(&mut self, key: usize, request: Request, now: Nanos) {
+        let seq = request.seq;
+        match self.api.handle(request, self.anchor.wall(now)) {
+            Action::Respond(response) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.http.respond(seq, response);
+                }
+            }
+            Action::Run(order) => {
+                let serial = self.conns.get(key).map_or(0, |c| c.serial);
+                let upstream = order.upstream.clone();
+                let timeout = order.upstream_timeout;
+                let run = self.runs.insert(PendingRun { conn: key, serial, seq, order, start: now, upstream: None });
+                match upstream {
+                    Some(url) => {
+                        if let Some(done) = self.upstreams.start(run, &url, timeout, now, &mut self.wheel) {
+                            self.finished.push(done);
+                        }
+                    }
+                    None => self.hold(run, now),
+                }
+            }
+        }
+    }
+
+    /// Upstream done (or none): hold the answer for the server delay.
+    fn hold(&mut self, run: usize, now: Nanos) {
+        let delay = self.runs.get(run).map_or(0, |r| r.order.delay);
+        if delay == 0 {
+            self.complete(run, now);
+        } else {
+            self.wheel.insert(now + delay, Timer::RunDelay(run));
+        }
+    }
+
+    fn after_upstream(&mut self, now: Nanos) {
+        while let Some(done) = self.finished.pop() {
+            if let Some(run) = self.runs.get_mut(done.run) {
+                run.upstream = Some(done.outcome);
+                self.hold(done.run, now);
+            }
+        }
+    }
+
+    /// Records the run and answers it (if its client is still there).
+    fn complete(&mut self, run: usize, now: Nanos) {
+        let Some(pending) = self.runs.try_remove(run) else {
+            return;
+        };
+        let record = Run {
+            run_id: self.ids.uuid(),
+            run_count: pending.order.run_count,
+            server_start: self.anchor.wall(pending.start) as i64,
+            server_end: self.anchor.wall(now) as i64,
+            data: Arc::from(&[][..]),
+            upstream: pending.upstream.map(Box::new),
+        };
+        let result = self.api.store().record(&pending.order.group_id, record, &pending.order.body);
+        let response = match result {
+            Ok(()) => Response::empty(200),
+            Err(e) => store_error(e),
+        };
+        if let Some(conn) = self.conns.get_mut(pending.conn) {
+            if conn.serial == pending.serial {
+                conn.http.respond(pending.seq, response);
+                self.dirty.push(pending.conn);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Nanos) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.poll(now, &mut fired);
+        for timer in fired.drain(..) {
+            match timer {
+                Timer::RunDelay(run) => self.complete(run, now),
+                Timer::Connection { key, serial } => self.check_connection(key, serial, now),
+                Timer::Upstream(t) => {
+                    let mut finished = std::mem::take(&mut self.finished);
+                    self.upstreams.on_timeout(self.poll.registry(), t, now, &mut self.wheel, &mut finished);
+                    self.finished = finished;
+                }
+                Timer::AcceptRetry => self.resume_accepting(now),
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// The connection's timer: close it if idle too long, answer 408 if a
+    /// request has been arriving too long, else look again later.
+    fn check_connection(&mut self, key: usize, serial: u64, now: Nanos) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.serial != serial {
+            return;
+        }
+        conn.timer = None;
+        let next = if conn.draining {
+            if now >= conn.last_active + DRAIN_TIMEOUT {
+                return self.close(key);
+            }
+            conn.last_active + DRAIN_TIMEOUT
+        } else if let Some(started) = conn.request_started {
+            let deadline = started + self.options.request_timeout;
+            if now >= deadline {
+                let message = format!(
+                    "request not received in full within {} ms",
+                    self.options.request_timeout / MILLISECOND
+                );
+                crate::debug!("{message}; closing");
+                conn.http.abort_request(408, &message);
+                conn.request_started = None;
+                return self.flush(key, now);
+            }
+            deadline.min(conn.last_active + self.options.idle_timeout)
+        } else if conn.http.is_idle() {
+            let deadline = conn.last_active + self.options.idle_timeout;
+            if now >= deadline {
+                return self.close(key);
+            }
+            deadline
+        } else {
+            now + self.options.idle_timeout
+        };
+        conn.timer = Some(self.wheel.insert(next, Timer::Connection { key, serial }));
+    }
+
+    fn flush_dirty(&mut self, now: Nanos) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            self.drive(key, now, false);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes what the connection owes; closes it when it is done.
+    fn flush(&mut self, key: usize, now: Nanos) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            let out = conn.http.poll_output();
+            if out.is_empty() {
+                break;
+            }
+            match conn.stream.write(out) {
+                Ok(n) => conn.http.advance_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(key),
+            }
+        }
+        if conn.http.is_finished() && !conn.draining {
+            // Shut our side and read out what the peer still sends, so the
+            // kernel does not answer unread bytes with a reset that could
+            // destroy the final answer in flight.
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.draining = true;
+            conn.last_active = now;
+            if conn.timer.is_none_or(|t| self.wheel.deadline(t).is_none_or(|d| d > now + DRAIN_TIMEOUT)) {
+                if let Some(t) = conn.timer.take() {
+                    self.wheel.cancel(t);
+                }
+                let serial = conn.serial;
+                conn.timer = Some(self.wheel.insert(now + DRAIN_TIMEOUT, Timer::Connection { key, serial }));
+            }
+            // A peer already gone closes at once.
+            return self.drive(key, now, true);
+        }
+        // Answers drained: a paused reader may continue.
+        if conn.read_paused && conn.http.wants_input() {
+            self.drive(key, now, false);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(t) = conn.timer {
+                self.wheel.cancel(t);
+            }
+        }
+        self.resume_accepting(clock::now());
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}

@@ -1,0 +1,220 @@
+//! The JSON contract shared by the server, the client and the report.
+//!
+//! Field names follow the original tool (`original-*.json`). Run bodies are
+//! shown as readable strings: `data` holds the body as text; when the body is
+//! not valid UTF-8, `data` holds a lossy rendering for people and
+//! `data_base64` the exact bytes, and readers take `data_base64` when it is
+//! present. Durations are integer nanoseconds; timestamps RFC 3339.
+
+use crate::http::url::Url;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+pub const MAX_RUN_COUNT: u64 = 100_000_000;
+pub const MAX_CONCURRENCY: u64 = 100_000;
+/// Longest delay or timeout a group may ask for: one hour.
+pub const MAX_DELAY_NS: u64 = 3_600_000_000_000;
+
+/// A test group's configuration, as created over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    pub description: String,
+    pub run_count: u64,
+    pub concurrency: u64,
+    pub client_delay_ns: u64,
+    pub server_delay_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+const FIELDS: &[&str] = &[
+    "description",
+    "run_count",
+    "concurrency",
+    "client_delay_ns",
+    "server_delay_ns",
+    "upstream_endpoint",
+    "upstream_timeout_ns",
+    "data",
+];
+
+impl GroupConfig {
+    /// Parses and checks a create request's body; the error names the
+    /// problem and the field.
+    pub fn from_json(body: &[u8]) -> Result<GroupConfig, String> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Object(map) = value else {
+            return Err("the test group must be a JSON object".into());
+        };
+        if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!("unknown field '{unknown}' (expected one of: {})", FIELDS.join(", ")));
+        }
+        let run_count = uint(&map, "run_count", MAX_RUN_COUNT)?.ok_or("run_count is required")?;
+        if run_count < 1 {
+            return Err("run_count must be at least 1".into());
+        }
+        let upstream_endpoint = string(&map, "upstream_endpoint")?.filter(|s| !s.is_empty());
+        if let Some(endpoint) = &upstream_endpoint {
+            Url::parse(endpoint).map_err(|e| format!("upstream_endpoint: {e}"))?;
+        }
+        Ok(GroupConfig {
+            description: string(&map, "description")?.unwrap_or_default(),
+            run_count,
+            concurrency: uint(&map, "concurrency", MAX_CONCURRENCY)?.unwrap_or(0).max(1),
+            client_delay_ns: uint(&map, "client_delay_ns", MAX_DELAY_NS)?.unwrap_or(0),
+            server_delay_ns: uint(&map, "server_delay_ns", MAX_DELAY_NS)?.unwrap_or(0),
+            upstream_endpoint,
+            upstream_timeout_ns: uint(&map, "upstream_timeout_ns", MAX_DELAY_NS)?.filter(|&t| t > 0),
+            data: string(&map, "data")?,
+        })
+    }
+}
+
+fn uint(map: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, String> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= max => Ok(Some(v)),
+            Some(_) => Err(format!("{field} must be at most {max}")),
+            None if n.as_i64().is_some_and(|v| v < 0) => Err(format!("{field} must not be negative")),
+            None => Err(format!("{field} must be a whole number")),
+        },
+        Some(other) => Err(format!("{field} must be a number, not {}", kind(other))),
+    }
+}
+
+fn string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{field} must be a string, not {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A run body as JSON fields: readable text, plus exact bytes when needed.
+pub struct DataFields<'a> {
+    pub data: Cow<'a, str>,
+    pub data_base64: Option<String>,
+}
+
+pub fn data_fields(bytes: &[u8]) -> DataFields<'_> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => DataFields {
+            data: Cow::Borrowed(s),
+            data_base64: None,
+        },
+        Err(_) => DataFields {
+            data: String::from_utf8_lossy(bytes),
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        },
+    }
+}
+
+/// The exact bytes of a run body from its JSON fields.
+pub fn data_bytes(data: Option<&str>, data_base64: Option<&str>) -> Result<Vec<u8>, String> {
+    match data_base64 {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("data_base64 is not base64: {e}")),
+        None => Ok(data.unwrap_or("").as_bytes().to_vec()),
+    }
+}
+
+/// One run as the server records and shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerRunJson<'a> {
+    pub run_id: uuid::Uuid,
+    pub run_count: u64,
+    pub time: Cow<'a, str>,
+    #[serde(default)]
+    pub data: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    pub server_start: Cow<'a, str>,
+    pub server_end: Cow<'a, str>,
+    pub server_duration_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_response_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_response_time_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Cow<'a, str>>,
+}
+
+/// A group's header fields, everything but its runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupHeader {
+    pub run_group_id: uuid::Uuid,
+    pub created_at: String,
+    #[serde(flatten)]
+    pub config: GroupConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        GroupConfig::from_json(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_the_seed_example() {
+        let c = GroupConfig::from_json(
+            br#"{"description": "example test group", "run_count": 1000, "concurrency": 5,
+                "client_delay_ns": 100, "upstream_endpoint": "https://internal.example.net", "server_delay_ns": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(c.run_count, 1000);
+        assert_eq!(c.concurrency, 5);
+        assert_eq!(c.upstream_endpoint.as_deref(), Some("https://internal.example.net"));
+        assert_eq!(c.upstream_timeout_ns, None);
+    }
+
+    #[test]
+    fn concurrency_absent_or_zero_means_one() {
+        assert_eq!(GroupConfig::from_json(br#"{"run_count": 1}"#).unwrap().concurrency, 1);
+        assert_eq!(GroupConfig::from_json(br#"{"run_count": 1, "concurrency": 0}"#).unwrap().concurrency, 1);
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_field() {
+        assert!(err("{").starts_with("invalid JSON"));
+        assert!(err("[]").contains("JSON object"));
+        assert!(err(r#"{"run_cout": 5}"#).contains("unknown field 'run_cout'"));
+        assert!(err(r#"{"concurrency": 5}"#).contains("run_count is required"));
+        assert!(err(r#"{"run_count": 0}"#).contains("run_count must be at least 1"));
+        assert!(err(r#"{"run_count": "5"}"#).contains("run_count must be a number, not a string"));
+        assert!(err(r#"{"run_count": 5, "server_delay_ns": -1}"#).contains("server_delay_ns must not be negative"));
+        assert!(err(r#"{"run_count": 1.5}"#).contains("run_count must be a whole number"));
+        assert!(err(r#"{"run_count": 1000000000}"#).contains("at most 100000000"));
+        assert!(err(r#"{"run_count": 1, "upstream_endpoint": "ftp://x"}"#).starts_with("upstream_endpoint:"));
+        assert!(err(r#"{"run_count": 1, "description": 3}"#).contains("description must be a string"));
+    }
+
+    #[test]
+    fn data_round_trips_exactly() {
+        for body in [&b"plain"[..], "multi\nline ✓".as_bytes(), b"\xff\x00binary\x80", b""] {
+            let f = data_fields(body);
+            assert_eq!(data_bytes(Some(&f.data), f.data_base64.as_deref()).unwrap(), body);
+            assert_eq!(f.data_base64.is_some(), std::str::from_utf8(body).is_err());
+        }
+    }
+}
