@@ -5,7 +5,6 @@ pub mod driver;
 pub mod fetch;
 pub mod verify;
 
-use crate::event::clock::SECOND;
 use crate::http::Method;
 use crate::report::summary::{render, summarize};
 use crate::report::ReportInput;
@@ -124,7 +123,11 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     let records: Option<Vec<ServerRecord<'_>>> = server_runs.as_ref().map(|runs| {
         runs.iter()
             .zip(&bodies)
-            .map(|(r, data)| ServerRecord { run_count: r.run_count, data })
+            .map(|(r, data)| ServerRecord {
+                run_count: r.run_count,
+                data,
+                upstream_error: r.error.as_deref(),
+            })
             .collect()
     });
     let verdicts = verify::compare(config.run_count, &outcome.runs, &body, records.as_deref());
@@ -151,9 +154,4 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     } else {
         Verdict::Failed
     })
-}
-
-/// Seconds for people.
-pub fn seconds(ns: u64) -> f64 {
-    ns as f64 / SECOND as f64
 }

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 pub struct ServerRecord<'a> {
     pub run_count: u64,
     pub data: &'a [u8],
+    /// The error the server recorded for its upstream request, if any.
+    pub upstream_error: Option<&'a str>,
 }
 
 /// The verdict on one run: its problems, and which server record (index)
@@ -66,6 +68,9 @@ pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Op
                     break;
                 }
             }
+        }
+        if let Some(e) = matches.first().and_then(|&i| server[i].upstream_error) {
+            problems.push((Problem::Upstream, e.to_owned()));
         }
         if matches.len() > 1 {
             problems.push((Problem::Duplicated, format!("recorded {} times by the server", matches.len())));
@@ -140,11 +145,11 @@ mod tests {
         let body = BodyPlan::Fixed(b"hello".to_vec());
         let client = vec![run(None), run(None), run(None), run(Some(Problem::Timeout)), run(None)];
         let server = [
-            ServerRecord { run_count: 1, data: b"hello" },
-            ServerRecord { run_count: 3, data: b"hellp" },
-            ServerRecord { run_count: 5, data: b"hello" },
-            ServerRecord { run_count: 5, data: b"hello" },
-            ServerRecord { run_count: 9, data: b"hello" },
+            ServerRecord { run_count: 1, data: b"hello", upstream_error: None },
+            ServerRecord { run_count: 3, data: b"hellp", upstream_error: None },
+            ServerRecord { run_count: 5, data: b"hello", upstream_error: None },
+            ServerRecord { run_count: 5, data: b"hello", upstream_error: None },
+            ServerRecord { run_count: 9, data: b"hello", upstream_error: None },
         ];
         let v = compare(5, &client, &body, Some(&server));
         assert_eq!(v.len(), 6);
@@ -167,11 +172,11 @@ mod tests {
         let text = |r: &ClientRun| r.body_uuid.map(|u| u.to_string()).unwrap_or_default();
         let (ta, tb) = (text(&a), text(&b));
         // The server swapped the two bodies: both runs are corrupted.
-        let server = [ServerRecord { run_count: 1, data: tb.as_bytes() }, ServerRecord { run_count: 2, data: ta.as_bytes() }];
+        let server = [ServerRecord { run_count: 1, data: tb.as_bytes(), upstream_error: None }, ServerRecord { run_count: 2, data: ta.as_bytes(), upstream_error: None }];
         let v = compare(2, &[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Corrupted]);
         assert_eq!(kinds(&v[1]), vec![Problem::Corrupted]);
-        let server = [ServerRecord { run_count: 1, data: ta.as_bytes() }, ServerRecord { run_count: 2, data: tb.as_bytes() }];
+        let server = [ServerRecord { run_count: 1, data: ta.as_bytes(), upstream_error: None }, ServerRecord { run_count: 2, data: tb.as_bytes(), upstream_error: None }];
         assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server)).iter().all(|v| v.problems.is_empty()));
     }
 
@@ -183,8 +188,15 @@ mod tests {
     }
 
     #[test]
+    fn upstream_errors_fail_the_run() {
+        let server = [ServerRecord { run_count: 1, data: b"", upstream_error: Some("connect failed: refused") }];
+        let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&server));
+        assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
+    }
+
+    #[test]
     fn unsent_runs_are_reported_as_interrupted() {
-        let v = compare(2, &[run(None)], &BodyPlan::Uuid, Some(&[ServerRecord { run_count: 1, data: b"" }]));
+        let v = compare(2, &[run(None)], &BodyPlan::Uuid, Some(&[ServerRecord { run_count: 1, data: b"", upstream_error: None }]));
         assert_eq!(kinds(&v[1]), vec![Problem::Interrupted]);
     }
 }

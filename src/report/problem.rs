@@ -22,6 +22,9 @@ pub enum Problem {
     Io,
     /// The test was interrupted before this run was answered or sent.
     Interrupted,
+    /// The server's upstream request for this run failed (the server
+    /// recorded an error: refused, timed out, unresolvable...).
+    Upstream,
     // What the comparison with the server's record found.
     /// Sent and answered, but the server has no record of it.
     Missing,
@@ -34,7 +37,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 12] = [
+    pub const ALL: [Problem; 13] = [
         Problem::Refused,
         Problem::Reset,
         Problem::Timeout,
@@ -43,6 +46,7 @@ impl Problem {
         Problem::HttpStatus,
         Problem::Io,
         Problem::Interrupted,
+        Problem::Upstream,
         Problem::Missing,
         Problem::Corrupted,
         Problem::Duplicated,
@@ -65,6 +69,7 @@ impl Problem {
             Problem::HttpStatus => "http_status",
             Problem::Io => "io",
             Problem::Interrupted => "interrupted",
+            Problem::Upstream => "upstream",
             Problem::Missing => "missing",
             Problem::Corrupted => "corrupted",
             Problem::Duplicated => "duplicated",

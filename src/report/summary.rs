@@ -25,12 +25,13 @@ pub struct Distribution(Option<Histogram<u64>>);
 
 impl Distribution {
     pub fn new() -> Distribution {
+        // Zero is recordable (a server duration within one loop wake-up).
         Distribution(Histogram::new_with_bounds(1, 2 * 3_600 * SECOND, 3).ok())
     }
 
     pub fn record(&mut self, ns: u64) {
         if let Some(h) = &mut self.0 {
-            h.saturating_record(ns.max(1));
+            h.saturating_record(ns);
         }
     }
 
