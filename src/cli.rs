@@ -120,7 +120,11 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, UsageError> {
     match command.as_deref() {
         None | Some("help") if !args.contains(["-V", "--version"]) => {
             print!("{HELP}");
-            Ok(if help || command.is_some() { EXIT_OK } else { EXIT_USAGE })
+            Ok(if help || command.is_some() {
+                EXIT_OK
+            } else {
+                EXIT_USAGE
+            })
         }
         None | Some("help") | Some("version") => {
             println!("conntest {VERSION}");
@@ -132,7 +136,9 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, UsageError> {
         Some("server") => server(args),
         Some("client") => client_command(args),
         Some("run") => run_command(args),
-        Some(other) => Err(UsageError(format!("unknown command '{other}' (expected server, client or run; see --help)"))),
+        Some(other) => Err(UsageError(format!(
+            "unknown command '{other}' (expected server, client or run; see --help)"
+        ))),
     }
 }
 
@@ -145,7 +151,10 @@ fn finish(args: Arguments) -> Result<(), UsageError> {
     let rest = args.finish();
     match rest.first() {
         None => Ok(()),
-        Some(arg) => Err(UsageError(format!("unexpected argument '{}' (see --help)", arg.to_string_lossy()))),
+        Some(arg) => Err(UsageError(format!(
+            "unexpected argument '{}' (see --help)",
+            arg.to_string_lossy()
+        ))),
     }
 }
 
@@ -155,19 +164,38 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
     let bind: Option<IpAddr> = args.opt_value_from_str("--bind")?;
     let mut options = ServerOptions {
         threads: args.opt_value_from_fn("--threads", positive)?.unwrap_or(1) as usize,
-        max_connections: args.opt_value_from_fn("--max-connections", positive)?.unwrap_or(defaults.max_connections as u64) as usize,
-        idle_timeout: args.opt_value_from_fn("--idle-timeout", parse_duration)?.unwrap_or(defaults.idle_timeout),
-        request_timeout: args.opt_value_from_fn("--request-timeout", parse_duration)?.unwrap_or(defaults.request_timeout),
-        upstream_max_body: args.opt_value_from_fn("--upstream-max-body", positive)?.unwrap_or(defaults.upstream_max_body),
+        max_connections: args
+            .opt_value_from_fn("--max-connections", positive)?
+            .unwrap_or(defaults.max_connections as u64) as usize,
+        idle_timeout: args
+            .opt_value_from_fn("--idle-timeout", parse_duration)?
+            .unwrap_or(defaults.idle_timeout),
+        request_timeout: args
+            .opt_value_from_fn("--request-timeout", parse_duration)?
+            .unwrap_or(defaults.request_timeout),
+        upstream_max_body: args
+            .opt_value_from_fn("--upstream-max-body", positive)?
+            .unwrap_or(defaults.upstream_max_body),
         ..defaults
     };
-    options.http.max_body = args.opt_value_from_fn("--max-body", positive)?.unwrap_or(options.http.max_body);
-    options.store.max_groups = args.opt_value_from_fn("--max-groups", positive)?.unwrap_or(options.store.max_groups as u64) as usize;
-    options.store.max_runs = args.opt_value_from_fn("--max-runs", positive)?.unwrap_or(options.store.max_runs);
+    options.http.max_body = args
+        .opt_value_from_fn("--max-body", positive)?
+        .unwrap_or(options.http.max_body);
+    options.store.max_groups = args
+        .opt_value_from_fn("--max-groups", positive)?
+        .unwrap_or(options.store.max_groups as u64) as usize;
+    options.store.max_runs = args
+        .opt_value_from_fn("--max-runs", positive)?
+        .unwrap_or(options.store.max_runs);
     options.policy.token = token(&mut args)?;
     options.policy.upstream_allow = args
         .opt_value_from_str::<_, String>("--upstream-allow")?
-        .map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+        .map(|list| {
+            list.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
     finish(args)?;
     let limit = crate::event::raise_fd_limit();
     if (limit as usize) < options.max_connections + 64 {
@@ -212,16 +240,24 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, UsageError> {
     let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(os_bytes(s)))?;
     Ok(ClientOptions {
         group: String::new(),
-        report: args.opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
+        report: args
+            .opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
         data,
-        timeout: Duration::from_nanos(args.opt_value_from_fn("--timeout", parse_duration)?.unwrap_or(30 * SECOND)),
+        timeout: Duration::from_nanos(
+            args.opt_value_from_fn("--timeout", parse_duration)?
+                .unwrap_or(30 * SECOND),
+        ),
         quiet: args.contains(["-q", "--quiet"]),
     })
 }
 
 fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
-    let remote: String = args.value_from_str(["-r", "--remote"]).map_err(|_| UsageError("-r URL is required (the server, e.g. http://host:8080)".into()))?;
-    let group: String = args.value_from_str(["-g", "--group"]).map_err(|_| UsageError("-g ID is required (the run_group_id)".into()))?;
+    let remote: String = args
+        .value_from_str(["-r", "--remote"])
+        .map_err(|_| UsageError("-r URL is required (the server, e.g. http://host:8080)".into()))?;
+    let group: String = args
+        .value_from_str(["-g", "--group"])
+        .map_err(|_| UsageError("-g ID is required (the run_group_id)".into()))?;
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     finish(args)?;
@@ -233,7 +269,12 @@ fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
 fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
     let remote: Option<String> = args.opt_value_from_str(["-r", "--remote"])?;
     let mut config = serde_json::Map::new();
-    config.insert("run_count".into(), args.opt_value_from_str::<_, u64>("--run-count")?.unwrap_or(1000).into());
+    config.insert(
+        "run_count".into(),
+        args.opt_value_from_str::<_, u64>("--run-count")?
+            .unwrap_or(1000)
+            .into(),
+    );
     for (flag, field) in [
         ("--concurrency", "concurrency"),
         ("--client-delay-ns", "client_delay_ns"),
@@ -244,7 +285,10 @@ fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
             config.insert(field.into(), v.into());
         }
     }
-    for (flag, field) in [("--upstream-endpoint", "upstream_endpoint"), ("--description", "description")] {
+    for (flag, field) in [
+        ("--upstream-endpoint", "upstream_endpoint"),
+        ("--description", "description"),
+    ] {
         if let Some(v) = args.opt_value_from_str::<_, String>(flag)? {
             config.insert(field.into(), v.into());
         }
@@ -257,18 +301,23 @@ fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
     let (endpoint, local) = match remote {
         Some(remote) => (Endpoint::resolve(&remote, token)?, None),
         None => {
-            let server = Server::bind(ServerOptions::default()).map_err(|e| UsageError(format!("cannot start the local server: {e}")))?;
+            let server = Server::bind(ServerOptions::default())
+                .map_err(|e| UsageError(format!("cannot start the local server: {e}")))?;
             let addr = server.local_addrs()[0];
             let stop = StopSignal::default();
             let loop_stop = stop.clone();
-            let handle = std::thread::Builder::new().name("server".into()).spawn(move || server.run(loop_stop))?;
+            let handle = std::thread::Builder::new()
+                .name("server".into())
+                .spawn(move || server.run(loop_stop))?;
             (Endpoint::local(addr), Some((stop, handle)))
         }
     };
-    let result = client::create_group(&endpoint, &config, options.timeout).map_err(UsageError).and_then(|id| {
-        options.group = id;
-        run_test(&endpoint, &options)
-    });
+    let result = client::create_group(&endpoint, &config, options.timeout)
+        .map_err(UsageError)
+        .and_then(|id| {
+            options.group = id;
+            run_test(&endpoint, &options)
+        });
     if let Some((stop, handle)) = local {
         stop.trigger();
         let _ = handle.join();
@@ -287,7 +336,9 @@ fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, UsageEr
 
 fn token(args: &mut Arguments) -> Result<Option<String>, UsageError> {
     let flag: Option<String> = args.opt_value_from_str("--token")?;
-    Ok(flag.or_else(|| std::env::var("CONNTEST_TOKEN").ok()).filter(|t| !t.is_empty()))
+    Ok(flag
+        .or_else(|| std::env::var("CONNTEST_TOKEN").ok())
+        .filter(|t| !t.is_empty()))
 }
 
 fn positive(s: &str) -> Result<u64, String> {
@@ -299,9 +350,13 @@ fn positive(s: &str) -> Result<u64, String> {
 
 /// `500us`, `250ms`, `10s`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Nanos, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 10s)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 10s)"))?;
     let scale = match unit {
         "ns" => 1,
         "us" => MICROSECOND,
@@ -309,7 +364,11 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
         "" | "s" => SECOND,
         "m" => 60 * SECOND,
         "h" => 3600 * SECOND,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ns, us, ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{unit}' (use ns, us, ms, s, m or h)"
+            ))
+        }
     };
     let ns = value * scale as f64;
     if !(ns >= 1.0 && ns < 1e18) {

@@ -22,7 +22,11 @@ pub fn init_from_env() -> Result<(), String> {
         "warn" | "warning" => Level::Warn,
         "info" | "" => Level::Info,
         "debug" | "trace" => Level::Debug,
-        _ => return Err(format!("LOG_LEVEL '{value}' is not one of error, warn, info, debug")),
+        _ => {
+            return Err(format!(
+                "LOG_LEVEL '{value}' is not one of error, warn, info, debug"
+            ))
+        }
     };
     LEVEL.store(level as u8, Ordering::Relaxed);
     Ok(())

@@ -48,12 +48,16 @@ impl GroupConfig {
     /// Parses and checks a create request's body; the error names the
     /// problem and the field.
     pub fn from_json(body: &[u8]) -> Result<GroupConfig, String> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
         let Value::Object(map) = value else {
             return Err("the test group must be a JSON object".into());
         };
         if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(format!("unknown field '{unknown}' (expected one of: {})", FIELDS.join(", ")));
+            return Err(format!(
+                "unknown field '{unknown}' (expected one of: {})",
+                FIELDS.join(", ")
+            ));
         }
         let run_count = uint(&map, "run_count", MAX_RUN_COUNT)?.ok_or("run_count is required")?;
         if run_count < 1 {
@@ -66,11 +70,14 @@ impl GroupConfig {
         Ok(GroupConfig {
             description: string(&map, "description")?.unwrap_or_default(),
             run_count,
-            concurrency: uint(&map, "concurrency", MAX_CONCURRENCY)?.unwrap_or(0).max(1),
+            concurrency: uint(&map, "concurrency", MAX_CONCURRENCY)?
+                .unwrap_or(0)
+                .max(1),
             client_delay_ns: uint(&map, "client_delay_ns", MAX_DELAY_NS)?.unwrap_or(0),
             server_delay_ns: uint(&map, "server_delay_ns", MAX_DELAY_NS)?.unwrap_or(0),
             upstream_endpoint,
-            upstream_timeout_ns: uint(&map, "upstream_timeout_ns", MAX_DELAY_NS)?.filter(|&t| t > 0),
+            upstream_timeout_ns: uint(&map, "upstream_timeout_ns", MAX_DELAY_NS)?
+                .filter(|&t| t > 0),
             data: string(&map, "data")?,
         })
     }
@@ -82,7 +89,9 @@ fn uint(map: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, 
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if v <= max => Ok(Some(v)),
             Some(_) => Err(format!("{field} must be at most {max}")),
-            None if n.as_i64().is_some_and(|v| v < 0) => Err(format!("{field} must not be negative")),
+            None if n.as_i64().is_some_and(|v| v < 0) => {
+                Err(format!("{field} must not be negative"))
+            }
             None => Err(format!("{field} must be a whole number")),
         },
         Some(other) => Err(format!("{field} must be a number, not {}", kind(other))),
@@ -184,14 +193,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.run_count, 1000);
         assert_eq!(c.concurrency, 5);
-        assert_eq!(c.upstream_endpoint.as_deref(), Some("https://internal.example.net"));
+        assert_eq!(
+            c.upstream_endpoint.as_deref(),
+            Some("https://internal.example.net")
+        );
         assert_eq!(c.upstream_timeout_ns, None);
     }
 
     #[test]
     fn concurrency_absent_or_zero_means_one() {
-        assert_eq!(GroupConfig::from_json(br#"{"run_count": 1}"#).unwrap().concurrency, 1);
-        assert_eq!(GroupConfig::from_json(br#"{"run_count": 1, "concurrency": 0}"#).unwrap().concurrency, 1);
+        assert_eq!(
+            GroupConfig::from_json(br#"{"run_count": 1}"#)
+                .unwrap()
+                .concurrency,
+            1
+        );
+        assert_eq!(
+            GroupConfig::from_json(br#"{"run_count": 1, "concurrency": 0}"#)
+                .unwrap()
+                .concurrency,
+            1
+        );
     }
 
     #[test]
@@ -202,18 +224,30 @@ mod tests {
         assert!(err(r#"{"concurrency": 5}"#).contains("run_count is required"));
         assert!(err(r#"{"run_count": 0}"#).contains("run_count must be at least 1"));
         assert!(err(r#"{"run_count": "5"}"#).contains("run_count must be a number, not a string"));
-        assert!(err(r#"{"run_count": 5, "server_delay_ns": -1}"#).contains("server_delay_ns must not be negative"));
+        assert!(err(r#"{"run_count": 5, "server_delay_ns": -1}"#)
+            .contains("server_delay_ns must not be negative"));
         assert!(err(r#"{"run_count": 1.5}"#).contains("run_count must be a whole number"));
         assert!(err(r#"{"run_count": 1000000000}"#).contains("at most 100000000"));
-        assert!(err(r#"{"run_count": 1, "upstream_endpoint": "ftp://x"}"#).starts_with("upstream_endpoint:"));
-        assert!(err(r#"{"run_count": 1, "description": 3}"#).contains("description must be a string"));
+        assert!(err(r#"{"run_count": 1, "upstream_endpoint": "ftp://x"}"#)
+            .starts_with("upstream_endpoint:"));
+        assert!(
+            err(r#"{"run_count": 1, "description": 3}"#).contains("description must be a string")
+        );
     }
 
     #[test]
     fn data_round_trips_exactly() {
-        for body in [&b"plain"[..], "multi\nline ✓".as_bytes(), b"\xff\x00binary\x80", b""] {
+        for body in [
+            &b"plain"[..],
+            "multi\nline ✓".as_bytes(),
+            b"\xff\x00binary\x80",
+            b"",
+        ] {
             let f = data_fields(body);
-            assert_eq!(data_bytes(Some(&f.data), f.data_base64.as_deref()).unwrap(), body);
+            assert_eq!(
+                data_bytes(Some(&f.data), f.data_base64.as_deref()).unwrap(),
+                body
+            );
             assert_eq!(f.data_base64.is_some(), std::str::from_utf8(body).is_err());
         }
     }

@@ -81,7 +81,10 @@ enum Timer {
     /// The next run is due.
     Due,
     /// A request's answer is overdue.
-    Timeout { slot: usize, serial: u64 },
+    Timeout {
+        slot: usize,
+        serial: u64,
+    },
     Progress,
 }
 
@@ -151,7 +154,9 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> 
         cfg,
     };
     if driver.cfg.progress {
-        driver.wheel.insert(now + 100 * MILLISECOND, Timer::Progress);
+        driver
+            .wheel
+            .insert(now + 100 * MILLISECOND, Timer::Progress);
     }
     let interrupted = driver.run(now)?;
     if driver.cfg.progress {
@@ -173,7 +178,9 @@ impl Driver<'_> {
         let mut events = Events::with_capacity(1024);
         let mut grace_until = None;
         self.dispatch(now);
-        while self.finished_runs < self.runs.len() as u64 || (!self.stopping && (self.runs.len() as u64) < self.cfg.run_count) {
+        while self.finished_runs < self.runs.len() as u64
+            || (!self.stopping && (self.runs.len() as u64) < self.cfg.run_count)
+        {
             let now = clock::now();
             if !self.stopping && self.stop.load(Ordering::Relaxed) {
                 self.stopping = true;
@@ -183,10 +190,16 @@ impl Driver<'_> {
                 self.abandon_in_flight(now);
                 break;
             }
-            self.wake.arm(self.wheel.next_wakeup())?;
             // Wake at least every 100 ms to notice an interrupt.
-            let timeout = self.wake.poll_timeout(now).map_or(100 * MILLISECOND, |t| (t.as_nanos() as u64).min(100 * MILLISECOND));
-            match self.poll.poll(&mut events, Some(std::time::Duration::from_nanos(timeout))) {
+            let cap = if std::env::var_os("CONNTEST_BUSY").is_some() {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_millis(100)
+            };
+            let timeout = self
+                .wake
+                .prepare(self.wheel.next_wakeup(), now, Some(cap))?;
+            match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -207,7 +220,8 @@ impl Driver<'_> {
                     Timer::Timeout { slot, serial } => {
                         if self.slots[slot].serial == serial && self.slots[slot].busy.is_some() {
                             self.slots[slot].timer = None;
-                            let detail = format!("no answer within {} ms", self.cfg.timeout / MILLISECOND);
+                            let detail =
+                                format!("no answer within {} ms", self.cfg.timeout / MILLISECOND);
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
@@ -261,9 +275,11 @@ impl Driver<'_> {
         s.connect_started = now;
         s.http = Some(ClientConn::new(ClientLimits::default()));
         let result = TcpStream::connect(self.cfg.addr).and_then(|mut stream| {
-            self.poll
-                .registry()
-                .register(&mut stream, Source::Connection(slot).token(), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut stream,
+                Source::Connection(slot).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             Ok(stream)
         });
         match result {
@@ -273,7 +289,10 @@ impl Driver<'_> {
                 s.stream = Some(stream);
                 s.connecting = true;
                 let serial = s.serial;
-                s.timer = Some(self.wheel.insert(now + self.cfg.timeout, Timer::Timeout { slot, serial }));
+                s.timer = Some(
+                    self.wheel
+                        .insert(now + self.cfg.timeout, Timer::Timeout { slot, serial }),
+                );
             }
             Err(e) => {
                 let (problem, detail) = classify(&e, "connect");
@@ -295,7 +314,11 @@ impl Driver<'_> {
             (BodyPlan::Fixed(bytes), _) => bytes,
             (BodyPlan::Uuid, Some(uuid)) => {
                 self.body.clear();
-                self.body.extend_from_slice(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+                self.body.extend_from_slice(
+                    uuid.hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer())
+                        .as_bytes(),
+                );
                 &self.body
             }
             (BodyPlan::Uuid, None) => b"",
@@ -321,7 +344,10 @@ impl Driver<'_> {
         if let Some(t) = s.timer.take() {
             self.wheel.cancel(t);
         }
-        s.timer = Some(self.wheel.insert(start + self.cfg.timeout, Timer::Timeout { slot, serial }));
+        s.timer = Some(
+            self.wheel
+                .insert(start + self.cfg.timeout, Timer::Timeout { slot, serial }),
+        );
         self.write(slot, start);
     }
 
@@ -466,14 +492,20 @@ impl Driver<'_> {
     fn abandon_in_flight(&mut self, now: Nanos) {
         for slot in 0..self.slots.len() {
             if self.slots[slot].busy.is_some() {
-                self.fail(slot, Problem::Interrupted, "interrupted before the answer arrived", now);
+                self.fail(
+                    slot,
+                    Problem::Interrupted,
+                    "interrupted before the answer arrived",
+                    now,
+                );
             }
         }
     }
 
     fn print_progress(&mut self, now: Nanos) {
         let (then, done_then) = self.last_progress;
-        let rate = (self.finished_runs - done_then) as f64 * SECOND as f64 / (now - then).max(1) as f64;
+        let rate =
+            (self.finished_runs - done_then) as f64 * SECOND as f64 / (now - then).max(1) as f64;
         self.last_progress = (now, self.finished_runs);
         eprint!(
             "\r\x1b[K{}/{} runs, {:.0} runs/s, {} errors",
@@ -490,7 +522,9 @@ pub fn stderr_is_terminal() -> bool {
 fn classify(e: &io::Error, during: &str) -> (Problem, String) {
     let problem = match e.kind() {
         io::ErrorKind::ConnectionRefused => Problem::Refused,
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => Problem::Reset,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => Problem::Reset,
         io::ErrorKind::TimedOut => Problem::Timeout,
         _ => Problem::Io,
     };

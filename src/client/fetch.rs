@@ -22,7 +22,9 @@ impl Endpoint {
     pub fn resolve(remote: &str, token: Option<String>) -> Result<Endpoint, String> {
         let url = Url::parse(remote).map_err(|e| format!("-r: {e}"))?;
         if url.scheme == Scheme::Https {
-            return Err(format!("-r {remote}: https is not supported by this build yet"));
+            return Err(format!(
+                "-r {remote}: https is not supported by this build yet"
+            ));
         }
         let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
             .to_socket_addrs()
@@ -54,7 +56,13 @@ impl Endpoint {
 
     /// Sends one request to `route` (joined to the URL's path prefix) and
     /// reads the whole answer.
-    pub fn request(&self, method: Method, route: &str, body: &[u8], timeout: Duration) -> Result<Response, String> {
+    pub fn request(
+        &self,
+        method: Method,
+        route: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, String> {
         let mut last_error = String::from("no address");
         for addr in &self.addrs {
             match self.request_to(*addr, method, route, body, timeout) {
@@ -65,9 +73,16 @@ impl Endpoint {
         Err(last_error)
     }
 
-    fn request_to(&self, addr: SocketAddr, method: Method, route: &str, body: &[u8], timeout: Duration) -> Result<Response, String> {
-        let mut stream =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {} ({addr}): {e}", self.url))?;
+    fn request_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        route: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("cannot connect to {} ({addr}): {e}", self.url))?;
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
@@ -77,8 +92,15 @@ impl Endpoint {
         if let Some(b) = &bearer {
             headers.push(("Authorization", b));
         }
-        http.send(method, &self.url.host_header(), &self.url.join(route), &headers, body);
-        let io_error = |e: std::io::Error| format!("{} {}: {e}", method.as_str(), self.url.join(route));
+        http.send(
+            method,
+            &self.url.host_header(),
+            &self.url.join(route),
+            &headers,
+            body,
+        );
+        let io_error =
+            |e: std::io::Error| format!("{} {}: {e}", method.as_str(), self.url.join(route));
         stream.write_all(http.poll_output()).map_err(io_error)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {

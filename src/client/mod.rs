@@ -64,22 +64,38 @@ pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<G
         200 => serde_json::from_slice(&response.body)
             .map_err(|e| format!("the server's answer for group {id} is not a test group: {e}")),
         404 => Err(format!("no test group '{id}' on {}", endpoint.url)),
-        status => Err(format!("fetching group {id}: server answered {status}: {}", error_message(&response))),
+        status => Err(format!(
+            "fetching group {id}: server answered {status}: {}",
+            error_message(&response)
+        )),
     }
 }
 
 /// Creates a group from its JSON config; returns its id.
-pub fn create_group(endpoint: &Endpoint, config: &[u8], timeout: Duration) -> Result<String, String> {
+pub fn create_group(
+    endpoint: &Endpoint,
+    config: &[u8],
+    timeout: Duration,
+) -> Result<String, String> {
     let response = endpoint.request(Method::Post, "/test-groups/create", config, timeout)?;
     if response.status != 200 {
-        return Err(format!("creating the group: server answered {}: {}", response.status, error_message(&response)));
+        return Err(format!(
+            "creating the group: server answered {}: {}",
+            response.status,
+            error_message(&response)
+        ));
     }
-    let header: GroupHeader = serde_json::from_slice(&response.body).map_err(|e| format!("the server's answer to create is not a group: {e}"))?;
+    let header: GroupHeader = serde_json::from_slice(&response.body)
+        .map_err(|e| format!("the server's answer to create is not a group: {e}"))?;
     Ok(header.run_group_id.to_string())
 }
 
 /// Runs a whole test against `endpoint`. `Err` is a setup error (no report).
-pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> Result<Verdict, String> {
+pub fn run(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    stop: &AtomicBool,
+) -> Result<Verdict, String> {
     let group = fetch_group(endpoint, &options.group, options.timeout)?;
     let header = group.header;
     let config = &header.config;
@@ -98,7 +114,9 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     let cfg = DriverConfig {
         addr: endpoint.addrs[0],
         host_header: endpoint.url.host_header(),
-        run_path: endpoint.url.join(&format!("/test-groups/{}/", header.run_group_id)),
+        run_path: endpoint
+            .url
+            .join(&format!("/test-groups/{}/", header.run_group_id)),
         authorization: endpoint.bearer(),
         run_count: config.run_count,
         concurrency,
@@ -110,7 +128,11 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     let outcome = driver::drive(cfg, stop).map_err(|e| format!("event loop: {e}"))?;
 
     // The server's record, compared run by run.
-    let fetched = fetch_group(endpoint, &options.group, options.timeout.max(Duration::from_secs(10)));
+    let fetched = fetch_group(
+        endpoint,
+        &options.group,
+        options.timeout.max(Duration::from_secs(10)),
+    );
     let (server_runs, fetch_error) = match fetched {
         Ok(g) => (Some(g.test_runs), None),
         Err(e) => (None, Some(e)),
@@ -118,7 +140,10 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     let bodies: Vec<Vec<u8>> = server_runs
         .iter()
         .flatten()
-        .map(|r| data_bytes(Some(&r.data), r.data_base64.as_deref()).unwrap_or_else(|_| r.data.as_bytes().to_vec()))
+        .map(|r| {
+            data_bytes(Some(&r.data), r.data_base64.as_deref())
+                .unwrap_or_else(|_| r.data.as_bytes().to_vec())
+        })
         .collect();
     let records: Option<Vec<ServerRecord<'_>>> = server_runs.as_ref().map(|runs| {
         runs.iter()
@@ -142,7 +167,8 @@ pub fn run(endpoint: &Endpoint, options: &ClientOptions, stop: &AtomicBool) -> R
     };
     let summary = summarize(&input, fetch_error);
     if let Some(path) = &options.report {
-        crate::report::write(path, &input, &summary).map_err(|e| format!("writing the report {}: {e}", path.display()))?;
+        crate::report::write(path, &input, &summary)
+            .map_err(|e| format!("writing the report {}: {e}", path.display()))?;
     }
     if !options.quiet {
         eprintln!("{}", render(&summary));

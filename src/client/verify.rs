@@ -31,7 +31,12 @@ pub struct Verdict {
 ///
 /// `server` is None when the server's record could not be fetched: then only
 /// the client's own failures are reported.
-pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Option<&[ServerRecord<'_>]>) -> Vec<Verdict> {
+pub fn compare(
+    run_count: u64,
+    client: &[ClientRun],
+    body: &BodyPlan,
+    server: Option<&[ServerRecord<'_>]>,
+) -> Vec<Verdict> {
     let verified = server.is_some();
     let server = server.unwrap_or(&[]);
     let mut by_count: HashMap<u64, Vec<usize>> = HashMap::with_capacity(server.len());
@@ -45,7 +50,10 @@ pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Op
         let matches = by_count.get(&n).map(Vec::as_slice).unwrap_or(&[]);
         let run = client.get(n as usize - 1);
         match run {
-            None => problems.push((Problem::Interrupted, "not sent: the test was interrupted".to_owned())),
+            None => problems.push((
+                Problem::Interrupted,
+                "not sent: the test was interrupted".to_owned(),
+            )),
             Some(run) => {
                 if let Some(f) = &run.failure {
                     problems.push((f.problem, f.detail.to_string()));
@@ -54,12 +62,17 @@ pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Op
         }
         let sent: Option<&[u8]> = run.map(|run| match (body, run.body_uuid) {
             (BodyPlan::Fixed(bytes), _) => bytes.as_slice(),
-            (BodyPlan::Uuid, Some(uuid)) => uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes(),
+            (BodyPlan::Uuid, Some(uuid)) => {
+                uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
+            }
             (BodyPlan::Uuid, None) => b"",
         });
         let answered = run.is_some_and(|r| r.failure.is_none());
         if verified && matches.is_empty() && answered {
-            problems.push((Problem::Missing, "missing on the server: answered 200 but not recorded".to_owned()));
+            problems.push((
+                Problem::Missing,
+                "missing on the server: answered 200 but not recorded".to_owned(),
+            ));
         }
         if let Some(sent) = sent {
             for &i in matches {
@@ -73,7 +86,10 @@ pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Op
             problems.push((Problem::Upstream, e.to_owned()));
         }
         if matches.len() > 1 {
-            problems.push((Problem::Duplicated, format!("recorded {} times by the server", matches.len())));
+            problems.push((
+                Problem::Duplicated,
+                format!("recorded {} times by the server", matches.len()),
+            ));
         }
         verdicts.push(Verdict {
             run_count: n,
@@ -94,7 +110,10 @@ pub fn compare(run_count: u64, client: &[ClientRun], body: &BodyPlan, server: Op
             server_index: Some(i),
             problems: vec![(
                 Problem::Unexpected,
-                format!("the server recorded run {} which this client never sent", server[i].run_count),
+                format!(
+                    "the server recorded run {} which this client never sent",
+                    server[i].run_count
+                ),
             )],
         });
     }
@@ -106,7 +125,11 @@ fn difference(sent: &[u8], recorded: &[u8]) -> Option<String> {
     if sent == recorded {
         return None;
     }
-    let at = sent.iter().zip(recorded).take_while(|(a, b)| a == b).count();
+    let at = sent
+        .iter()
+        .zip(recorded)
+        .take_while(|(a, b)| a == b)
+        .count();
     Some(format!(
         "first difference at byte {at} (sent {} bytes, server recorded {})",
         sent.len(),
@@ -143,13 +166,39 @@ mod tests {
     #[test]
     fn finds_each_discrepancy() {
         let body = BodyPlan::Fixed(b"hello".to_vec());
-        let client = vec![run(None), run(None), run(None), run(Some(Problem::Timeout)), run(None)];
+        let client = vec![
+            run(None),
+            run(None),
+            run(None),
+            run(Some(Problem::Timeout)),
+            run(None),
+        ];
         let server = [
-            ServerRecord { run_count: 1, data: b"hello", upstream_error: None },
-            ServerRecord { run_count: 3, data: b"hellp", upstream_error: None },
-            ServerRecord { run_count: 5, data: b"hello", upstream_error: None },
-            ServerRecord { run_count: 5, data: b"hello", upstream_error: None },
-            ServerRecord { run_count: 9, data: b"hello", upstream_error: None },
+            ServerRecord {
+                run_count: 1,
+                data: b"hello",
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 3,
+                data: b"hellp",
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 5,
+                data: b"hello",
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 5,
+                data: b"hello",
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 9,
+                data: b"hello",
+                upstream_error: None,
+            },
         ];
         let v = compare(5, &client, &body, Some(&server));
         assert_eq!(v.len(), 6);
@@ -157,9 +206,16 @@ mod tests {
         assert_eq!(kinds(&v[1]), vec![Problem::Missing]);
         assert_eq!(kinds(&v[2]), vec![Problem::Corrupted]);
         assert!(v[2].problems[0].1.contains("byte 4"));
-        assert_eq!(kinds(&v[3]), vec![Problem::Timeout], "a failed run is not also missing");
+        assert_eq!(
+            kinds(&v[3]),
+            vec![Problem::Timeout],
+            "a failed run is not also missing"
+        );
         assert_eq!(kinds(&v[4]), vec![Problem::Duplicated]);
-        assert_eq!((v[5].run_count, kinds(&v[5])), (9, vec![Problem::Unexpected]));
+        assert_eq!(
+            (v[5].run_count, kinds(&v[5])),
+            (9, vec![Problem::Unexpected])
+        );
     }
 
     #[test]
@@ -172,31 +228,73 @@ mod tests {
         let text = |r: &ClientRun| r.body_uuid.map(|u| u.to_string()).unwrap_or_default();
         let (ta, tb) = (text(&a), text(&b));
         // The server swapped the two bodies: both runs are corrupted.
-        let server = [ServerRecord { run_count: 1, data: tb.as_bytes(), upstream_error: None }, ServerRecord { run_count: 2, data: ta.as_bytes(), upstream_error: None }];
+        let server = [
+            ServerRecord {
+                run_count: 1,
+                data: tb.as_bytes(),
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 2,
+                data: ta.as_bytes(),
+                upstream_error: None,
+            },
+        ];
         let v = compare(2, &[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Corrupted]);
         assert_eq!(kinds(&v[1]), vec![Problem::Corrupted]);
-        let server = [ServerRecord { run_count: 1, data: ta.as_bytes(), upstream_error: None }, ServerRecord { run_count: 2, data: tb.as_bytes(), upstream_error: None }];
-        assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server)).iter().all(|v| v.problems.is_empty()));
+        let server = [
+            ServerRecord {
+                run_count: 1,
+                data: ta.as_bytes(),
+                upstream_error: None,
+            },
+            ServerRecord {
+                run_count: 2,
+                data: tb.as_bytes(),
+                upstream_error: None,
+            },
+        ];
+        assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server))
+            .iter()
+            .all(|v| v.problems.is_empty()));
     }
 
     #[test]
     fn without_the_server_record_only_client_failures_count() {
-        let v = compare(2, &[run(None), run(Some(Problem::Refused))], &BodyPlan::Uuid, None);
+        let v = compare(
+            2,
+            &[run(None), run(Some(Problem::Refused))],
+            &BodyPlan::Uuid,
+            None,
+        );
         assert!(v[0].problems.is_empty());
         assert_eq!(kinds(&v[1]), vec![Problem::Refused]);
     }
 
     #[test]
     fn upstream_errors_fail_the_run() {
-        let server = [ServerRecord { run_count: 1, data: b"", upstream_error: Some("connect failed: refused") }];
+        let server = [ServerRecord {
+            run_count: 1,
+            data: b"",
+            upstream_error: Some("connect failed: refused"),
+        }];
         let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
     }
 
     #[test]
     fn unsent_runs_are_reported_as_interrupted() {
-        let v = compare(2, &[run(None)], &BodyPlan::Uuid, Some(&[ServerRecord { run_count: 1, data: b"", upstream_error: None }]));
+        let v = compare(
+            2,
+            &[run(None)],
+            &BodyPlan::Uuid,
+            Some(&[ServerRecord {
+                run_count: 1,
+                data: b"",
+                upstream_error: None,
+            }]),
+        );
         assert_eq!(kinds(&v[1]), vec![Problem::Interrupted]);
     }
 }

@@ -33,7 +33,9 @@ impl Resolver {
     /// [`Resolver::answers`] tagged with `id`.
     pub fn resolve(&mut self, id: u64, host: &str, port: u16) {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            let _ = self.answer_tx.send((id, Ok(vec![SocketAddr::new(ip, port)])));
+            let _ = self
+                .answer_tx
+                .send((id, Ok(vec![SocketAddr::new(ip, port)])));
             let _ = self.waker.wake();
             return;
         }
@@ -58,7 +60,9 @@ impl Resolver {
         });
         if let Err(e) = jobs.send(job) {
             let (id, ..) = e.0;
-            let _ = self.answer_tx.send((id, Err(io::Error::other("resolver thread is gone"))));
+            let _ = self
+                .answer_tx
+                .send((id, Err(io::Error::other("resolver thread is gone"))));
         }
     }
 

@@ -227,7 +227,10 @@ mod tests {
     fn next_wakeup_is_the_rounded_deadline_at_level_zero() {
         let mut wheel = TimerWheel::new(T0);
         wheel.insert(T0 + 20_500, 1);
-        assert_eq!(wheel.next_wakeup(), Some((T0 + 20_500).div_ceil(1_000) * 1_000));
+        assert_eq!(
+            wheel.next_wakeup(),
+            Some((T0 + 20_500).div_ceil(1_000) * 1_000)
+        );
     }
 
     #[test]

@@ -10,17 +10,23 @@ pub enum ChunkedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Skipping a chunk extension up to the line end.
     Extension,
     SizeLf,
-    Data { remaining: u64 },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line (an empty one ends the body).
     TrailerStart,
     TrailerLine,
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 
@@ -202,7 +208,10 @@ mod tests {
         let mut dec = ChunkedDecoder::new(1 << 20);
         assert!(dec.decode(b"3\r\nabcX", None).is_err());
         let mut dec = ChunkedDecoder::new(4);
-        assert_eq!(dec.decode(b"5\r\nhello\r\n", None), Err(ChunkedError::TooLarge));
+        assert_eq!(
+            dec.decode(b"5\r\nhello\r\n", None),
+            Err(ChunkedError::TooLarge)
+        );
         let mut dec = ChunkedDecoder::new(u64::MAX);
         assert!(dec.decode(b"ffffffffffffffffff\r\n", None).is_err());
     }

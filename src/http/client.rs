@@ -55,9 +55,14 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Malformed(why) => write!(f, "malformed response: {why}"),
             ClientError::BodyTooLarge { status, limit } => {
-                write!(f, "response body (status {status}) larger than {limit} bytes; not read further")
+                write!(
+                    f,
+                    "response body (status {status}) larger than {limit} bytes; not read further"
+                )
             }
-            ClientError::ClosedEarly => f.write_str("connection closed before the response was complete"),
+            ClientError::ClosedEarly => {
+                f.write_str("connection closed before the response was complete")
+            }
             ClientError::Unsolicited => f.write_str("response received without a request"),
         }
     }
@@ -65,9 +70,23 @@ impl std::fmt::Display for ClientError {
 
 enum ReadState {
     Head,
-    Body { status: u16, close: bool, remaining: u64, body: Vec<u8> },
-    Chunked { status: u16, close: bool, decoder: ChunkedDecoder, body: Vec<u8> },
-    UntilClose { status: u16, body: Vec<u8>, read: u64 },
+    Body {
+        status: u16,
+        close: bool,
+        remaining: u64,
+        body: Vec<u8>,
+    },
+    Chunked {
+        status: u16,
+        close: bool,
+        decoder: ChunkedDecoder,
+        body: Vec<u8>,
+    },
+    UntilClose {
+        status: u16,
+        body: Vec<u8>,
+        read: u64,
+    },
 }
 
 pub struct ClientConn {
@@ -101,7 +120,14 @@ impl ClientConn {
 
     /// Queues a request. `host` is the Host header's value; `extra` headers
     /// are written as given.
-    pub fn send(&mut self, method: Method, host: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) {
+    pub fn send(
+        &mut self,
+        method: Method,
+        host: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) {
         let out = &mut self.output;
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
@@ -153,7 +179,9 @@ impl ClientConn {
                         return Ok(None);
                     }
                 }
-                ReadState::Body { remaining, body, .. } => {
+                ReadState::Body {
+                    remaining, body, ..
+                } => {
                     let take = (*remaining).min(self.input.len() as u64) as usize;
                     if !self.limits.discard_body {
                         body.extend_from_slice(&self.input[..take]);
@@ -165,7 +193,12 @@ impl ClientConn {
                     }
                     return Ok(self.finish());
                 }
-                ReadState::Chunked { status, decoder, body, .. } => {
+                ReadState::Chunked {
+                    status,
+                    decoder,
+                    body,
+                    ..
+                } => {
                     let sink = (!self.limits.discard_body).then_some(body);
                     match decoder.decode(&self.input, sink) {
                         Ok(used) => {
@@ -176,15 +209,23 @@ impl ClientConn {
                             return Ok(self.finish());
                         }
                         Err(ChunkedError::TooLarge) => {
-                            return Err(ClientError::BodyTooLarge { status: *status, limit: self.limits.max_body })
+                            return Err(ClientError::BodyTooLarge {
+                                status: *status,
+                                limit: self.limits.max_body,
+                            })
                         }
-                        Err(ChunkedError::Malformed(why)) => return Err(ClientError::Malformed(why.to_owned())),
+                        Err(ChunkedError::Malformed(why)) => {
+                            return Err(ClientError::Malformed(why.to_owned()))
+                        }
                     }
                 }
                 ReadState::UntilClose { status, body, read } => {
                     *read += self.input.len() as u64;
                     if *read > self.limits.max_body {
-                        return Err(ClientError::BodyTooLarge { status: *status, limit: self.limits.max_body });
+                        return Err(ClientError::BodyTooLarge {
+                            status: *status,
+                            limit: self.limits.max_body,
+                        });
                     }
                     if !self.limits.discard_body {
                         body.append(&mut self.input);
@@ -206,7 +247,11 @@ impl ClientConn {
         match std::mem::replace(&mut self.state, ReadState::Head) {
             ReadState::UntilClose { status, body, .. } => {
                 self.awaiting.pop_front();
-                Ok(Some(Response { status, body, close: true }))
+                Ok(Some(Response {
+                    status,
+                    body,
+                    close: true,
+                }))
             }
             ReadState::Head if self.input.is_empty() && self.awaiting.is_empty() => Ok(None),
             _ => Err(ClientError::ClosedEarly),
@@ -215,9 +260,24 @@ impl ClientConn {
 
     fn finish(&mut self) -> Option<Response> {
         match std::mem::replace(&mut self.state, ReadState::Head) {
-            ReadState::Body { status, close, body, .. } | ReadState::Chunked { status, close, body, .. } => {
+            ReadState::Body {
+                status,
+                close,
+                body,
+                ..
+            }
+            | ReadState::Chunked {
+                status,
+                close,
+                body,
+                ..
+            } => {
                 self.awaiting.pop_front();
-                Some(Response { status, body, close })
+                Some(Response {
+                    status,
+                    body,
+                    close,
+                })
             }
             other => {
                 self.state = other;
@@ -248,7 +308,8 @@ impl ClientConn {
         };
         let status = resp.code.unwrap_or(0);
         let http10 = resp.version == Some(0);
-        let framing = framing(resp.headers).map_err(|why| ClientError::Malformed(why.to_owned()))?;
+        let framing =
+            framing(resp.headers).map_err(|why| ClientError::Malformed(why.to_owned()))?;
         self.input.drain(..head_len);
         // Interim answers (100 Continue and the like) precede the real one.
         if (100..200).contains(&status) && status != 101 {
@@ -258,17 +319,40 @@ impl ClientConn {
         let no_body = was_head || status == 204 || status == 304;
         let limit = self.limits.max_body;
         self.state = if no_body {
-            ReadState::Body { status, close, remaining: 0, body: Vec::new() }
+            ReadState::Body {
+                status,
+                close,
+                remaining: 0,
+                body: Vec::new(),
+            }
         } else if framing.chunked {
-            ReadState::Chunked { status, close, decoder: ChunkedDecoder::new(limit), body: Vec::new() }
+            ReadState::Chunked {
+                status,
+                close,
+                decoder: ChunkedDecoder::new(limit),
+                body: Vec::new(),
+            }
         } else if let Some(n) = framing.content_length {
             if n > limit {
                 return Err(ClientError::BodyTooLarge { status, limit });
             }
-            let capacity = if self.limits.discard_body { 0 } else { n.min(1 << 20) as usize };
-            ReadState::Body { status, close, remaining: n, body: Vec::with_capacity(capacity) }
+            let capacity = if self.limits.discard_body {
+                0
+            } else {
+                n.min(1 << 20) as usize
+            };
+            ReadState::Body {
+                status,
+                close,
+                remaining: n,
+                body: Vec::with_capacity(capacity),
+            }
         } else {
-            ReadState::UntilClose { status, body: Vec::new(), read: 0 }
+            ReadState::UntilClose {
+                status,
+                body: Vec::new(),
+                read: 0,
+            }
         };
         Ok(true)
     }
@@ -289,7 +373,13 @@ mod tests {
     #[test]
     fn serializes_requests() {
         let mut c = ClientConn::new(ClientLimits::default());
-        c.send(Method::Post, "example:8080", "/p/test-groups/g/1", &[("Authorization", "Bearer t")], b"hi");
+        c.send(
+            Method::Post,
+            "example:8080",
+            "/p/test-groups/g/1",
+            &[("Authorization", "Bearer t")],
+            b"hi",
+        );
         assert_eq!(
             c.poll_output(),
             b"POST /p/test-groups/g/1 HTTP/1.1\r\nHost: example:8080\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\nhi"
@@ -314,7 +404,11 @@ mod tests {
             }
             assert_eq!(
                 got,
-                vec![(200, b"abc".to_vec(), false), (404, b"no".to_vec(), false), (200, vec![], true)],
+                vec![
+                    (200, b"abc".to_vec(), false),
+                    (404, b"no".to_vec(), false),
+                    (200, vec![], true)
+                ],
                 "split at {split}"
             );
             assert_eq!(c.in_flight(), 0);
@@ -327,7 +421,10 @@ mod tests {
         c.receive(b"HTTP/1.0 200 OK\r\n\r\nall of it");
         assert!(c.next_response().unwrap().is_none());
         let r = c.receive_eof().unwrap().unwrap();
-        assert_eq!((r.status, r.body.as_slice(), r.close), (200, &b"all of it"[..], true));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.close),
+            (200, &b"all of it"[..], true)
+        );
     }
 
     #[test]
@@ -345,15 +442,28 @@ mod tests {
         c.receive(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(c.next_response().unwrap_err(), ClientError::Unsolicited);
 
-        let mut c = ClientConn::new(ClientLimits { max_body: 5, discard_body: true, ..ClientLimits::default() });
+        let mut c = ClientConn::new(ClientLimits {
+            max_body: 5,
+            discard_body: true,
+            ..ClientLimits::default()
+        });
         c.send(Method::Get, "h", "/", &[], b"");
         c.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n");
-        assert_eq!(c.next_response().unwrap_err(), ClientError::BodyTooLarge { status: 200, limit: 5 });
+        assert_eq!(
+            c.next_response().unwrap_err(),
+            ClientError::BodyTooLarge {
+                status: 200,
+                limit: 5
+            }
+        );
     }
 
     #[test]
     fn discarded_bodies_are_counted_not_kept() {
-        let mut c = ClientConn::new(ClientLimits { discard_body: true, ..ClientLimits::default() });
+        let mut c = ClientConn::new(ClientLimits {
+            discard_body: true,
+            ..ClientLimits::default()
+        });
         c.send(Method::Get, "h", "/", &[], b"");
         c.receive(b"HTTP/1.1 204 No Content\r\n\r\n");
         let r = c.next_response().unwrap().unwrap();

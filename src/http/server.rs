@@ -126,8 +126,14 @@ struct Slot {
 
 enum ReadState {
     Head,
-    Body { request: Request, remaining: u64 },
-    Chunked { request: Request, decoder: ChunkedDecoder },
+    Body {
+        request: Request,
+        remaining: u64,
+    },
+    Chunked {
+        request: Request,
+        decoder: ChunkedDecoder,
+    },
     /// No more requests are read on this connection.
     Stopped,
 }
@@ -274,7 +280,11 @@ impl ServerConn {
     /// the request was refused.
     fn parse_head(&mut self) -> bool {
         // Empty lines between pipelined requests are allowed and skipped.
-        let blank = self.input.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        let blank = self
+            .input
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
         if blank > 0 {
             self.input.drain(..blank);
         }
@@ -310,7 +320,11 @@ impl ServerConn {
         let framing = match framing(req.headers) {
             Ok(f) => f,
             Err(why) => {
-                let status = if why.starts_with("unsupported") { 501 } else { 400 };
+                let status = if why.starts_with("unsupported") {
+                    501
+                } else {
+                    400
+                };
                 self.fail(status, why);
                 return false;
             }
@@ -332,7 +346,11 @@ impl ServerConn {
         } else {
             !framing.connection_close
         };
-        let length = if framing.chunked { None } else { Some(framing.content_length.unwrap_or(0)) };
+        let length = if framing.chunked {
+            None
+        } else {
+            Some(framing.content_length.unwrap_or(0))
+        };
         if length.is_some_and(|n| n > self.limits.max_body) {
             self.fail(413, &self.too_large_message());
             return false;
@@ -501,7 +519,8 @@ impl ServerConn {
                         piece.clear();
                         let done = source.fill(&mut piece);
                         if *chunked && !piece.is_empty() {
-                            self.output.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                            self.output
+                                .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
                             self.output.extend_from_slice(&piece);
                             self.output.extend_from_slice(b"\r\n");
                         } else {
@@ -669,7 +688,10 @@ mod tests {
 
     #[test]
     fn http10_and_connection_close_close_after_the_answer() {
-        for req in [&b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n"[..], b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"] {
+        for req in [
+            &b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        ] {
             let mut conn = ServerConn::new(limits());
             conn.receive(req);
             let r = conn.next_request().unwrap();
@@ -707,12 +729,27 @@ mod tests {
         assert!(refused(partial_big.as_bytes()).starts_with("HTTP/1.1 431"));
         let out = refused(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 413") && out.contains("--max-body"));
-        assert!(refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").starts_with("HTTP/1.1 413"));
+        assert!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n")
+                .starts_with("HTTP/1.1 413")
+        );
         assert!(refused(b"GARBAGE\x01 / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
-        assert!(refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").starts_with("HTTP/1.1 400"));
-        assert!(refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").starts_with("HTTP/1.1 400"));
-        assert!(refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").starts_with("HTTP/1.1 501"));
-        assert!(refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").contains("{\"error\":\"malformed chunked body"));
+        assert!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+                .starts_with("HTTP/1.1 400")
+        );
+        assert!(refused(
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 400"));
+        assert!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+                .starts_with("HTTP/1.1 501")
+        );
+        assert!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .contains("{\"error\":\"malformed chunked body")
+        );
     }
 
     #[test]
@@ -762,7 +799,12 @@ mod tests {
         let r = conn.next_request().unwrap();
         conn.respond(r.seq, Response::stream(200, Box::new(Counter(0))));
         let out = output(&mut conn);
-        assert!(out.contains("Transfer-Encoding: chunked\r\n\r\n3\r\n[1]\r\n3\r\n[2]\r\n3\r\n[3]\r\n0\r\n\r\n"), "{out}");
+        assert!(
+            out.contains(
+                "Transfer-Encoding: chunked\r\n\r\n3\r\n[1]\r\n3\r\n[2]\r\n3\r\n[3]\r\n0\r\n\r\n"
+            ),
+            "{out}"
+        );
         assert!(conn.is_idle());
     }
 

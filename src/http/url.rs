@@ -36,10 +36,15 @@ impl Url {
         }
         let default_port = if scheme == Scheme::Http { 80 } else { 443 };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let end = v6.find(']').ok_or_else(|| format!("'{s}': unclosed '[' in host"))?;
+            let end = v6
+                .find(']')
+                .ok_or_else(|| format!("'{s}': unclosed '[' in host"))?;
             let port = match &v6[end + 1..] {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| format!("'{s}': bad port"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("'{s}': bad port"))?,
+                ),
             };
             (&v6[..end], port)
         } else {
@@ -53,19 +58,31 @@ impl Url {
         }
         let port = match port {
             None => default_port,
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| format!("'{s}': bad port '{p}'"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("'{s}': bad port '{p}'"))?,
         };
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = match path.trim_end_matches('/') {
             "" => "/".to_owned(),
             p => p.to_owned(),
         };
-        Ok(Url { scheme, host: host.to_owned(), port, path })
+        Ok(Url {
+            scheme,
+            host: host.to_owned(),
+            port,
+            path,
+        })
     }
 
     /// The Host header value.
     pub fn host_header(&self) -> String {
-        let default = matches!((self.scheme, self.port), (Scheme::Http, 80) | (Scheme::Https, 443));
+        let default = matches!(
+            (self.scheme, self.port),
+            (Scheme::Http, 80) | (Scheme::Https, 443)
+        );
         match (self.host.contains(':'), default) {
             (true, true) => format!("[{}]", self.host),
             (true, false) => format!("[{}]:{}", self.host, self.port),
@@ -86,7 +103,11 @@ impl Url {
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.scheme == Scheme::Http { "http" } else { "https" };
+        let scheme = if self.scheme == Scheme::Http {
+            "http"
+        } else {
+            "https"
+        };
         write!(f, "{scheme}://")?;
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)?;
@@ -107,12 +128,21 @@ mod tests {
     #[test]
     fn parses_the_forms_conntest_is_given() {
         let u = Url::parse("http://conntest-server:8080").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("conntest-server", 8080, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("conntest-server", 8080, "/")
+        );
         assert_eq!(u.join("/test-groups/x"), "/test-groups/x");
         let u = Url::parse("https://internal.example.net").unwrap();
-        assert_eq!((u.scheme, u.port, u.host_header()), (Scheme::Https, 443, "internal.example.net".to_owned()));
+        assert_eq!(
+            (u.scheme, u.port, u.host_header()),
+            (Scheme::Https, 443, "internal.example.net".to_owned())
+        );
         let u = Url::parse("http://[::1]:9000/prefix/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 9000, "/prefix"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 9000, "/prefix")
+        );
         assert_eq!(u.join("/test-groups"), "/prefix/test-groups");
         assert_eq!(u.host_header(), "[::1]:9000");
         assert_eq!(u.to_string(), "http://[::1]:9000/prefix");
@@ -121,7 +151,15 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_use() {
-        for bad in ["ftp://x", "localhost:8080", "http://", "http://h:0", "http://h:99999", "http://u:p@h", "http://[::1"] {
+        for bad in [
+            "ftp://x",
+            "localhost:8080",
+            "http://",
+            "http://h:0",
+            "http://h:99999",
+            "http://u:p@h",
+            "http://[::1",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }

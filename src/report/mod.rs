@@ -110,7 +110,11 @@ fn problems_text(verdict: &Verdict) -> Option<String> {
     if verdict.problems.is_empty() {
         return None;
     }
-    let parts: Vec<String> = verdict.problems.iter().map(|(p, d)| format!("{}: {d}", p.name())).collect();
+    let parts: Vec<String> = verdict
+        .problems
+        .iter()
+        .map(|(p, d)| format!("{}: {d}", p.name()))
+        .collect();
     Some(parts.join("; "))
 }
 
@@ -120,8 +124,14 @@ fn wall(anchor: &WallAnchor, mono: u64) -> String {
 
 /// Writes the report to `path` atomically.
 pub fn write(path: &Path, input: &ReportInput<'_>, summary: &Summary) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "report.json".into());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report.json".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
@@ -166,7 +176,10 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
             client_duration_ns: client_duration(run),
             connect_ns: run.connect_ns,
             status: (run.status != 0).then_some(run.status),
-            error: run.failure.as_ref().map(|f| format!("{}: {}", f.problem.name(), f.detail)),
+            error: run
+                .failure
+                .as_ref()
+                .map(|f| format!("{}: {}", f.problem.name(), f.detail)),
         };
         serde_json::to_writer(&mut *out, &json)?;
     }
@@ -198,8 +211,15 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
         let client = (verdict.run_count >= 1)
             .then(|| input.outcome.runs.get(verdict.run_count as usize - 1))
             .flatten()
-            .filter(|_| !verdict.problems.iter().any(|(p, _)| *p == crate::report::problem::Problem::Unexpected));
-        let server = verdict.server_index.and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
+            .filter(|_| {
+                !verdict
+                    .problems
+                    .iter()
+                    .any(|(p, _)| *p == crate::report::problem::Problem::Unexpected)
+            });
+        let server = verdict
+            .server_index
+            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
         let json = ResultJson {
             run_id: server.map(|s| s.run_id),
             run_group_id: group_id,
@@ -212,7 +232,11 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
         };
         serde_json::to_writer(&mut *out, &json)?;
     }
-    write!(out, "],\"average_response_time_ns\":{},\"summary\":", average_response_time_ns(&input.outcome.runs))?;
+    write!(
+        out,
+        "],\"average_response_time_ns\":{},\"summary\":",
+        average_response_time_ns(&input.outcome.runs)
+    )?;
     serde_json::to_writer(&mut *out, summary)?;
     out.write_all(b"}\n")?;
     out.flush()

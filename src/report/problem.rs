@@ -56,7 +56,10 @@ impl Problem {
     /// A discrepancy between what was sent and what the server recorded,
     /// as opposed to an error seen by the client.
     pub fn is_discrepancy(self) -> bool {
-        matches!(self, Problem::Missing | Problem::Corrupted | Problem::Duplicated | Problem::Unexpected)
+        matches!(
+            self,
+            Problem::Missing | Problem::Corrupted | Problem::Duplicated | Problem::Unexpected
+        )
     }
 
     pub fn name(self) -> &'static str {

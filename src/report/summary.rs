@@ -1,5 +1,6 @@
 //! The report's `summary`: counts by problem kind, rates, and percentiles
-//! from HDR histograms (3 significant digits, 1 ns to 2 hours).
+//! from HDR histograms (4 significant digits, 1 ns to 2 hours: a 10 ms
+//! value is resolved to about 1 us).
 
 use super::problem::Problem;
 use super::{client_duration, ReportInput};
@@ -26,7 +27,7 @@ pub struct Distribution(Option<Histogram<u64>>);
 impl Distribution {
     pub fn new() -> Distribution {
         // Zero is recordable (a server duration within one loop wake-up).
-        Distribution(Histogram::new_with_bounds(1, 2 * 3_600 * SECOND, 3).ok())
+        Distribution(Histogram::new_with_bounds(1, 2 * 3_600 * SECOND, 4).ok())
     }
 
     pub fn record(&mut self, ns: u64) {
@@ -100,17 +101,34 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut discrepancies: BTreeMap<&'static str, u64> = BTreeMap::new();
     for p in Problem::ALL {
-        let map = if p.is_discrepancy() { &mut discrepancies } else { &mut errors };
+        let map = if p.is_discrepancy() {
+            &mut discrepancies
+        } else {
+            &mut errors
+        };
         map.insert(p.name(), 0);
     }
     // The first run_count verdicts are the client's runs; any after them
     // are server records of runs never sent.
     let client_runs = input.header.config.run_count;
-    let succeeded = input.verdicts.iter().take(client_runs as usize).filter(|v| v.problems.is_empty()).count() as u64;
-    let failed = input.verdicts.iter().filter(|v| !v.problems.is_empty()).count() as u64;
+    let succeeded = input
+        .verdicts
+        .iter()
+        .take(client_runs as usize)
+        .filter(|v| v.problems.is_empty())
+        .count() as u64;
+    let failed = input
+        .verdicts
+        .iter()
+        .filter(|v| !v.problems.is_empty())
+        .count() as u64;
     for v in input.verdicts {
         for (p, _) in &v.problems {
-            let map = if p.is_discrepancy() { &mut discrepancies } else { &mut errors };
+            let map = if p.is_discrepancy() {
+                &mut discrepancies
+            } else {
+                &mut errors
+            };
             *map.entry(p.name()).or_default() += 1;
         }
     }
@@ -163,7 +181,11 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         errors,
         discrepancies,
         wall_time_ns: wall,
-        throughput_rps: if wall > 0 { sent as f64 * SECOND as f64 / wall as f64 } else { 0.0 },
+        throughput_rps: if wall > 0 {
+            sent as f64 * SECOND as f64 / wall as f64
+        } else {
+            0.0
+        },
         connections_opened: outcome.connections_opened,
         target_rate_rps: (delay > 0).then(|| SECOND as f64 / delay as f64),
         achieved_rate_rps: achieved,
@@ -220,7 +242,11 @@ pub fn render(summary: &Summary) -> String {
         ));
     }
     if let Some(p) = &summary.server_duration_ns {
-        out.push_str(&format!("; server: p50 {}, p99 {}", human_ns(p.p50), human_ns(p.p99)));
+        out.push_str(&format!(
+            "; server: p50 {}, p99 {}",
+            human_ns(p.p50),
+            human_ns(p.p99)
+        ));
     }
     if let Some(e) = &summary.server_fetch_error {
         out.push_str(&format!("\nthe server's record could not be fetched: {e}"));

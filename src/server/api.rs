@@ -60,15 +60,20 @@ impl Api {
         let method = request.method;
         if segments != ["healthz"] && !self.authorized(&request) {
             return Action::Respond(
-                Response::error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)")
-                    .with_header("WWW-Authenticate", "Bearer".into()),
+                Response::error(
+                    401,
+                    "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                )
+                .with_header("WWW-Authenticate", "Bearer".into()),
             );
         }
         let get = matches!(method, Method::Get | Method::Head);
         Action::Respond(match segments.as_slice() {
             ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
             ["test-groups"] if get => self.list(),
-            ["test-groups", "create"] if method == Method::Post => self.create(&request.body, wall_now),
+            ["test-groups", "create"] if method == Method::Post => {
+                self.create(&request.body, wall_now)
+            }
             ["test-groups", id] if get => self.show(id),
             ["test-groups", id] if method == Method::Delete => self.delete(id),
             ["test-groups", id, count] if method == Method::Post => {
@@ -79,7 +84,10 @@ impl Api {
             }
             ["healthz"] | ["test-groups"] | ["test-groups", _] => method_not_allowed(&segments),
             ["test-groups", _, _] => method_not_allowed(&segments),
-            _ => Response::error(404, &format!("no route for {} {}", method.as_str(), request.path)),
+            _ => Response::error(
+                404,
+                &format!("no route for {} {}", method.as_str(), request.path),
+            ),
         })
     }
 
@@ -97,7 +105,9 @@ impl Api {
             Ok(c) => c,
             Err(e) => return Response::error(400, &e),
         };
-        if let (Some(endpoint), Some(allow)) = (&config.upstream_endpoint, &self.policy.upstream_allow) {
+        if let (Some(endpoint), Some(allow)) =
+            (&config.upstream_endpoint, &self.policy.upstream_allow)
+        {
             if let Err(e) = check_allowed(endpoint, allow) {
                 return Response::error(400, &e);
             }
@@ -179,7 +189,10 @@ impl Api {
             group_id: group.header.run_group_id,
             run_count,
             body,
-            upstream: config.upstream_endpoint.as_deref().and_then(|e| Url::parse(e).ok()),
+            upstream: config
+                .upstream_endpoint
+                .as_deref()
+                .and_then(|e| Url::parse(e).ok()),
             upstream_timeout: config.upstream_timeout_ns,
             delay: config.server_delay_ns,
         })
@@ -193,7 +206,8 @@ fn method_not_allowed(segments: &[&str]) -> Response {
         ["test-groups", _, _] => "POST",
         _ => "GET, HEAD",
     };
-    Response::error(405, &format!("method not allowed here; allowed: {allow}")).with_header("Allow", allow.into())
+    Response::error(405, &format!("method not allowed here; allowed: {allow}"))
+        .with_header("Allow", allow.into())
 }
 
 fn unknown_group(id: &str) -> Response {
@@ -248,7 +262,11 @@ impl BodySource for GroupStream {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let Some(group) = store.get(&self.id) else {
             // Deleted while being sent: close the JSON so it stays valid.
-            out.extend_from_slice(if self.next_run.is_none() { b"{}\n" } else { b"]}\n" });
+            out.extend_from_slice(if self.next_run.is_none() {
+                b"{}\n"
+            } else {
+                b"]}\n"
+            });
             return true;
         };
         let start = match self.next_run {
@@ -311,7 +329,10 @@ mod tests {
     use crate::server::store::StoreLimits;
 
     fn api(policy: ApiPolicy) -> Api {
-        Api::new(Arc::new(Mutex::new(Store::new(StoreLimits::default()))), policy)
+        Api::new(
+            Arc::new(Mutex::new(Store::new(StoreLimits::default()))),
+            policy,
+        )
     }
 
     fn request(method: Method, path: &str, body: &[u8]) -> Request {
@@ -334,35 +355,106 @@ mod tests {
     #[test]
     fn routes() {
         let api = api(ApiPolicy::default());
-        assert_eq!(status(api.handle(request(Method::Get, "/healthz", b""), 0)), 200);
-        assert_eq!(status(api.handle(request(Method::Get, "/nope", b""), 0)), 404);
-        assert_eq!(status(api.handle(request(Method::Get, "/test-groups/create", b""), 0)), 404);
-        assert_eq!(status(api.handle(request(Method::Put, "/test-groups", b""), 0)), 405);
-        assert_eq!(status(api.handle(request(Method::Post, "/test-groups/create", b"{}"), 0)), 400);
+        assert_eq!(
+            status(api.handle(request(Method::Get, "/healthz", b""), 0)),
+            200
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Get, "/nope", b""), 0)),
+            404
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Get, "/test-groups/create", b""), 0)),
+            404
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Put, "/test-groups", b""), 0)),
+            405
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Post, "/test-groups/create", b"{}"), 0)),
+            400
+        );
         let id = {
             let store = api.store();
             drop(store);
-            let Action::Respond(r) = api.handle(request(Method::Post, "/test-groups/create", br#"{"run_count":2,"server_delay_ns":5}"#), 0) else {
+            let Action::Respond(r) = api.handle(
+                request(
+                    Method::Post,
+                    "/test-groups/create",
+                    br#"{"run_count":2,"server_delay_ns":5}"#,
+                ),
+                0,
+            ) else {
                 panic!("create runs nothing")
             };
             assert_eq!(r.status, 200);
             api.store().groups()[0].header.run_group_id
         };
-        let run = api.handle(request(Method::Post, &format!("/test-groups/{id}/1"), b"x"), 0);
-        assert!(matches!(run, Action::Run(RunOrder { run_count: 1, delay: 5, .. })));
-        assert_eq!(status(api.handle(request(Method::Post, &format!("/test-groups/{id}/0"), b""), 0)), 400);
-        assert_eq!(status(api.handle(request(Method::Post, &format!("/test-groups/{id}/+1"), b""), 0)), 400);
-        assert_eq!(status(api.handle(request(Method::Post, "/test-groups/nope/1", b""), 0)), 404);
-        assert_eq!(status(api.handle(request(Method::Get, &format!("/test-groups/{id}/1"), b""), 0)), 405);
-        assert_eq!(status(api.handle(request(Method::Delete, &format!("/test-groups/{id}"), b""), 0)), 200);
-        assert_eq!(status(api.handle(request(Method::Get, &format!("/test-groups/{id}"), b""), 0)), 404);
+        let run = api.handle(
+            request(Method::Post, &format!("/test-groups/{id}/1"), b"x"),
+            0,
+        );
+        assert!(matches!(
+            run,
+            Action::Run(RunOrder {
+                run_count: 1,
+                delay: 5,
+                ..
+            })
+        ));
+        assert_eq!(
+            status(api.handle(
+                request(Method::Post, &format!("/test-groups/{id}/0"), b""),
+                0
+            )),
+            400
+        );
+        assert_eq!(
+            status(api.handle(
+                request(Method::Post, &format!("/test-groups/{id}/+1"), b""),
+                0
+            )),
+            400
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Post, "/test-groups/nope/1", b""), 0)),
+            404
+        );
+        assert_eq!(
+            status(api.handle(
+                request(Method::Get, &format!("/test-groups/{id}/1"), b""),
+                0
+            )),
+            405
+        );
+        assert_eq!(
+            status(api.handle(
+                request(Method::Delete, &format!("/test-groups/{id}"), b""),
+                0
+            )),
+            200
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Get, &format!("/test-groups/{id}"), b""), 0)),
+            404
+        );
     }
 
     #[test]
     fn token_guards_all_but_healthz() {
-        let api = api(ApiPolicy { token: Some("s3cret".into()), upstream_allow: None });
-        assert_eq!(status(api.handle(request(Method::Get, "/healthz", b""), 0)), 200);
-        assert_eq!(status(api.handle(request(Method::Get, "/test-groups", b""), 0)), 401);
+        let api = api(ApiPolicy {
+            token: Some("s3cret".into()),
+            upstream_allow: None,
+        });
+        assert_eq!(
+            status(api.handle(request(Method::Get, "/healthz", b""), 0)),
+            200
+        );
+        assert_eq!(
+            status(api.handle(request(Method::Get, "/test-groups", b""), 0)),
+            401
+        );
         let mut ok = request(Method::Get, "/test-groups", b"");
         ok.authorization = Some(b"Bearer s3cret".to_vec());
         assert_eq!(status(api.handle(ok, 0)), 200);
@@ -373,10 +465,15 @@ mod tests {
 
     #[test]
     fn upstream_allow_list() {
-        let allow = vec!["127.0.0.1:9000".to_owned(), "internal.example.net".to_owned()];
+        let allow = vec![
+            "127.0.0.1:9000".to_owned(),
+            "internal.example.net".to_owned(),
+        ];
         assert!(check_allowed("http://127.0.0.1:9000/x", &allow).is_ok());
         assert!(check_allowed("https://internal.example.net", &allow).is_ok());
-        assert!(check_allowed("http://127.0.0.1:9001/", &allow).unwrap_err().contains("127.0.0.1:9001"));
+        assert!(check_allowed("http://127.0.0.1:9001/", &allow)
+            .unwrap_err()
+            .contains("127.0.0.1:9001"));
         assert!(check_allowed("http://169.254.169.254/", &allow).is_err());
     }
 

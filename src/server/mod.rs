@@ -96,7 +96,8 @@ impl Server {
     /// SO_REUSEPORT so the kernel spreads connections over the threads).
     pub fn bind(options: ServerOptions) -> io::Result<Server> {
         let threads = options.threads.max(1);
-        let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut listeners: Vec<Vec<std::net::TcpListener>> =
+            (0..threads).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
         for &addr in &options.bind {
             let mut addr = addr;
@@ -109,7 +110,12 @@ impl Server {
         }
         let store = Arc::new(Mutex::new(Store::new(options.store)));
         let api = Arc::new(Api::new(store, options.policy.clone()));
-        Ok(Server { listeners, api, options, local_addrs })
+        Ok(Server {
+            listeners,
+            api,
+            options,
+            local_addrs,
+        })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -167,7 +173,10 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::Tcp
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     /// Check a connection for idle or request timeouts.
-    Connection { key: usize, serial: u64 },
+    Connection {
+        key: usize,
+        serial: u64,
+    },
     /// A run's server delay is over.
     RunDelay(usize),
     Upstream(UpstreamTimer),
@@ -233,12 +242,18 @@ struct ServerLoop {
 }
 
 impl ServerLoop {
-    fn new(listeners: Vec<std::net::TcpListener>, api: Arc<Api>, options: ServerOptions, shutdown: StopSignal) -> io::Result<ServerLoop> {
+    fn new(
+        listeners: Vec<std::net::TcpListener>,
+        api: Arc<Api>,
+        options: ServerOptions,
+        shutdown: StopSignal,
+    ) -> io::Result<ServerLoop> {
         let poll = Poll::new()?;
         let mut mio_listeners = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             let mut l = TcpListener::from_std(l);
-            poll.registry().register(&mut l, Source::Listener(i).token(), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, Source::Listener(i).token(), Interest::READABLE)?;
             mio_listeners.push(l);
         }
         let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
@@ -280,15 +295,11 @@ impl ServerLoop {
             if stopping && self.runs.is_empty() {
                 return Ok(());
             }
-            self.wake.arm(self.wheel.next_wakeup())?;
-            // While stopping, wake at least every 50 ms to notice the end.
-            let timeout = match (self.wake.poll_timeout(clock::now()), stopping) {
-                (t, false) => t,
-                (Some(t), true) => Some(t.min(std::time::Duration::from_millis(50))),
-                (None, true) => Some(std::time::Duration::from_millis(50)),
-            };
-            // Also wake to notice a shutdown request.
-            let timeout = timeout.or(Some(std::time::Duration::from_millis(200)));
+            // Wake at least every 200 ms (50 ms while stopping) to notice a shutdown.
+            let cap = std::time::Duration::from_millis(if stopping { 50 } else { 200 });
+            let timeout = self
+                .wake
+                .prepare(self.wheel.next_wakeup(), clock::now(), Some(cap))?;
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -299,15 +310,29 @@ impl ServerLoop {
             for event in events.iter() {
                 match Source::from_token(event.token()) {
                     Some(Source::Listener(i)) => self.accept(i, now),
-                    Some(Source::Connection(key)) => self.drive(key, now, event.is_readable() || event.is_read_closed()),
+                    Some(Source::Connection(key)) => {
+                        self.drive(key, now, event.is_readable() || event.is_read_closed())
+                    }
                     Some(Source::Upstream(key)) => {
                         let mut finished = std::mem::take(&mut self.finished);
-                        self.upstreams.on_ready(self.poll.registry(), key, &mut self.scratch, now, &mut self.wheel, &mut finished);
+                        self.upstreams.on_ready(
+                            self.poll.registry(),
+                            key,
+                            &mut self.scratch,
+                            now,
+                            &mut self.wheel,
+                            &mut finished,
+                        );
                         self.finished = finished;
                     }
                     Some(Source::Waker) => {
                         let mut finished = std::mem::take(&mut self.finished);
-                        self.upstreams.on_resolved(self.poll.registry(), now, &mut self.wheel, &mut finished);
+                        self.upstreams.on_resolved(
+                            self.poll.registry(),
+                            now,
+                            &mut self.wheel,
+                            &mut finished,
+                        );
                         self.finished = finished;
                     }
                     Some(Source::WakeTimer) => self.wake.acknowledge(),
@@ -337,7 +362,8 @@ impl ServerLoop {
                 Err(e) if is_fd_exhaustion(&e) => {
                     crate::warn!("accept: {e}; retrying in 50 ms");
                     self.accept_paused = true;
-                    self.wheel.insert(now + 50 * MILLISECOND, Timer::AcceptRetry);
+                    self.wheel
+                        .insert(now + 50 * MILLISECOND, Timer::AcceptRetry);
                     return;
                 }
                 Err(e) => {
@@ -361,13 +387,20 @@ impl ServerLoop {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = Source::Connection(key).token();
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             crate::warn!("register connection: {e}");
             return;
         }
         self.next_serial += 1;
         let serial = self.next_serial;
-        let timer = self.wheel.insert(now + self.options.idle_timeout, Timer::Connection { key, serial });
+        let timer = self.wheel.insert(
+            now + self.options.idle_timeout,
+            Timer::Connection { key, serial },
+        );
         entry.insert(Connection {
             stream,
             http: ServerConn::new(self.options.http),
@@ -442,10 +475,20 @@ impl ServerLoop {
                 let serial = self.conns.get(key).map_or(0, |c| c.serial);
                 let upstream = order.upstream.clone();
                 let timeout = order.upstream_timeout;
-                let run = self.runs.insert(PendingRun { conn: key, serial, seq, order, start: now, upstream: None });
+                let run = self.runs.insert(PendingRun {
+                    conn: key,
+                    serial,
+                    seq,
+                    order,
+                    start: now,
+                    upstream: None,
+                });
                 match upstream {
                     Some(url) => {
-                        if let Some(done) = self.upstreams.start(run, &url, timeout, now, &mut self.wheel) {
+                        if let Some(done) =
+                            self.upstreams
+                                .start(run, &url, timeout, now, &mut self.wheel)
+                        {
                             self.finished.push(done);
                         }
                     }
@@ -487,7 +530,10 @@ impl ServerLoop {
             data: Arc::from(&[][..]),
             upstream: pending.upstream.map(Box::new),
         };
-        let result = self.api.store().record(&pending.order.group_id, record, &pending.order.body);
+        let result = self
+            .api
+            .store()
+            .record(&pending.order.group_id, record, &pending.order.body);
         let response = match result {
             Ok(()) => Response::empty(200),
             Err(e) => store_error(e),
@@ -509,7 +555,13 @@ impl ServerLoop {
                 Timer::Connection { key, serial } => self.check_connection(key, serial, now),
                 Timer::Upstream(t) => {
                     let mut finished = std::mem::take(&mut self.finished);
-                    self.upstreams.on_timeout(self.poll.registry(), t, now, &mut self.wheel, &mut finished);
+                    self.upstreams.on_timeout(
+                        self.poll.registry(),
+                        t,
+                        now,
+                        &mut self.wheel,
+                        &mut finished,
+                    );
                     self.finished = finished;
                 }
                 Timer::AcceptRetry => self.resume_accepting(now),
@@ -592,12 +644,19 @@ impl ServerLoop {
             let _ = conn.stream.shutdown(Shutdown::Write);
             conn.draining = true;
             conn.last_active = now;
-            if conn.timer.is_none_or(|t| self.wheel.deadline(t).is_none_or(|d| d > now + DRAIN_TIMEOUT)) {
+            if conn.timer.is_none_or(|t| {
+                self.wheel
+                    .deadline(t)
+                    .is_none_or(|d| d > now + DRAIN_TIMEOUT)
+            }) {
                 if let Some(t) = conn.timer.take() {
                     self.wheel.cancel(t);
                 }
                 let serial = conn.serial;
-                conn.timer = Some(self.wheel.insert(now + DRAIN_TIMEOUT, Timer::Connection { key, serial }));
+                conn.timer = Some(
+                    self.wheel
+                        .insert(now + DRAIN_TIMEOUT, Timer::Connection { key, serial }),
+                );
             }
             // A peer already gone closes at once.
             return self.drive(key, now, true);
@@ -622,7 +681,10 @@ impl ServerLoop {
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     #[cfg(unix)]
     {
-        matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+        )
     }
     #[cfg(not(unix))]
     {

@@ -78,7 +78,11 @@ impl Store {
         }
     }
 
-    pub fn create(&mut self, config: GroupConfig, created_at: String) -> Result<&Group, StoreError> {
+    pub fn create(
+        &mut self,
+        config: GroupConfig,
+        created_at: String,
+    ) -> Result<&Group, StoreError> {
         if self.groups.len() >= self.limits.max_groups {
             return Err(StoreError::Full(format!(
                 "the server holds its limit of {} groups (--max-groups); DELETE /test-groups/ID frees one",
@@ -135,7 +139,10 @@ impl Store {
     /// allocation when it is the same bytes (a fixed `-d` body).
     pub fn record(&mut self, group_id: &Uuid, mut run: Run, body: &[u8]) -> Result<(), StoreError> {
         self.check_room()?;
-        let group = self.groups.get_mut(group_id).ok_or(StoreError::UnknownGroup)?;
+        let group = self
+            .groups
+            .get_mut(group_id)
+            .ok_or(StoreError::UnknownGroup)?;
         run.data = match group.runs.last() {
             Some(prev) if *prev.data == *body => Arc::clone(&prev.data),
             _ => Arc::from(body),
@@ -172,25 +179,46 @@ mod tests {
     #[test]
     fn records_in_arrival_order_and_shares_equal_bodies() {
         let mut store = Store::new(StoreLimits::default());
-        let id = store.create(config(), String::new()).unwrap().header.run_group_id;
+        let id = store
+            .create(config(), String::new())
+            .unwrap()
+            .header
+            .run_group_id;
         store.record(&id, run(2), b"same").unwrap();
         store.record(&id, run(1), b"same").unwrap();
         store.record(&id, run(1), b"other").unwrap();
         let runs = &store.get(&id).unwrap().runs;
-        assert_eq!(runs.iter().map(|r| r.run_count).collect::<Vec<_>>(), vec![2, 1, 1]);
+        assert_eq!(
+            runs.iter().map(|r| r.run_count).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
         assert!(Arc::ptr_eq(&runs[0].data, &runs[1].data));
         assert_eq!(&*runs[2].data, b"other");
-        assert_eq!(store.record(&Uuid::nil(), run(1), b""), Err(StoreError::UnknownGroup));
+        assert_eq!(
+            store.record(&Uuid::nil(), run(1), b""),
+            Err(StoreError::UnknownGroup)
+        );
     }
 
     #[test]
     fn limits_hold_and_delete_frees() {
-        let mut store = Store::new(StoreLimits { max_groups: 1, max_runs: 2 });
-        let id = store.create(config(), String::new()).unwrap().header.run_group_id;
-        assert!(matches!(store.create(config(), String::new()), Err(StoreError::Full(m)) if m.contains("--max-groups")));
+        let mut store = Store::new(StoreLimits {
+            max_groups: 1,
+            max_runs: 2,
+        });
+        let id = store
+            .create(config(), String::new())
+            .unwrap()
+            .header
+            .run_group_id;
+        assert!(
+            matches!(store.create(config(), String::new()), Err(StoreError::Full(m)) if m.contains("--max-groups"))
+        );
         store.record(&id, run(1), b"").unwrap();
         store.record(&id, run(2), b"").unwrap();
-        assert!(matches!(store.record(&id, run(3), b""), Err(StoreError::Full(m)) if m.contains("--max-runs")));
+        assert!(
+            matches!(store.record(&id, run(3), b""), Err(StoreError::Full(m)) if m.contains("--max-runs"))
+        );
         assert!(store.delete(&id));
         assert_eq!(store.total_runs(), 0);
         assert!(store.create(config(), String::new()).is_ok());

@@ -29,8 +29,14 @@ pub struct Finished {
 
 enum Phase {
     Resolving,
-    Connecting { stream: TcpStream, addrs: Vec<SocketAddr>, next: usize },
-    Exchanging { stream: TcpStream },
+    Connecting {
+        stream: TcpStream,
+        addrs: Vec<SocketAddr>,
+        next: usize,
+    },
+    Exchanging {
+        stream: TcpStream,
+    },
 }
 
 struct Exchange {
@@ -77,7 +83,10 @@ impl Upstreams {
         if url.scheme == Scheme::Https {
             return Some(Finished {
                 run,
-                outcome: failure(0, "https upstream endpoints are not supported by this build yet"),
+                outcome: failure(
+                    0,
+                    "https upstream endpoints are not supported by this build yet",
+                ),
             });
         }
         let mut http = ClientConn::new(ClientLimits {
@@ -85,7 +94,13 @@ impl Upstreams {
             discard_body: true,
             ..ClientLimits::default()
         });
-        http.send(Method::Get, &url.host_header(), &url.path, &[("User-Agent", "conntest")], b"");
+        http.send(
+            Method::Get,
+            &url.host_header(),
+            &url.path,
+            &[("User-Agent", "conntest")],
+            b"",
+        );
         let key = self.exchanges.insert(Exchange {
             run,
             url: url.clone(),
@@ -95,7 +110,10 @@ impl Upstreams {
             timeout: None,
         });
         if let Some(t) = timeout {
-            let timer = wheel.insert(now.saturating_add(t), T::from(UpstreamTimer { exchange: key, run }));
+            let timer = wheel.insert(
+                now.saturating_add(t),
+                T::from(UpstreamTimer { exchange: key, run }),
+            );
             self.exchanges[key].timeout = Some((t, timer));
         }
         self.resolver.resolve(key as u64, &url.host, url.port);
@@ -103,17 +121,42 @@ impl Upstreams {
     }
 
     /// Handles resolver answers that arrived (the loop's waker fired).
-    pub fn on_resolved<T>(&mut self, registry: &Registry, now: Nanos, wheel: &mut TimerWheel<T>, done: &mut Vec<Finished>) {
+    pub fn on_resolved<T>(
+        &mut self,
+        registry: &Registry,
+        now: Nanos,
+        wheel: &mut TimerWheel<T>,
+        done: &mut Vec<Finished>,
+    ) {
         let answers: Vec<_> = self.resolver.answers().collect();
         for (id, result) in answers {
             let key = id as usize;
-            if !matches!(self.exchanges.get(key).map(|e| &e.phase), Some(Phase::Resolving)) {
+            if !matches!(
+                self.exchanges.get(key).map(|e| &e.phase),
+                Some(Phase::Resolving)
+            ) {
                 continue;
             }
             match result {
-                Ok(addrs) if !addrs.is_empty() => self.connect(registry, key, addrs, 0, now, wheel, done),
-                Ok(_) => self.finish(registry, key, now, wheel, done, Err((0, "name resolved to no address".into()))),
-                Err(e) => self.finish(registry, key, now, wheel, done, Err((0, format!("name resolution failed: {e}")))),
+                Ok(addrs) if !addrs.is_empty() => {
+                    self.connect(registry, key, addrs, 0, now, wheel, done)
+                }
+                Ok(_) => self.finish(
+                    registry,
+                    key,
+                    now,
+                    wheel,
+                    done,
+                    Err((0, "name resolved to no address".into())),
+                ),
+                Err(e) => self.finish(
+                    registry,
+                    key,
+                    now,
+                    wheel,
+                    done,
+                    Err((0, format!("name resolution failed: {e}"))),
+                ),
             }
         }
     }
@@ -130,19 +173,43 @@ impl Upstreams {
         done: &mut Vec<Finished>,
     ) {
         let Some(&addr) = addrs.get(next) else {
-            return self.finish(registry, key, now, wheel, done, Err((0, "no address could be connected".into())));
+            return self.finish(
+                registry,
+                key,
+                now,
+                wheel,
+                done,
+                Err((0, "no address could be connected".into())),
+            );
         };
         let result = TcpStream::connect(addr).and_then(|mut stream| {
-            registry.register(&mut stream, Source::Upstream(key).token(), Interest::READABLE | Interest::WRITABLE)?;
+            registry.register(
+                &mut stream,
+                Source::Upstream(key).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             Ok(stream)
         });
         match result {
-            Ok(stream) => self.exchanges[key].phase = Phase::Connecting { stream, addrs, next: next + 1 },
+            Ok(stream) => {
+                self.exchanges[key].phase = Phase::Connecting {
+                    stream,
+                    addrs,
+                    next: next + 1,
+                }
+            }
             Err(e) if next + 1 < addrs.len() => {
                 crate::debug!("upstream connect to {addr} failed: {e}");
                 self.connect(registry, key, addrs, next + 1, now, wheel, done)
             }
-            Err(e) => self.finish(registry, key, now, wheel, done, Err((0, format!("connect to {addr} failed: {e}")))),
+            Err(e) => self.finish(
+                registry,
+                key,
+                now,
+                wheel,
+                done,
+                Err((0, format!("connect to {addr} failed: {e}"))),
+            ),
         }
     }
 
@@ -159,7 +226,12 @@ impl Upstreams {
         let Some(exchange) = self.exchanges.get_mut(key) else {
             return;
         };
-        if let Phase::Connecting { stream, addrs, next } = &mut exchange.phase {
+        if let Phase::Connecting {
+            stream,
+            addrs,
+            next,
+        } = &mut exchange.phase
+        {
             // A connect in progress completes (or fails) when the socket turns writable.
             match stream.take_error() {
                 Ok(None) => {}
@@ -169,16 +241,34 @@ impl Upstreams {
                     if next < addrs.len() {
                         return self.connect(registry, key, addrs, next, now, wheel, done);
                     }
-                    return self.finish(registry, key, now, wheel, done, Err((0, format!("connect failed: {e}"))));
+                    return self.finish(
+                        registry,
+                        key,
+                        now,
+                        wheel,
+                        done,
+                        Err((0, format!("connect failed: {e}"))),
+                    );
                 }
             }
             match stream.peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return self.finish(registry, key, now, wheel, done, Err((0, format!("connect failed: {e}")))),
+                Err(e) => {
+                    return self.finish(
+                        registry,
+                        key,
+                        now,
+                        wheel,
+                        done,
+                        Err((0, format!("connect failed: {e}"))),
+                    )
+                }
             }
             let _ = stream.set_nodelay(true);
-            let Phase::Connecting { stream, .. } = std::mem::replace(&mut exchange.phase, Phase::Resolving) else {
+            let Phase::Connecting { stream, .. } =
+                std::mem::replace(&mut exchange.phase, Phase::Resolving)
+            else {
                 return;
             };
             exchange.phase = Phase::Exchanging { stream };
@@ -195,7 +285,14 @@ impl Upstreams {
     }
 
     /// The timeout of an upstream request expired.
-    pub fn on_timeout<T>(&mut self, registry: &Registry, timer: UpstreamTimer, now: Nanos, wheel: &mut TimerWheel<T>, done: &mut Vec<Finished>) {
+    pub fn on_timeout<T>(
+        &mut self,
+        registry: &Registry,
+        timer: UpstreamTimer,
+        now: Nanos,
+        wheel: &mut TimerWheel<T>,
+        done: &mut Vec<Finished>,
+    ) {
         let Some(exchange) = self.exchanges.get_mut(timer.exchange) else {
             return;
         };
@@ -210,7 +307,14 @@ impl Upstreams {
         };
         exchange.timeout = None;
         let message = format!("upstream timed out after {limit} ns while {stage}");
-        self.finish(registry, timer.exchange, now, wheel, done, Err((0, message)));
+        self.finish(
+            registry,
+            timer.exchange,
+            now,
+            wheel,
+            done,
+            Err((0, message)),
+        );
     }
 
     fn finish<T>(
@@ -226,12 +330,17 @@ impl Upstreams {
         if let Some((_, timer)) = exchange.timeout {
             wheel.cancel(timer);
         }
-        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream } = &mut exchange.phase {
+        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream } = &mut exchange.phase
+        {
             let _ = registry.deregister(stream);
         }
         let time_ns = now.saturating_sub(exchange.started);
         let outcome = match result {
-            Ok(code) => UpstreamOutcome { code, time_ns, error: None },
+            Ok(code) => UpstreamOutcome {
+                code,
+                time_ns,
+                error: None,
+            },
             Err((code, e)) => {
                 crate::debug!("upstream {} failed: {e}", exchange.url);
                 let mut o = failure(code, &e);
@@ -239,7 +348,10 @@ impl Upstreams {
                 o
             }
         };
-        done.push(Finished { run: exchange.run, outcome });
+        done.push(Finished {
+            run: exchange.run,
+            outcome,
+        });
     }
 }
 
@@ -253,9 +365,17 @@ fn failure(code: u16, message: &str) -> UpstreamOutcome {
 
 /// Writes what is owed and reads what arrived; the status once the whole
 /// answer is in.
-fn pump(stream: &mut TcpStream, http: &mut ClientConn, scratch: &mut [u8]) -> Result<Option<u16>, (u16, String)> {
+fn pump(
+    stream: &mut TcpStream,
+    http: &mut ClientConn,
+    scratch: &mut [u8],
+) -> Result<Option<u16>, (u16, String)> {
     let failed = |e: ClientError| {
-        let code = if let ClientError::BodyTooLarge { status, .. } = e { status } else { 0 };
+        let code = if let ClientError::BodyTooLarge { status, .. } = e {
+            status
+        } else {
+            0
+        };
         (code, format!("upstream {e}"))
     };
     while !http.poll_output().is_empty() {
