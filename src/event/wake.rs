@@ -54,16 +54,6 @@ impl WakeTimer {
     }
 }
 
-fn spin_margin() -> Nanos {
-    use std::sync::OnceLock;
-    static MARGIN: OnceLock<Nanos> = OnceLock::new();
-    *MARGIN.get_or_init(|| {
-        std::env::var("CONNTEST_SPIN_NS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(SPIN_MARGIN)
-    })
-}
 
 pub struct WakeTimer {
     #[cfg(target_os = "linux")]
