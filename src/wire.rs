@@ -7,10 +7,13 @@
 //! present. Durations are integer nanoseconds; timestamps RFC 3339.
 
 use crate::http::url::Url;
+use crate::report::time::{parse_rfc3339, rfc3339};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::Arc;
+use uuid::Uuid;
 
 pub const MAX_RUN_COUNT: u64 = 100_000_000;
 pub const MAX_CONCURRENCY: u64 = 100_000;
@@ -165,6 +168,130 @@ pub struct ServerRunJson<'a> {
     pub upstream_response_time_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Cow<'a, str>>,
+}
+
+/// What the server learnt of its upstream during one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOutcome {
+    /// 0 when no answer arrived.
+    pub code: u16,
+    pub time_ns: u64,
+    pub error: Option<Box<str>>,
+}
+
+/// One recorded run, compact: what the server stores and what the client
+/// holds of the server's record. Times are wall-clock nanoseconds since the
+/// epoch. About 64 bytes plus the body; equal consecutive bodies share one
+/// allocation.
+#[derive(Debug, Clone)]
+pub struct RecordedRun {
+    pub run_id: Uuid,
+    pub run_count: u64,
+    pub server_start: i64,
+    pub server_end: i64,
+    pub data: Arc<[u8]>,
+    pub upstream: Option<Box<UpstreamOutcome>>,
+}
+
+impl RecordedRun {
+    pub fn server_duration_ns(&self) -> u64 {
+        (self.server_end - self.server_start).max(0) as u64
+    }
+
+    /// Reads a run from its JSON, sharing `previous`'s body if equal.
+    pub fn from_json(
+        json: ServerRunJson<'_>,
+        previous: Option<&Arc<[u8]>>,
+    ) -> Result<RecordedRun, String> {
+        let time = |field: &str, s: &str| {
+            parse_rfc3339(s).map(|ns| ns as i64).ok_or_else(|| {
+                format!(
+                    "run {}: {field} '{s}' is not an RFC 3339 time",
+                    json.run_count
+                )
+            })
+        };
+        let server_start = time("server_start", &json.server_start)?;
+        let server_end = time("server_end", &json.server_end)?;
+        let bytes = data_bytes(Some(&json.data), json.data_base64.as_deref())?;
+        let data = match previous {
+            Some(p) if **p == *bytes => Arc::clone(p),
+            _ => Arc::from(bytes),
+        };
+        let upstream = match (
+            json.upstream_response_code,
+            json.upstream_response_time_ns,
+            &json.error,
+        ) {
+            (None, None, None) => None,
+            (code, time_ns, error) => Some(Box::new(UpstreamOutcome {
+                code: code.unwrap_or(0),
+                time_ns: time_ns.unwrap_or(0),
+                error: error.as_deref().map(Into::into),
+            })),
+        };
+        Ok(RecordedRun {
+            run_id: json.run_id,
+            run_count: json.run_count,
+            server_start,
+            server_end,
+            data,
+            upstream,
+        })
+    }
+}
+
+/// A run as JSON.
+pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
+    let data = data_fields(&run.data);
+    let upstream = run.upstream.as_deref();
+    ServerRunJson {
+        run_id: run.run_id,
+        run_count: run.run_count,
+        time: Cow::Owned(rfc3339(run.server_start as i128)),
+        data: data.data,
+        data_base64: data.data_base64,
+        server_start: Cow::Owned(rfc3339(run.server_start as i128)),
+        server_end: Cow::Owned(rfc3339(run.server_end as i128)),
+        server_duration_ns: run.server_duration_ns(),
+        upstream_response_code: upstream.map(|u| u.code),
+        upstream_response_time_ns: upstream.map(|u| u.time_ns),
+        error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
+    }
+}
+
+/// A group's runs read from JSON one at a time into compact records, so a
+/// million-run group never exists as a million JSON objects.
+#[derive(Debug, Default)]
+pub struct RecordedRuns(pub Vec<RecordedRun>);
+
+impl<'de> Deserialize<'de> for RecordedRuns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Runs;
+        impl<'de> serde::de::Visitor<'de> for Runs {
+            type Value = RecordedRuns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of test runs")
+            }
+            fn visit_unit<E>(self) -> Result<RecordedRuns, E> {
+                Ok(RecordedRuns::default())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RecordedRuns, A::Error> {
+                let mut runs: Vec<RecordedRun> =
+                    Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(json) = seq.next_element::<ServerRunJson<'_>>()? {
+                    let run = RecordedRun::from_json(json, runs.last().map(|r| &r.data))
+                        .map_err(serde::de::Error::custom)?;
+                    runs.push(run);
+                }
+                Ok(RecordedRuns(runs))
+            }
+        }
+        d.deserialize_any(Runs)
+    }
 }
 
 /// A group's header fields, everything but its runs.

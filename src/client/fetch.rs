@@ -73,14 +73,48 @@ impl Endpoint {
         Err(last_error)
     }
 
-    fn request_to(
+    /// Sends a GET and parses its answer as JSON while it streams in, so a
+    /// large body is never held whole. A non-200 answer is returned as its
+    /// status and error message.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        timeout: Duration,
+    ) -> Result<Result<T, (u16, String)>, String> {
+        let mut last_error = String::from("no address");
+        for addr in &self.addrs {
+            let mut exchange = match self.open(*addr, Method::Get, route, b"", timeout) {
+                Ok(e) => e,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            let status = exchange.status()?;
+            if status != 200 {
+                let rest = exchange.rest()?;
+                return Ok(Err((status, error_message(&rest))));
+            }
+            let reader = std::io::BufReader::with_capacity(64 * 1024, &mut exchange);
+            return serde_json::from_reader(reader).map(Ok).map_err(|e| {
+                format!(
+                    "the answer to GET {} is not valid: {e}",
+                    self.url.join(route)
+                )
+            });
+        }
+        Err(last_error)
+    }
+
+    /// Connects and sends one request.
+    fn open(
         &self,
         addr: SocketAddr,
         method: Method,
         route: &str,
         body: &[u8],
         timeout: Duration,
-    ) -> Result<Response, String> {
+    ) -> Result<Exchange, String> {
         let mut stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|e| format!("cannot connect to {} ({addr}): {e}", self.url))?;
         let _ = stream.set_read_timeout(Some(timeout));
@@ -99,22 +133,110 @@ impl Endpoint {
             &headers,
             body,
         );
-        let io_error =
-            |e: std::io::Error| format!("{} {}: {e}", method.as_str(), self.url.join(route));
-        stream.write_all(http.poll_output()).map_err(io_error)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = stream.read(&mut buf).map_err(io_error)?;
-            if n == 0 {
-                return http
+        stream
+            .write_all(http.poll_output())
+            .map_err(|e| format!("{} {}: {e}", method.as_str(), self.url.join(route)))?;
+        Ok(Exchange {
+            stream,
+            http,
+            buf: vec![0; 64 * 1024],
+            body: Vec::new(),
+            pos: 0,
+            done: None,
+        })
+    }
+
+    fn request_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        route: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        self.open(addr, method, route, body, timeout)?.rest()
+    }
+}
+
+/// One request in progress on a blocking socket; reads its answer whole
+/// ([`Exchange::rest`]) or as a stream of body bytes (`Read`).
+struct Exchange {
+    stream: TcpStream,
+    http: ClientConn,
+    buf: Vec<u8>,
+    /// Body bytes taken from the machine and not yet read out.
+    body: Vec<u8>,
+    pos: usize,
+    /// The whole response, once it is in (its body is then in `body`).
+    done: Option<Response>,
+}
+
+impl Exchange {
+    /// Reads from the socket into the machine; false at end of stream.
+    fn fill(&mut self) -> Result<(), String> {
+        let n = self
+            .stream
+            .read(&mut self.buf)
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        let complete = if n == 0 {
+            Some(
+                self.http
                     .receive_eof()
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| "the server closed the connection without answering".into());
+                    .ok_or("the server closed the connection without answering")?,
+            )
+        } else {
+            self.http.receive(&self.buf[..n]);
+            self.http.next_response().map_err(|e| e.to_string())?
+        };
+        if let Some(mut r) = complete {
+            self.body.append(&mut r.body);
+            self.done = Some(r);
+        }
+        Ok(())
+    }
+
+    /// The status, once the head has arrived.
+    fn status(&mut self) -> Result<u16, String> {
+        loop {
+            if let Some(r) = &self.done {
+                return Ok(r.status);
             }
-            http.receive(&buf[..n]);
-            if let Some(r) = http.next_response().map_err(|e| e.to_string())? {
-                return Ok(r);
+            if let Some(s) = self.http.pending_status() {
+                return Ok(s);
             }
+            self.fill()?;
+        }
+    }
+
+    /// The whole response.
+    fn rest(mut self) -> Result<Response, String> {
+        while self.done.is_none() {
+            self.fill()?;
+        }
+        let mut r = self.done.take().ok_or("no response")?;
+        self.http.take_partial_body(&mut self.body);
+        r.body = self.body.split_off(self.pos);
+        Ok(r)
+    }
+}
+
+impl Read for Exchange {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos < self.body.len() {
+                let n = out.len().min(self.body.len() - self.pos);
+                out[..n].copy_from_slice(&self.body[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.body.clear();
+            self.pos = 0;
+            if self.done.is_some() {
+                return Ok(0);
+            }
+            self.fill().map_err(std::io::Error::other)?;
+            self.http.take_partial_body(&mut self.body);
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod verify;
 use crate::http::Method;
 use crate::report::summary::{render, summarize};
 use crate::report::ReportInput;
-use crate::wire::{data_bytes, GroupHeader, ServerRunJson};
+use crate::wire::{GroupHeader, RecordedRuns};
 use driver::{BodyPlan, DriverConfig};
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -48,25 +48,23 @@ pub enum Verdict {
     Interrupted,
 }
 
-/// A group as `GET /test-groups/{id}` shows it.
+/// A group as `GET /test-groups/{id}` shows it, its runs held compactly.
 #[derive(Deserialize)]
 pub struct GroupJson {
     #[serde(flatten)]
     pub header: GroupHeader,
     #[serde(default)]
-    pub test_runs: Vec<ServerRunJson<'static>>,
+    pub test_runs: RecordedRuns,
 }
 
-/// Fetches a group; a setup error in words if that fails.
+/// Fetches a group, parsing it as it streams in; a setup error in words if
+/// that fails.
 pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<GroupJson, String> {
-    let response = endpoint.request(Method::Get, &format!("/test-groups/{id}"), b"", timeout)?;
-    match response.status {
-        200 => serde_json::from_slice(&response.body)
-            .map_err(|e| format!("the server's answer for group {id} is not a test group: {e}")),
-        404 => Err(format!("no test group '{id}' on {}", endpoint.url)),
-        status => Err(format!(
-            "fetching group {id}: server answered {status}: {}",
-            error_message(&response)
+    match endpoint.get_json::<GroupJson>(&format!("/test-groups/{id}"), timeout)? {
+        Ok(group) => Ok(group),
+        Err((404, _)) => Err(format!("no test group '{id}' on {}", endpoint.url)),
+        Err((status, message)) => Err(format!(
+            "fetching group {id}: server answered {status}: {message}"
         )),
     }
 }
@@ -134,24 +132,15 @@ pub fn run(
         options.timeout.max(Duration::from_secs(10)),
     );
     let (server_runs, fetch_error) = match fetched {
-        Ok(g) => (Some(g.test_runs), None),
+        Ok(g) => (Some(g.test_runs.0), None),
         Err(e) => (None, Some(e)),
     };
-    let bodies: Vec<Vec<u8>> = server_runs
-        .iter()
-        .flatten()
-        .map(|r| {
-            data_bytes(Some(&r.data), r.data_base64.as_deref())
-                .unwrap_or_else(|_| r.data.as_bytes().to_vec())
-        })
-        .collect();
     let records: Option<Vec<ServerRecord<'_>>> = server_runs.as_ref().map(|runs| {
         runs.iter()
-            .zip(&bodies)
-            .map(|(r, data)| ServerRecord {
+            .map(|r| ServerRecord {
                 run_count: r.run_count,
-                data,
-                upstream_error: r.error.as_deref(),
+                data: &r.data,
+                upstream_error: r.upstream.as_ref().and_then(|u| u.error.as_deref()),
             })
             .collect()
     });

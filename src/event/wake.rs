@@ -54,7 +54,6 @@ impl WakeTimer {
     }
 }
 
-
 pub struct WakeTimer {
     #[cfg(target_os = "linux")]
     fd: std::os::fd::OwnedFd,

@@ -237,6 +237,27 @@ impl ClientConn {
         }
     }
 
+    /// The status of the response now arriving, once its head is in.
+    pub fn pending_status(&self) -> Option<u16> {
+        match &self.state {
+            ReadState::Head => None,
+            ReadState::Body { status, .. }
+            | ReadState::Chunked { status, .. }
+            | ReadState::UntilClose { status, .. } => Some(*status),
+        }
+    }
+
+    /// Moves the body bytes of the response now arriving into `out`, so a
+    /// large body can be consumed as it streams in.
+    pub fn take_partial_body(&mut self, out: &mut Vec<u8>) {
+        if let ReadState::Body { body, .. }
+        | ReadState::Chunked { body, .. }
+        | ReadState::UntilClose { body, .. } = &mut self.state
+        {
+            out.append(body);
+        }
+    }
+
     /// The peer closed the connection: completes a body delimited by the
     /// close, or reports a response cut short.
     pub fn receive_eof(&mut self) -> Result<Option<Response>, ClientError> {
@@ -456,6 +477,21 @@ mod tests {
                 limit: 5
             }
         );
+    }
+
+    #[test]
+    fn body_can_be_taken_while_it_streams_in() {
+        let mut c = conn_awaiting(1);
+        c.receive(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+        assert!(c.next_response().unwrap().is_none());
+        assert_eq!(c.pending_status(), Some(200));
+        let mut got = Vec::new();
+        c.take_partial_body(&mut got);
+        assert_eq!(got, b"abc");
+        c.receive(b"2\r\nde\r\n0\r\n\r\n");
+        let r = c.next_response().unwrap().unwrap();
+        assert_eq!(r.body, b"de");
+        assert_eq!(c.pending_status(), None);
     }
 
     #[test]

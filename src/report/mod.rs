@@ -14,7 +14,7 @@ pub mod time;
 use crate::client::driver::{BodyPlan, ClientRun, DriverOutcome};
 use crate::client::verify::Verdict;
 use crate::event::clock::WallAnchor;
-use crate::wire::{data_fields, GroupHeader, ServerRunJson};
+use crate::wire::{data_fields, run_json, GroupHeader, RecordedRun};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fs::File;
@@ -31,7 +31,7 @@ pub struct ReportInput<'a> {
     pub outcome: &'a DriverOutcome,
     pub body: &'a BodyPlan,
     /// The server's runs, or None when they could not be fetched.
-    pub server_runs: Option<&'a [ServerRunJson<'a>]>,
+    pub server_runs: Option<&'a [RecordedRun]>,
     pub verdicts: &'a [Verdict],
 }
 
@@ -59,7 +59,7 @@ struct ClientRunJson<'a> {
 }
 
 #[derive(Serialize)]
-struct ResultJson<'a> {
+struct ResultJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<Uuid>,
     run_group_id: Uuid,
@@ -67,7 +67,7 @@ struct ResultJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     client_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    server_time: Option<Cow<'a, str>>,
+    server_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,7 +195,7 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
                 if i > 0 {
                     out.write_all(b",")?;
                 }
-                serde_json::to_writer(&mut *out, run)?;
+                serde_json::to_writer(&mut *out, &run_json(run))?;
             }
             out.write_all(b"]}")?;
         }
@@ -225,9 +225,9 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
             run_group_id: group_id,
             run_count: verdict.run_count,
             client_time: client.map(|c| wall(anchor, c.due)),
-            server_time: server.map(|s| Cow::Borrowed(s.time.as_ref())),
+            server_time: server.map(|s| rfc3339(s.server_start as i128)),
             client_duration_ns: client.and_then(client_duration),
-            server_duration_ns: server.map(|s| s.server_duration_ns),
+            server_duration_ns: server.map(RecordedRun::server_duration_ns),
             error: problems_text(verdict),
         };
         serde_json::to_writer(&mut *out, &json)?;

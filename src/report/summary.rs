@@ -159,8 +159,8 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
             .and_then(|v| v.server_index)
             .and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
         if let Some(s) = server_run {
-            server.record(s.server_duration_ns);
-            network.record(d.saturating_sub(s.server_duration_ns));
+            server.record(s.server_duration_ns());
+            network.record(d.saturating_sub(s.server_duration_ns()));
         }
     }
     let wall = outcome.finished.saturating_sub(outcome.started);

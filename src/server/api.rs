@@ -8,8 +8,8 @@ use crate::http::server::{BodySource, Request, Response};
 use crate::http::url::Url;
 use crate::http::Method;
 use crate::report::time::rfc3339;
-use crate::wire::{data_fields, GroupConfig, GroupHeader, ServerRunJson};
-use std::borrow::Cow;
+pub use crate::wire::run_json;
+use crate::wire::{GroupConfig, GroupHeader};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -226,24 +226,6 @@ fn header_json(header: &GroupHeader) -> Vec<u8> {
     let mut body = serde_json::to_vec(header).unwrap_or_else(|_| b"{}".to_vec());
     body.pop(); // the closing brace
     body
-}
-
-pub fn run_json(run: &super::store::Run) -> ServerRunJson<'_> {
-    let data = data_fields(&run.data);
-    let upstream = run.upstream.as_deref();
-    ServerRunJson {
-        run_id: run.run_id,
-        run_count: run.run_count,
-        time: Cow::Owned(rfc3339(run.server_start as i128)),
-        data: data.data,
-        data_base64: data.data_base64,
-        server_start: Cow::Owned(rfc3339(run.server_start as i128)),
-        server_end: Cow::Owned(rfc3339(run.server_end as i128)),
-        server_duration_ns: (run.server_end - run.server_start).max(0) as u64,
-        upstream_response_code: upstream.map(|u| u.code),
-        upstream_response_time_ns: upstream.map(|u| u.time_ns),
-        error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
-    }
 }
 
 /// Streams a group's JSON a batch of runs at a time, taking the lock only

@@ -28,25 +28,7 @@ impl Default for StoreLimits {
     }
 }
 
-/// What the server learnt of its upstream during one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamOutcome {
-    /// 0 when no answer arrived.
-    pub code: u16,
-    pub time_ns: u64,
-    pub error: Option<Box<str>>,
-}
-
-/// One recorded run. Times are wall-clock nanoseconds since the epoch.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub run_id: Uuid,
-    pub run_count: u64,
-    pub server_start: i64,
-    pub server_end: i64,
-    pub data: Arc<[u8]>,
-    pub upstream: Option<Box<UpstreamOutcome>>,
-}
+pub use crate::wire::{RecordedRun as Run, UpstreamOutcome};
 
 pub struct Group {
     pub header: GroupHeader,
