@@ -4,7 +4,7 @@
 //! test failed (the report is still written); 2 a usage or setup error (one
 //! line on stderr, no report); 130 interrupted (a partial report is written).
 
-use crate::client::fetch::Endpoint;
+use crate::client::fetch::{Endpoint, TlsOptions};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
 use crate::server::{Server, ServerOptions, StopSignal};
@@ -50,6 +50,10 @@ Usage: conntest server [options]
   --upstream-allow LIST      comma-separated HOST or HOST:PORT that upstream_endpoint may name
                              (default: any host, as the seed usage needs)
   --upstream-max-body BYTES  upstream answers larger than this are not read (default 1048576)
+  --tls-cert FILE            serve HTTPS with this certificate chain (PEM)...
+  --tls-key FILE             ...and this private key (PEM)
+  --upstream-cacert FILE     trust this CA (PEM) for https upstreams, beside the platform's
+                             (SSL_CERT_FILE and SSL_CERT_DIR are honoured)
 
 LOG_LEVEL=error|warn|info|debug sets what is logged to stderr (default info).
 DURATION is a number with a unit: 500us, 250ms, 10s, 2m (a bare number is seconds).
@@ -64,6 +68,8 @@ Usage: conntest client -r URL -g ID [options]
   -d, --data DATA       the body of every run (default: the group's data, else a UUID per run)
   --timeout DURATION    per-request timeout (default 30s)
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
+  --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
+  --insecure            do not verify the server's certificate (said so in the report)
   -q, --quiet           no progress line and no summary
 
 Exit status: 0 every run succeeded and matched the server's record; 1 the test
@@ -89,6 +95,8 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   -f, --file FILE             write the report here (JSON)
   --timeout DURATION          per-request timeout (default 30s)
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
+  --cacert FILE               trust this CA (PEM) for an https:// server
+  --insecure                  do not verify the server's certificate
   -q, --quiet                 no progress line and no summary
 ";
 
@@ -188,6 +196,20 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
         .opt_value_from_fn("--max-runs", positive)?
         .unwrap_or(options.store.max_runs);
     options.policy.token = token(&mut args)?;
+    let tls_cert: Option<PathBuf> =
+        args.opt_value_from_os_str("--tls-cert", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let tls_key: Option<PathBuf> =
+        args.opt_value_from_os_str("--tls-key", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    options.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
+        (None, None) => None,
+        _ => return Err(UsageError("--tls-cert and --tls-key go together".into())),
+    };
+    let upstream_ca: Option<PathBuf> =
+        args.opt_value_from_os_str("--upstream-cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    if let Some(ca) = &upstream_ca {
+        options.upstream_tls = Some(crate::tls::client_config(&[ca.as_path()], false)?);
+    }
     options.policy.upstream_allow = args
         .opt_value_from_str::<_, String>("--upstream-allow")?
         .map(|list| {
@@ -248,6 +270,15 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, UsageError> {
                 .unwrap_or(30 * SECOND),
         ),
         quiet: args.contains(["-q", "--quiet"]),
+        insecure: false,
+    })
+}
+
+/// `--cacert FILE` and `--insecure`, for an https server.
+fn tls_options(args: &mut Arguments) -> Result<TlsOptions, UsageError> {
+    Ok(TlsOptions {
+        cacert: args.opt_value_from_os_str("--cacert", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        insecure: args.contains("--insecure"),
     })
 }
 
@@ -260,9 +291,11 @@ fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
         .map_err(|_| UsageError("-g ID is required (the run_group_id)".into()))?;
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
+    let tls = tls_options(&mut args)?;
     finish(args)?;
     options.group = group;
-    let endpoint = Endpoint::resolve(&remote, token)?;
+    options.insecure = tls.insecure;
+    let endpoint = Endpoint::resolve(&remote, token, &tls)?;
     run_test(&endpoint, &options)
 }
 
@@ -295,11 +328,13 @@ fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
     }
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
+    let tls = tls_options(&mut args)?;
+    options.insecure = tls.insecure;
     finish(args)?;
     let config = serde_json::to_vec(&config)?;
 
     let (endpoint, local) = match remote {
-        Some(remote) => (Endpoint::resolve(&remote, token)?, None),
+        Some(remote) => (Endpoint::resolve(&remote, token, &tls)?, None),
         None => {
             let server = Server::bind(ServerOptions::default())
                 .map_err(|e| UsageError(format!("cannot start the local server: {e}")))?;

@@ -21,4 +21,5 @@ pub mod log;
 pub mod report;
 pub mod server;
 pub mod signals;
+pub mod tls;
 pub mod wire;

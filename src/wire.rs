@@ -167,6 +167,10 @@ pub struct ServerRunJson<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_response_time_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_connect_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Cow<'a, str>>,
 }
 
@@ -176,6 +180,10 @@ pub struct UpstreamOutcome {
     /// 0 when no answer arrived.
     pub code: u16,
     pub time_ns: u64,
+    /// TCP connect time to the upstream.
+    pub connect_ns: Option<u64>,
+    /// TLS handshake time, for https upstreams.
+    pub tls_ns: Option<u64>,
     pub error: Option<Box<str>>,
 }
 
@@ -227,6 +235,8 @@ impl RecordedRun {
             (code, time_ns, error) => Some(Box::new(UpstreamOutcome {
                 code: code.unwrap_or(0),
                 time_ns: time_ns.unwrap_or(0),
+                connect_ns: json.upstream_connect_ns,
+                tls_ns: json.upstream_tls_ns,
                 error: error.as_deref().map(Into::into),
             })),
         };
@@ -256,6 +266,8 @@ pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
         server_duration_ns: run.server_duration_ns(),
         upstream_response_code: upstream.map(|u| u.code),
         upstream_response_time_ns: upstream.map(|u| u.time_ns),
+        upstream_connect_ns: upstream.and_then(|u| u.connect_ns),
+        upstream_tls_ns: upstream.and_then(|u| u.tls_ns),
         error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
     }
 }

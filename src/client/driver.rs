@@ -16,11 +16,13 @@ use crate::http::client::{ClientConn, ClientLimits, Response};
 use crate::http::{push_decimal, Method};
 use crate::ids::IdGen;
 use crate::report::problem::Problem;
+use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What each run sends.
@@ -44,6 +46,8 @@ pub struct DriverConfig {
     pub timeout: Nanos,
     pub body: BodyPlan,
     pub progress: bool,
+    /// TLS to the server: the config and the name to verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 /// A run's failure as the client saw it.
@@ -61,6 +65,9 @@ pub struct ClientRun {
     pub end: Nanos,
     /// TCP connect time, when this run opened its connection.
     pub connect_ns: Option<Nanos>,
+    /// TLS handshake time, when this run opened a TLS connection. The run's
+    /// `start` is then the moment the handshake ended and the request left.
+    pub tls_ns: Option<Nanos>,
     pub status: u16,
     /// The UUID sent as the body under [`BodyPlan::Uuid`].
     pub body_uuid: Option<Uuid>,
@@ -91,6 +98,8 @@ enum Timer {
 #[derive(Default)]
 struct Slot {
     stream: Option<TcpStream>,
+    transport: Transport,
+    handshake_started: Nanos,
     http: Option<ClientConn>,
     /// The run in flight (index into `runs`).
     busy: Option<usize>,
@@ -256,6 +265,7 @@ impl Driver<'_> {
                 start: 0,
                 end: 0,
                 connect_ns: None,
+                tls_ns: None,
                 status: 0,
                 body_uuid,
                 failure: None,
@@ -336,9 +346,12 @@ impl Driver<'_> {
             None => &[],
         };
         http.send(Method::Post, &self.cfg.host_header, path, extra, body);
-        // The start is read here, right before the first byte is written.
+        // The start is read here, right before the first byte is written
+        // (after the handshake, for a new TLS connection).
         let start = clock::now();
-        self.runs[index].start = start;
+        if !s.transport.is_handshaking() {
+            self.runs[index].start = start;
+        }
         s.serial += 1;
         let serial = s.serial;
         if let Some(t) = s.timer.take() {
@@ -356,11 +369,17 @@ impl Driver<'_> {
         let (Some(stream), Some(http)) = (s.stream.as_mut(), s.http.as_mut()) else {
             return;
         };
-        while !http.poll_output().is_empty() {
-            match stream.write(http.poll_output()) {
-                Ok(n) => http.advance_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        loop {
+            // With TLS an empty write still sends handshake records.
+            let out = http.poll_output();
+            let len = out.len();
+            match s.transport.write(out, stream) {
+                Ok(n) => {
+                    http.advance_output(n);
+                    if n == 0 || n < len {
+                        return;
+                    }
+                }
                 Err(e) => {
                     let (problem, detail) = classify(&e, "send");
                     return self.fail(slot, problem, &detail, now);
@@ -392,6 +411,13 @@ impl Driver<'_> {
             if let Some(index) = s.busy {
                 self.runs[index].connect_ns = Some(now - s.connect_started);
             }
+            if let Some((config, name)) = &self.cfg.tls {
+                match Transport::tls_client(config, name) {
+                    Ok(t) => s.transport = t,
+                    Err(e) => return self.fail(slot, Problem::Tls, &e, now),
+                }
+                s.handshake_started = now;
+            }
             return self.send(slot);
         }
         self.write(slot, now);
@@ -400,7 +426,12 @@ impl Driver<'_> {
             let (Some(stream), Some(http)) = (s.stream.as_mut(), s.http.as_mut()) else {
                 return;
             };
+            let handshaking = s.transport.is_handshaking();
             match stream.read(&mut self.scratch) {
+                Ok(0) if handshaking => {
+                    let detail = "connection closed during the TLS handshake";
+                    return self.fail(slot, Problem::Tls, detail, now);
+                }
                 Ok(0) => {
                     return match http.receive_eof() {
                         Ok(Some(response)) => self.answered(slot, response, now),
@@ -410,7 +441,25 @@ impl Driver<'_> {
                     };
                 }
                 Ok(n) => {
-                    http.receive(&self.scratch[..n]);
+                    match s.transport.decode(&self.scratch[..n]) {
+                        Ok(plain) => http.receive(plain),
+                        Err(e) => return self.fail(slot, Problem::Tls, &e, now),
+                    }
+                    if s.transport.is_tls() {
+                        if handshaking && !s.transport.is_handshaking() {
+                            // The request leaves now, with the handshake's last flight.
+                            if let Some(index) = s.busy {
+                                let run = &mut self.runs[index];
+                                run.tls_ns = Some(now - s.handshake_started);
+                                run.start = clock::now();
+                            }
+                        }
+                        self.write(slot, now);
+                    }
+                    let s = &mut self.slots[slot];
+                    let Some(http) = s.http.as_mut() else {
+                        return;
+                    };
                     match http.next_response() {
                         Ok(Some(response)) => return self.answered(slot, response, now),
                         Ok(None) => {}
@@ -485,6 +534,7 @@ impl Driver<'_> {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         s.http = None;
+        s.transport = Transport::Plain;
         s.connecting = false;
         s.serial += 1;
     }

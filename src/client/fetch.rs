@@ -5,27 +5,48 @@
 use crate::http::client::{ClientConn, ClientLimits, Response};
 use crate::http::url::{Scheme, Url};
 use crate::http::Method;
-use std::io::{Read, Write};
+use crate::tls::Transport;
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A conntest server: its URL, its addresses and the token to present.
+/// How to trust an https server.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra CA certificates (PEM), beside the platform's.
+    pub cacert: Option<PathBuf>,
+    /// Skip certificate verification (said so in the summary).
+    pub insecure: bool,
+}
+
+/// A conntest server: its URL, its addresses, the token to present and,
+/// for https, the TLS config.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub url: Url,
     pub addrs: Vec<SocketAddr>,
     pub token: Option<String>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
     /// Parses `-r` and resolves its host.
-    pub fn resolve(remote: &str, token: Option<String>) -> Result<Endpoint, String> {
+    pub fn resolve(
+        remote: &str,
+        token: Option<String>,
+        tls: &TlsOptions,
+    ) -> Result<Endpoint, String> {
         let url = Url::parse(remote).map_err(|e| format!("-r: {e}"))?;
-        if url.scheme == Scheme::Https {
-            return Err(format!(
-                "-r {remote}: https is not supported by this build yet"
-            ));
-        }
+        let tls = match url.scheme {
+            Scheme::Http => None,
+            Scheme::Https => {
+                let cacert: Vec<&std::path::Path> =
+                    tls.cacert.iter().map(PathBuf::as_path).collect();
+                Some(crate::tls::client_config(&cacert, tls.insecure)?)
+            }
+        };
         let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve '{}': {e}", url.host))?
@@ -33,7 +54,12 @@ impl Endpoint {
         if addrs.is_empty() {
             return Err(format!("'{}' resolved to no address", url.host));
         }
-        Ok(Endpoint { url, addrs, token })
+        Ok(Endpoint {
+            url,
+            addrs,
+            token,
+            tls,
+        })
     }
 
     /// An endpoint for a server at a known address (the embedded one).
@@ -47,6 +73,7 @@ impl Endpoint {
             },
             addrs: vec![addr],
             token: None,
+            tls: None,
         }
     }
 
@@ -133,11 +160,19 @@ impl Endpoint {
             &headers,
             body,
         );
-        stream
-            .write_all(http.poll_output())
+        let mut transport = match &self.tls {
+            None => Transport::Plain,
+            Some(config) => Transport::tls_client(config, &self.url.host)?,
+        };
+        // A blocking socket takes everything (TLS keeps the request until
+        // the handshake is done; `fill` sends it then).
+        let n = transport
+            .write(http.poll_output(), &mut stream)
             .map_err(|e| format!("{} {}: {e}", method.as_str(), self.url.join(route)))?;
+        http.advance_output(n);
         Ok(Exchange {
             stream,
+            transport,
             http,
             buf: vec![0; 64 * 1024],
             body: Vec::new(),
@@ -162,6 +197,7 @@ impl Endpoint {
 /// ([`Exchange::rest`]) or as a stream of body bytes (`Read`).
 struct Exchange {
     stream: TcpStream,
+    transport: Transport,
     http: ClientConn,
     buf: Vec<u8>,
     /// Body bytes taken from the machine and not yet read out.
@@ -178,7 +214,10 @@ impl Exchange {
             .stream
             .read(&mut self.buf)
             .map_err(|e| format!("reading the answer: {e}"))?;
-        let complete = if n == 0 {
+        if n == 0 && self.transport.is_handshaking() {
+            return Err("the connection closed during the TLS handshake".into());
+        }
+        let complete = if n == 0 || self.transport.peer_closed() {
             Some(
                 self.http
                     .receive_eof()
@@ -186,7 +225,12 @@ impl Exchange {
                     .ok_or("the server closed the connection without answering")?,
             )
         } else {
-            self.http.receive(&self.buf[..n]);
+            let plain = self.transport.decode(&self.buf[..n])?;
+            self.http.receive(plain);
+            // Handshake replies, and the request once the handshake is done.
+            self.transport
+                .write(&[], &mut self.stream)
+                .map_err(|e| format!("sending: {e}"))?;
             self.http.next_response().map_err(|e| e.to_string())?
         };
         if let Some(mut r) = complete {

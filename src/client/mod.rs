@@ -14,6 +14,7 @@ use fetch::{error_message, Endpoint};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 use verify::ServerRecord;
 
@@ -26,6 +27,8 @@ pub struct ClientOptions {
     /// Per-request timeout.
     pub timeout: Duration,
     pub quiet: bool,
+    /// Certificates are not verified (`--insecure`): said in the summary.
+    pub insecure: bool,
 }
 
 impl Default for ClientOptions {
@@ -36,6 +39,7 @@ impl Default for ClientOptions {
             data: None,
             timeout: Duration::from_secs(30),
             quiet: false,
+            insecure: false,
         }
     }
 }
@@ -122,6 +126,10 @@ pub fn run(
         timeout: (options.timeout.as_nanos() as u64).max(1),
         body: body.clone(),
         progress,
+        tls: endpoint
+            .tls
+            .as_ref()
+            .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
     };
     let outcome = driver::drive(cfg, stop).map_err(|e| format!("event loop: {e}"))?;
 
@@ -154,7 +162,8 @@ pub fn run(
         server_runs: server_runs.as_deref(),
         verdicts: &verdicts,
     };
-    let summary = summarize(&input, fetch_error);
+    let mut summary = summarize(&input, fetch_error);
+    summary.tls_insecure = options.insecure;
     if let Some(path) = &options.report {
         crate::report::write(path, &input, &summary)
             .map_err(|e| format!("writing the report {}: {e}", path.display()))?;

@@ -53,6 +53,8 @@ struct ClientRunJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connect_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    tls_handshake_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -175,6 +177,7 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
             client_end: (run.end != 0).then(|| wall(anchor, run.end)),
             client_duration_ns: client_duration(run),
             connect_ns: run.connect_ns,
+            tls_handshake_ns: run.tls_ns,
             status: (run.status != 0).then_some(run.status),
             error: run
                 .failure

@@ -16,6 +16,9 @@ pub enum Problem {
     Closed,
     /// The answer was not HTTP.
     Malformed,
+    /// TLS failed: an untrusted certificate, a wrong host name, a handshake
+    /// cut short, a peer that does not speak TLS.
+    Tls,
     /// The server answered, but not 200.
     HttpStatus,
     /// Any other socket error.
@@ -37,12 +40,13 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 13] = [
+    pub const ALL: [Problem; 14] = [
         Problem::Refused,
         Problem::Reset,
         Problem::Timeout,
         Problem::Closed,
         Problem::Malformed,
+        Problem::Tls,
         Problem::HttpStatus,
         Problem::Io,
         Problem::Interrupted,
@@ -69,6 +73,7 @@ impl Problem {
             Problem::Timeout => "timeout",
             Problem::Closed => "closed",
             Problem::Malformed => "malformed",
+            Problem::Tls => "tls",
             Problem::HttpStatus => "http_status",
             Problem::Io => "io",
             Problem::Interrupted => "interrupted",

@@ -91,6 +91,10 @@ pub struct Summary {
     pub dispatch_lag_ns: Option<Percentiles>,
     /// TCP connect time of the runs that opened a connection.
     pub connect_ns: Option<Percentiles>,
+    /// TLS handshake time of the runs that opened a TLS connection.
+    pub tls_handshake_ns: Option<Percentiles>,
+    /// The server's certificate was not verified (`--insecure`).
+    pub tls_insecure: bool,
     /// Why the server's record could not be compared, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_fetch_error: Option<String>,
@@ -138,6 +142,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     let mut from_due = Distribution::new();
     let mut lag = Distribution::new();
     let mut connect = Distribution::new();
+    let mut handshake = Distribution::new();
     let (mut first_start, mut last_start) = (u64::MAX, 0);
     for (i, run) in outcome.runs.iter().enumerate() {
         if run.start != 0 {
@@ -147,6 +152,9 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         }
         if let Some(c) = run.connect_ns {
             connect.record(c);
+        }
+        if let Some(t) = run.tls_ns {
+            handshake.record(t);
         }
         let Some(d) = client_duration(run) else {
             continue;
@@ -195,6 +203,8 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         latency_from_due_ns: from_due.percentiles(),
         dispatch_lag_ns: lag.percentiles(),
         connect_ns: connect.percentiles(),
+        tls_handshake_ns: handshake.percentiles(),
+        tls_insecure: false,
         server_fetch_error,
     }
 }
@@ -247,6 +257,9 @@ pub fn render(summary: &Summary) -> String {
             human_ns(p.p50),
             human_ns(p.p99)
         ));
+    }
+    if summary.tls_insecure {
+        out.push_str("\nWARNING: the server's certificate was not verified (--insecure)");
     }
     if let Some(e) = &summary.server_fetch_error {
         out.push_str(&format!("\nthe server's record could not be fetched: {e}"));

@@ -17,6 +17,7 @@ use crate::event::wake::WakeTimer;
 use crate::event::Source;
 use crate::http::server::{Request, Response, ServerConn, ServerLimits};
 use crate::ids::IdGen;
+use crate::tls::Transport;
 use api::{store_error, Action, Api, ApiPolicy, RunOrder};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
@@ -43,6 +44,10 @@ pub struct ServerOptions {
     pub policy: ApiPolicy,
     /// Upstream answers larger than this are not read further.
     pub upstream_max_body: u64,
+    /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Trust for https upstreams (platform roots plus `--upstream-cacert`).
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -57,6 +62,8 @@ impl Default for ServerOptions {
             store: StoreLimits::default(),
             policy: ApiPolicy::default(),
             upstream_max_body: 1 << 20,
+            tls: None,
+            upstream_tls: None,
         }
     }
 }
@@ -192,6 +199,8 @@ impl From<UpstreamTimer> for Timer {
 
 struct Connection {
     stream: TcpStream,
+    /// Plain TCP, or TLS with `--tls-cert`.
+    transport: Transport,
     http: ServerConn,
     serial: u64,
     last_active: Nanos,
@@ -216,6 +225,8 @@ struct PendingRun {
 }
 
 const SCRATCH: usize = 64 * 1024;
+/// The answer to plain HTTP spoken to a TLS port.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 70\r\n\r\n{\"error\":\"this port speaks HTTPS: use https:// to reach this server\"}\n";
 /// How long a closing connection may take to read out the peer's leftovers.
 const DRAIN_TIMEOUT: Nanos = 2 * SECOND;
 
@@ -266,7 +277,11 @@ impl ServerLoop {
             runs: Slab::new(),
             wheel: TimerWheel::new(now),
             wake,
-            upstreams: Upstreams::new(Resolver::new(waker), options.upstream_max_body),
+            upstreams: Upstreams::new(
+                Resolver::new(waker),
+                options.upstream_max_body,
+                options.upstream_tls.clone(),
+            ),
             api,
             options,
             shutdown,
@@ -314,26 +329,22 @@ impl ServerLoop {
                         self.drive(key, now, event.is_readable() || event.is_read_closed())
                     }
                     Some(Source::Upstream(key)) => {
-                        let mut finished = std::mem::take(&mut self.finished);
-                        self.upstreams.on_ready(
-                            self.poll.registry(),
-                            key,
-                            &mut self.scratch,
+                        let ctx = upstream::Ctx {
+                            registry: self.poll.registry(),
                             now,
-                            &mut self.wheel,
-                            &mut finished,
-                        );
-                        self.finished = finished;
+                            wheel: &mut self.wheel,
+                            done: &mut self.finished,
+                        };
+                        self.upstreams.on_ready(key, &mut self.scratch, ctx);
                     }
                     Some(Source::Waker) => {
-                        let mut finished = std::mem::take(&mut self.finished);
-                        self.upstreams.on_resolved(
-                            self.poll.registry(),
+                        let ctx = upstream::Ctx {
+                            registry: self.poll.registry(),
                             now,
-                            &mut self.wheel,
-                            &mut finished,
-                        );
-                        self.finished = finished;
+                            wheel: &mut self.wheel,
+                            done: &mut self.finished,
+                        };
+                        self.upstreams.on_resolved(ctx);
                     }
                     Some(Source::WakeTimer) => self.wake.acknowledge(),
                     None => {}
@@ -401,8 +412,19 @@ impl ServerLoop {
             now + self.options.idle_timeout,
             Timer::Connection { key, serial },
         );
+        let transport = match &self.options.tls {
+            None => Transport::Plain,
+            Some(config) => match Transport::tls_server(config) {
+                Ok(t) => t,
+                Err(e) => {
+                    crate::warn!("{e}");
+                    return;
+                }
+            },
+        };
         entry.insert(Connection {
             stream,
+            transport,
             http: ServerConn::new(self.options.http),
             serial,
             last_active: now,
@@ -440,7 +462,20 @@ impl ServerLoop {
                             if conn.draining {
                                 continue;
                             }
-                            conn.http.receive(&self.scratch[..n]);
+                            match conn.transport.decode(&self.scratch[..n]) {
+                                Ok(plain) => conn.http.receive(plain),
+                                Err(e) => {
+                                    crate::debug!("closing a connection: {e}");
+                                    if crate::tls::looks_like_http(&self.scratch[..n]) {
+                                        // Say why, in the only language the peer speaks.
+                                        let _ = conn.stream.write(PLAIN_TO_TLS);
+                                    }
+                                    return self.close(key);
+                                }
+                            }
+                            if conn.transport.peer_closed() {
+                                conn.http.receive_eof();
+                            }
                             while let Some(request) = conn.http.next_request() {
                                 requests.push(request);
                             }
@@ -485,12 +520,13 @@ impl ServerLoop {
                 });
                 match upstream {
                     Some(url) => {
-                        if let Some(done) =
-                            self.upstreams
-                                .start(run, &url, timeout, now, &mut self.wheel)
-                        {
-                            self.finished.push(done);
-                        }
+                        let ctx = upstream::Ctx {
+                            registry: self.poll.registry(),
+                            now,
+                            wheel: &mut self.wheel,
+                            done: &mut self.finished,
+                        };
+                        self.upstreams.start(run, &url, timeout, ctx);
                     }
                     None => self.hold(run, now),
                 }
@@ -554,15 +590,13 @@ impl ServerLoop {
                 Timer::RunDelay(run) => self.complete(run, now),
                 Timer::Connection { key, serial } => self.check_connection(key, serial, now),
                 Timer::Upstream(t) => {
-                    let mut finished = std::mem::take(&mut self.finished);
-                    self.upstreams.on_timeout(
-                        self.poll.registry(),
-                        t,
+                    let ctx = upstream::Ctx {
+                        registry: self.poll.registry(),
                         now,
-                        &mut self.wheel,
-                        &mut finished,
-                    );
-                    self.finished = finished;
+                        wheel: &mut self.wheel,
+                        done: &mut self.finished,
+                    };
+                    self.upstreams.on_timeout(t, ctx);
                 }
                 Timer::AcceptRetry => self.resume_accepting(now),
             }
@@ -626,18 +660,20 @@ impl ServerLoop {
             return;
         };
         loop {
+            // With TLS an empty write still sends handshake records.
             let out = conn.http.poll_output();
-            if out.is_empty() {
-                break;
-            }
-            match conn.stream.write(out) {
-                Ok(n) => conn.http.advance_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            let len = out.len();
+            match conn.transport.write(out, &mut conn.stream) {
+                Ok(n) => {
+                    conn.http.advance_output(n);
+                    if n == 0 || n < len {
+                        break;
+                    }
+                }
                 Err(_) => return self.close(key),
             }
         }
-        if conn.http.is_finished() && !conn.draining {
+        if conn.http.is_finished() && !conn.transport.has_pending() && !conn.draining {
             // Shut our side and read out what the peer still sends, so the
             // kernel does not answer unread bytes with a reset that could
             // destroy the final answer in flight.

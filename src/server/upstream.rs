@@ -2,10 +2,11 @@
 //! server's event loop with the same [`ClientConn`] machine the client uses.
 //!
 //! Each request resolves its host off the loop, connects without blocking,
-//! sends `GET`, and reads the answer, bounded by the group's
-//! `upstream_timeout_ns`. Bodies are counted and dropped, up to a limit past
-//! which the answer is not read further. Every outcome, good or bad, comes
-//! back as an [`UpstreamOutcome`] for the run.
+//! (for https) shakes hands through a [`Transport`], sends `GET`, and reads
+//! the answer, all bounded by the group's `upstream_timeout_ns`. Bodies are
+//! counted and dropped, up to a limit past which the answer is not read
+//! further. Every outcome, good or bad, comes back as an [`UpstreamOutcome`]
+//! with the connect and handshake times.
 
 use super::store::UpstreamOutcome;
 use crate::event::clock::Nanos;
@@ -15,11 +16,13 @@ use crate::event::Source;
 use crate::http::client::{ClientConn, ClientError, ClientLimits};
 use crate::http::url::{Scheme, Url};
 use crate::http::Method;
+use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// An upstream request finished, for the pending run `run`.
 pub struct Finished {
@@ -33,9 +36,12 @@ enum Phase {
         stream: TcpStream,
         addrs: Vec<SocketAddr>,
         next: usize,
+        since: Nanos,
     },
     Exchanging {
         stream: TcpStream,
+        transport: Transport,
+        handshake_since: Nanos,
     },
 }
 
@@ -46,6 +52,8 @@ struct Exchange {
     http: ClientConn,
     started: Nanos,
     timeout: Option<(Nanos, TimerKey)>,
+    connect_ns: Option<u64>,
+    tls_ns: Option<u64>,
 }
 
 /// A timer the server loop must route back here.
@@ -55,40 +63,47 @@ pub struct UpstreamTimer {
     run: usize,
 }
 
+/// What the loop passes to every upstream call.
+pub struct Ctx<'a, T> {
+    pub registry: &'a Registry,
+    pub now: Nanos,
+    pub wheel: &'a mut TimerWheel<T>,
+    pub done: &'a mut Vec<Finished>,
+}
+
 pub struct Upstreams {
     exchanges: Slab<Exchange>,
     resolver: Resolver,
     max_body: u64,
+    /// Trust for https upstreams; platform roots unless the server was
+    /// given `--upstream-cacert`. Built on first use.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+type Outcome = Result<u16, (u16, String)>;
+
 impl Upstreams {
-    pub fn new(resolver: Resolver, max_body: u64) -> Upstreams {
+    pub fn new(
+        resolver: Resolver,
+        max_body: u64,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Upstreams {
         Upstreams {
             exchanges: Slab::new(),
             resolver,
             max_body,
+            tls,
         }
     }
 
-    /// Starts a GET to `url` for pending run `run`. Returns the outcome at
-    /// once when the request cannot even start.
+    /// Starts a GET to `url` for pending run `run`.
     pub fn start<T: From<UpstreamTimer>>(
         &mut self,
         run: usize,
         url: &Url,
         timeout: Option<Nanos>,
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-    ) -> Option<Finished> {
-        if url.scheme == Scheme::Https {
-            return Some(Finished {
-                run,
-                outcome: failure(
-                    0,
-                    "https upstream endpoints are not supported by this build yet",
-                ),
-            });
-        }
+        ctx: Ctx<'_, T>,
+    ) {
         let mut http = ClientConn::new(ClientLimits {
             max_body: self.max_body,
             discard_body: true,
@@ -106,28 +121,23 @@ impl Upstreams {
             url: url.clone(),
             phase: Phase::Resolving,
             http,
-            started: now,
+            started: ctx.now,
             timeout: None,
+            connect_ns: None,
+            tls_ns: None,
         });
         if let Some(t) = timeout {
-            let timer = wheel.insert(
-                now.saturating_add(t),
-                T::from(UpstreamTimer { exchange: key, run }),
-            );
+            let at = ctx.now.saturating_add(t);
+            let timer = ctx
+                .wheel
+                .insert(at, T::from(UpstreamTimer { exchange: key, run }));
             self.exchanges[key].timeout = Some((t, timer));
         }
         self.resolver.resolve(key as u64, &url.host, url.port);
-        None
     }
 
     /// Handles resolver answers that arrived (the loop's waker fired).
-    pub fn on_resolved<T>(
-        &mut self,
-        registry: &Registry,
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-        done: &mut Vec<Finished>,
-    ) {
+    pub fn on_resolved<T>(&mut self, mut ctx: Ctx<'_, T>) {
         let answers: Vec<_> = self.resolver.answers().collect();
         for (id, result) in answers {
             let key = id as usize;
@@ -138,56 +148,35 @@ impl Upstreams {
                 continue;
             }
             match result {
-                Ok(addrs) if !addrs.is_empty() => {
-                    self.connect(registry, key, addrs, 0, now, wheel, done)
-                }
+                Ok(addrs) if !addrs.is_empty() => self.connect(key, addrs, 0, &mut ctx),
                 Ok(_) => self.finish(
-                    registry,
                     key,
-                    now,
-                    wheel,
-                    done,
+                    &mut ctx,
                     Err((0, "name resolved to no address".into())),
                 ),
                 Err(e) => self.finish(
-                    registry,
                     key,
-                    now,
-                    wheel,
-                    done,
+                    &mut ctx,
                     Err((0, format!("name resolution failed: {e}"))),
                 ),
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn connect<T>(
         &mut self,
-        registry: &Registry,
         key: usize,
         addrs: Vec<SocketAddr>,
         next: usize,
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-        done: &mut Vec<Finished>,
+        ctx: &mut Ctx<'_, T>,
     ) {
         let Some(&addr) = addrs.get(next) else {
-            return self.finish(
-                registry,
-                key,
-                now,
-                wheel,
-                done,
-                Err((0, "no address could be connected".into())),
-            );
+            return self.finish(key, ctx, Err((0, "no address could be connected".into())));
         };
         let result = TcpStream::connect(addr).and_then(|mut stream| {
-            registry.register(
-                &mut stream,
-                Source::Upstream(key).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            let token = Source::Upstream(key).token();
+            ctx.registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
         });
         match result {
@@ -196,33 +185,19 @@ impl Upstreams {
                     stream,
                     addrs,
                     next: next + 1,
+                    since: ctx.now,
                 }
             }
             Err(e) if next + 1 < addrs.len() => {
                 crate::debug!("upstream connect to {addr} failed: {e}");
-                self.connect(registry, key, addrs, next + 1, now, wheel, done)
+                self.connect(key, addrs, next + 1, ctx)
             }
-            Err(e) => self.finish(
-                registry,
-                key,
-                now,
-                wheel,
-                done,
-                Err((0, format!("connect to {addr} failed: {e}"))),
-            ),
+            Err(e) => self.finish(key, ctx, Err((0, format!("connect to {addr} failed: {e}")))),
         }
     }
 
     /// Readiness on an upstream socket.
-    pub fn on_ready<T>(
-        &mut self,
-        registry: &Registry,
-        key: usize,
-        scratch: &mut [u8],
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-        done: &mut Vec<Finished>,
-    ) {
+    pub fn on_ready<T>(&mut self, key: usize, scratch: &mut [u8], mut ctx: Ctx<'_, T>) {
         let Some(exchange) = self.exchanges.get_mut(key) else {
             return;
         };
@@ -230,69 +205,66 @@ impl Upstreams {
             stream,
             addrs,
             next,
+            since,
         } = &mut exchange.phase
         {
             // A connect in progress completes (or fails) when the socket turns writable.
-            match stream.take_error() {
-                Ok(None) => {}
-                Ok(Some(e)) | Err(e) => {
-                    let (addrs, next) = (std::mem::take(addrs), *next);
-                    let _ = registry.deregister(stream);
-                    if next < addrs.len() {
-                        return self.connect(registry, key, addrs, next, now, wheel, done);
-                    }
-                    return self.finish(
-                        registry,
-                        key,
-                        now,
-                        wheel,
-                        done,
-                        Err((0, format!("connect failed: {e}"))),
-                    );
+            let error = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = error {
+                let (addrs, next) = (std::mem::take(addrs), *next);
+                let _ = ctx.registry.deregister(stream);
+                if next < addrs.len() {
+                    return self.connect(key, addrs, next, &mut ctx);
                 }
-            }
-            match stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => {
-                    return self.finish(
-                        registry,
-                        key,
-                        now,
-                        wheel,
-                        done,
-                        Err((0, format!("connect failed: {e}"))),
-                    )
-                }
+                return self.finish(key, &mut ctx, Err((0, format!("connect failed: {e}"))));
             }
             let _ = stream.set_nodelay(true);
+            exchange.connect_ns = Some(ctx.now - *since);
+            let transport = match exchange.url.scheme {
+                Scheme::Http => Ok(Transport::Plain),
+                Scheme::Https => {
+                    let config = match &self.tls {
+                        Some(c) => Ok(Arc::clone(c)),
+                        None => crate::tls::client_config(&[], false),
+                    };
+                    config.and_then(|c| {
+                        self.tls = Some(Arc::clone(&c));
+                        Transport::tls_client(&c, &exchange.url.host)
+                    })
+                }
+            };
+            let transport = match transport {
+                Ok(t) => t,
+                Err(e) => return self.finish(key, &mut ctx, Err((0, e))),
+            };
             let Phase::Connecting { stream, .. } =
                 std::mem::replace(&mut exchange.phase, Phase::Resolving)
             else {
                 return;
             };
-            exchange.phase = Phase::Exchanging { stream };
+            exchange.phase = Phase::Exchanging {
+                stream,
+                transport,
+                handshake_since: ctx.now,
+            };
         }
-        let Phase::Exchanging { stream } = &mut exchange.phase else {
-            return;
-        };
-        let result = pump(stream, &mut exchange.http, scratch);
+        let result = pump(exchange, scratch, ctx.now);
         match result {
             Ok(None) => {}
-            Ok(Some(status)) => self.finish(registry, key, now, wheel, done, Ok(status)),
-            Err(e) => self.finish(registry, key, now, wheel, done, Err(e)),
+            Ok(Some(status)) => self.finish(key, &mut ctx, Ok(status)),
+            Err(e) => self.finish(key, &mut ctx, Err(e)),
         }
     }
 
     /// The timeout of an upstream request expired.
-    pub fn on_timeout<T>(
-        &mut self,
-        registry: &Registry,
-        timer: UpstreamTimer,
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-        done: &mut Vec<Finished>,
-    ) {
+    pub fn on_timeout<T>(&mut self, timer: UpstreamTimer, mut ctx: Ctx<'_, T>) {
         let Some(exchange) = self.exchanges.get_mut(timer.exchange) else {
             return;
         };
@@ -300,76 +272,65 @@ impl Upstreams {
             return;
         }
         let limit = exchange.timeout.map_or(0, |(t, _)| t);
-        let stage = match exchange.phase {
+        let stage = match &exchange.phase {
             Phase::Resolving => "resolving the name",
             Phase::Connecting { .. } => "connecting",
+            Phase::Exchanging { transport, .. } if transport.is_handshaking() => {
+                "in the TLS handshake"
+            }
             Phase::Exchanging { .. } => "waiting for the answer",
         };
         exchange.timeout = None;
         let message = format!("upstream timed out after {limit} ns while {stage}");
-        self.finish(
-            registry,
-            timer.exchange,
-            now,
-            wheel,
-            done,
-            Err((0, message)),
-        );
+        self.finish(timer.exchange, &mut ctx, Err((0, message)));
     }
 
-    fn finish<T>(
-        &mut self,
-        registry: &Registry,
-        key: usize,
-        now: Nanos,
-        wheel: &mut TimerWheel<T>,
-        done: &mut Vec<Finished>,
-        result: Result<u16, (u16, String)>,
-    ) {
+    fn finish<T>(&mut self, key: usize, ctx: &mut Ctx<'_, T>, result: Outcome) {
         let mut exchange = self.exchanges.remove(key);
         if let Some((_, timer)) = exchange.timeout {
-            wheel.cancel(timer);
+            ctx.wheel.cancel(timer);
         }
-        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream } = &mut exchange.phase
+        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream, .. } =
+            &mut exchange.phase
         {
-            let _ = registry.deregister(stream);
+            let _ = ctx.registry.deregister(stream);
         }
-        let time_ns = now.saturating_sub(exchange.started);
-        let outcome = match result {
-            Ok(code) => UpstreamOutcome {
-                code,
-                time_ns,
-                error: None,
-            },
+        let (code, error) = match result {
+            Ok(code) => (code, None),
             Err((code, e)) => {
                 crate::debug!("upstream {} failed: {e}", exchange.url);
-                let mut o = failure(code, &e);
-                o.time_ns = time_ns;
-                o
+                (code, Some(e.into()))
             }
         };
-        done.push(Finished {
+        ctx.done.push(Finished {
             run: exchange.run,
-            outcome,
+            outcome: UpstreamOutcome {
+                code,
+                time_ns: ctx.now.saturating_sub(exchange.started),
+                connect_ns: exchange.connect_ns,
+                tls_ns: exchange.tls_ns,
+                error,
+            },
         });
-    }
-}
-
-fn failure(code: u16, message: &str) -> UpstreamOutcome {
-    UpstreamOutcome {
-        code,
-        time_ns: 0,
-        error: Some(message.into()),
     }
 }
 
 /// Writes what is owed and reads what arrived; the status once the whole
 /// answer is in.
 fn pump(
-    stream: &mut TcpStream,
-    http: &mut ClientConn,
+    exchange: &mut Exchange,
     scratch: &mut [u8],
+    now: Nanos,
 ) -> Result<Option<u16>, (u16, String)> {
+    let Phase::Exchanging {
+        stream,
+        transport,
+        handshake_since,
+    } = &mut exchange.phase
+    else {
+        return Ok(None);
+    };
+    let http = &mut exchange.http;
     let failed = |e: ClientError| {
         let code = if let ClientError::BodyTooLarge { status, .. } = e {
             status
@@ -378,34 +339,39 @@ fn pump(
         };
         (code, format!("upstream {e}"))
     };
-    while !http.poll_output().is_empty() {
-        match stream.write(http.poll_output()) {
-            Ok(n) => http.advance_output(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((0, format!("sending the request failed: {e}"))),
-        }
-    }
     loop {
-        match stream.read(scratch) {
+        // Send what is owed (with TLS, handshake records too).
+        let out = http.poll_output();
+        let n = transport
+            .write(out, stream)
+            .map_err(|e| (0, format!("sending the request failed: {e}")))?;
+        http.advance_output(n);
+        let handshaking = transport.is_handshaking();
+        let read = match stream.read(scratch) {
             Ok(0) => {
+                if handshaking {
+                    return Err((0, "connection closed during the TLS handshake".into()));
+                }
                 return match http.receive_eof() {
                     Ok(Some(r)) => Ok(Some(r.status)),
                     Ok(None) => Err((0, "upstream closed the connection without answering".into())),
                     Err(e) => Err(failed(e)),
-                }
+                };
             }
-            Ok(n) => {
-                http.receive(&scratch[..n]);
-                match http.next_response() {
-                    Ok(Some(r)) => return Ok(Some(r.status)),
-                    Ok(None) => {}
-                    Err(e) => return Err(failed(e)),
-                }
-            }
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err((0, format!("reading the answer failed: {e}"))),
+        };
+        let plain = transport.decode(&scratch[..read]).map_err(|e| (0, e))?;
+        http.receive(plain);
+        if handshaking && !transport.is_handshaking() {
+            exchange.tls_ns = Some(now - *handshake_since);
+        }
+        match http.next_response() {
+            Ok(Some(r)) => return Ok(Some(r.status)),
+            Ok(None) => {}
+            Err(e) => return Err(failed(e)),
         }
     }
 }

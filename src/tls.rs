@@ -1,0 +1,314 @@
+//! TLS for the loops: a [`Transport`] sits between a socket and an HTTP
+//! machine, passing bytes through for plain TCP or through a rustls session
+//! (itself sans-IO: ciphertext in, plaintext out) for TLS. Configs are built
+//! here: trust roots from the platform (SSL_CERT_FILE and SSL_CERT_DIR
+//! honoured), Mozilla's roots where the platform has none, extra CA files,
+//! and an explicit `--insecure` that skips verification.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client config: platform roots (or Mozilla's), plus `extra_ca` files;
+/// or no verification at all when `insecure`.
+pub fn client_config(extra_ca: &[&Path], insecure: bool) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for path in extra_ca {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("CA file {}: no certificate in it", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server config from a PEM certificate chain and private key.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate: `--insecure`, said so in the summary.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The bytes between a socket and an HTTP machine.
+#[derive(Default)]
+pub enum Transport {
+    #[default]
+    Plain,
+    Tls(Box<TlsState>),
+}
+
+pub struct TlsState {
+    session: rustls::Connection,
+    /// Plaintext decrypted from the last read.
+    plain: Vec<u8>,
+    /// Ciphertext not yet accepted by the socket.
+    pending: Vec<u8>,
+    written: usize,
+    /// The peer sent close_notify.
+    closed: bool,
+}
+
+impl Transport {
+    pub fn tls_client(config: &Arc<ClientConfig>, host: &str) -> Result<Transport, String> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("TLS server name '{host}': {e}"))?;
+        let session = rustls::ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Transport::tls(session.into()))
+    }
+
+    pub fn tls_server(config: &Arc<ServerConfig>) -> Result<Transport, String> {
+        let session =
+            rustls::ServerConnection::new(Arc::clone(config)).map_err(|e| format!("TLS: {e}"))?;
+        Ok(Transport::tls(session.into()))
+    }
+
+    fn tls(session: rustls::Connection) -> Transport {
+        Transport::Tls(Box::new(TlsState {
+            session,
+            plain: Vec::new(),
+            pending: Vec::new(),
+            written: 0,
+            closed: false,
+        }))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// Whether a TLS handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(t) => t.session.is_handshaking(),
+        }
+    }
+
+    /// The peer ended the TLS session (close_notify).
+    pub fn peer_closed(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.closed)
+    }
+
+    /// Bytes read from the socket in, plaintext for the HTTP machine out.
+    /// A TLS error names its cause (untrusted certificate, wrong name,
+    /// not TLS at all...).
+    pub fn decode<'a>(&'a mut self, mut input: &'a [u8]) -> Result<&'a [u8], String> {
+        let t = match self {
+            Transport::Plain => return Ok(input),
+            Transport::Tls(t) => t,
+        };
+        t.plain.clear();
+        while !input.is_empty() {
+            t.session
+                .read_tls(&mut input)
+                .map_err(|e| format!("TLS: {e}"))?;
+            t.session
+                .process_new_packets()
+                .map_err(|e| describe_tls_error(&e))?;
+            loop {
+                let start = t.plain.len();
+                t.plain.resize(start + 16 * 1024, 0);
+                match t.session.reader().read(&mut t.plain[start..]) {
+                    Ok(0) => {
+                        t.plain.truncate(start);
+                        t.closed = true;
+                        break;
+                    }
+                    Ok(n) => t.plain.truncate(start + n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        t.plain.truncate(start);
+                        break;
+                    }
+                    Err(e) => {
+                        t.plain.truncate(start);
+                        return Err(format!("TLS: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(&t.plain)
+    }
+
+    /// Takes `plain` (the HTTP machine's output) toward the socket and
+    /// writes what the socket accepts. Returns how much of `plain` was
+    /// taken; the caller offers the rest again when the socket is writable.
+    pub fn write(&mut self, plain: &[u8], socket: &mut impl Write) -> io::Result<usize> {
+        match self {
+            Transport::Plain => {
+                let mut done = 0;
+                while done < plain.len() {
+                    match socket.write(&plain[done..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(done)
+            }
+            Transport::Tls(t) => {
+                // rustls takes plaintext up to its buffer limit; what it
+                // encrypts is pushed to the socket before more is taken, so
+                // neither side of the session buffers without bound.
+                let mut taken = 0;
+                loop {
+                    if taken < plain.len() {
+                        taken += t.session.writer().write(&plain[taken..])?;
+                    }
+                    while t.session.wants_write() {
+                        t.session.write_tls(&mut t.pending)?;
+                    }
+                    while t.written < t.pending.len() {
+                        match socket.write(&t.pending[t.written..]) {
+                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                            Ok(n) => t.written += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(taken),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    t.pending.clear();
+                    t.written = 0;
+                    if taken == plain.len() || t.session.is_handshaking() {
+                        return Ok(taken);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ciphertext is waiting for the socket to accept it.
+    pub fn has_pending(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.written < t.pending.len())
+    }
+}
+
+/// Whether bytes that failed as TLS look like a plain HTTP request.
+pub fn looks_like_http(bytes: &[u8]) -> bool {
+    ["GET ", "POST ", "HEAD ", "PUT ", "DELETE ", "OPTIONS "]
+        .iter()
+        .any(|m| bytes.starts_with(m.as_bytes()))
+}
+
+/// A rustls error in words a user can act on.
+fn describe_tls_error(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "TLS: certificate not trusted (unknown issuer; --cacert adds a CA)".into()
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "TLS: certificate not valid for this host name".into()
+        }
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "TLS: certificate expired".into()
+        }
+        Error::InvalidMessage(_) => {
+            "TLS: the peer does not speak TLS (or sent a corrupt message)".into()
+        }
+        other => format!("TLS: {other}"),
+    }
+}
