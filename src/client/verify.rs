@@ -148,6 +148,7 @@ mod tests {
             start: 2,
             end: 3,
             connect_ns: None,
+            tls_ns: None,
             status: 200,
             body_uuid: None,
             failure: failure.map(|problem| {
