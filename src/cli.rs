@@ -406,7 +406,7 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
         }
     };
     let ns = value * scale as f64;
-    if !(ns >= 1.0 && ns < 1e18) {
+    if !(1.0..1e18).contains(&ns) {
         return Err(format!("'{s}' is not a positive duration"));
     }
     Ok(ns as Nanos)

@@ -69,7 +69,9 @@ pub fn raise_fd_limit() -> u64 {
                 }
             }
         }
-        lim.rlim_cur as u64
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        let limit = lim.rlim_cur as u64;
+        limit
     }
     #[cfg(not(unix))]
     {

@@ -261,9 +261,8 @@ impl ClientConn {
     /// The peer closed the connection: completes a body delimited by the
     /// close, or reports a response cut short.
     pub fn receive_eof(&mut self) -> Result<Option<Response>, ClientError> {
-        match self.next_response()? {
-            Some(r) => return Ok(Some(r)),
-            None => {}
+        if let Some(r) = self.next_response()? {
+            return Ok(Some(r));
         }
         match std::mem::replace(&mut self.state, ReadState::Head) {
             ReadState::UntilClose { status, body, .. } => {

@@ -237,8 +237,9 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
     }
     write!(
         out,
-        "],\"average_response_time_ns\":{},\"summary\":",
-        average_response_time_ns(&input.outcome.runs)
+        "],\"average_response_time_ns\":{},\"interrupted\":{},\"summary\":",
+        average_response_time_ns(&input.outcome.runs),
+        input.outcome.interrupted
     )?;
     serde_json::to_writer(&mut *out, summary)?;
     out.write_all(b"}\n")?;

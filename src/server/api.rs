@@ -281,9 +281,9 @@ fn write_runs(out: &mut Vec<u8>, group: &Group, start: usize, count: usize) {
 
 /// Compares without an early exit, so timing does not reveal the token.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..b.len() {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &expected) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ expected;
     }
     diff == 0
 }
