@@ -9,6 +9,7 @@ use crate::tls::Transport;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Endpoint {
     pub addrs: Vec<SocketAddr>,
     pub token: Option<String>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Index of the address that last answered.
+    preferred: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
@@ -59,6 +62,7 @@ impl Endpoint {
             addrs,
             token,
             tls,
+            preferred: Arc::default(),
         })
     }
 
@@ -74,6 +78,7 @@ impl Endpoint {
             addrs: vec![addr],
             token: None,
             tls: None,
+            preferred: Arc::default(),
         }
     }
 
@@ -90,14 +95,7 @@ impl Endpoint {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Response, String> {
-        let mut last_error = String::from("no address");
-        for addr in &self.addrs {
-            match self.request_to(*addr, method, route, body, timeout) {
-                Ok(r) => return Ok(r),
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
+        self.open(method, route, body, timeout)?.rest()
     }
 
     /// Sends a GET and parses its answer as JSON while it streams in, so a
@@ -108,27 +106,43 @@ impl Endpoint {
         route: &str,
         timeout: Duration,
     ) -> Result<Result<T, (u16, String)>, String> {
+        let mut exchange = self.open(Method::Get, route, b"", timeout)?;
+        let status = exchange.status()?;
+        if status != 200 {
+            let rest = exchange.rest()?;
+            return Ok(Err((status, error_message(&rest))));
+        }
+        let reader = std::io::BufReader::with_capacity(64 * 1024, &mut exchange);
+        serde_json::from_reader(reader).map(Ok).map_err(|e| {
+            format!(
+                "the answer to GET {} is not valid: {e}",
+                self.url.join(route)
+            )
+        })
+    }
+
+    /// The address that last answered (the first one, before any did): the
+    /// load driver uses it, so a name with several addresses is tested on
+    /// the one that works.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[self.preferred.load(Ordering::Relaxed) % self.addrs.len()]
+    }
+
+    /// Connects to the preferred address, else to each other in turn.
+    fn connect(&self, timeout: Duration) -> Result<TcpStream, String> {
+        let first = self.preferred.load(Ordering::Relaxed);
         let mut last_error = String::from("no address");
-        for addr in &self.addrs {
-            let mut exchange = match self.open(*addr, Method::Get, route, b"", timeout) {
-                Ok(e) => e,
-                Err(e) => {
-                    last_error = e;
-                    continue;
+        for k in 0..self.addrs.len() {
+            let i = (first + k) % self.addrs.len();
+            match TcpStream::connect_timeout(&self.addrs[i], timeout) {
+                Ok(stream) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(stream);
                 }
-            };
-            let status = exchange.status()?;
-            if status != 200 {
-                let rest = exchange.rest()?;
-                return Ok(Err((status, error_message(&rest))));
+                Err(e) => {
+                    last_error = format!("cannot connect to {} ({}): {e}", self.url, self.addrs[i])
+                }
             }
-            let reader = std::io::BufReader::with_capacity(64 * 1024, &mut exchange);
-            return serde_json::from_reader(reader).map(Ok).map_err(|e| {
-                format!(
-                    "the answer to GET {} is not valid: {e}",
-                    self.url.join(route)
-                )
-            });
         }
         Err(last_error)
     }
@@ -136,14 +150,12 @@ impl Endpoint {
     /// Connects and sends one request.
     fn open(
         &self,
-        addr: SocketAddr,
         method: Method,
         route: &str,
         body: &[u8],
         timeout: Duration,
     ) -> Result<Exchange, String> {
-        let mut stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| format!("cannot connect to {} ({addr}): {e}", self.url))?;
+        let mut stream = self.connect(timeout)?;
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
@@ -179,17 +191,6 @@ impl Endpoint {
             pos: 0,
             done: None,
         })
-    }
-
-    fn request_to(
-        &self,
-        addr: SocketAddr,
-        method: Method,
-        route: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Response, String> {
-        self.open(addr, method, route, body, timeout)?.rest()
     }
 }
 

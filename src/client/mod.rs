@@ -114,7 +114,7 @@ pub fn run(
     }
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
-        addr: endpoint.addrs[0],
+        addr: endpoint.addr(),
         host_header: endpoint.url.host_header(),
         run_path: endpoint
             .url
