@@ -46,6 +46,9 @@ struct Entry<T> {
 pub struct TimerWheel<T> {
     entries: Slab<Entry<T>>,
     heads: Vec<u32>,
+    /// Slot lists are FIFO: timers with the same deadline fire in the order
+    /// they were armed (runs held for the same delay answer in arrival order).
+    tails: Vec<u32>,
     occupied: [u64; LEVELS],
     /// The wheel's position in ticks: every slot before it has been processed.
     elapsed: u64,
@@ -57,6 +60,7 @@ impl<T> TimerWheel<T> {
         TimerWheel {
             entries: Slab::new(),
             heads: vec![NIL; LEVELS * SLOTS],
+            tails: vec![NIL; LEVELS * SLOTS],
             occupied: [0; LEVELS],
             elapsed: now / TICK_NS,
             next_generation: 0,
@@ -123,6 +127,7 @@ impl<T> TimerWheel<T> {
             self.elapsed = self.elapsed.max(start);
             let list = level * SLOTS + slot;
             let mut index = std::mem::replace(&mut self.heads[list], NIL);
+            self.tails[list] = NIL;
             self.occupied[level] &= !(1u64 << slot);
             while index != NIL {
                 let entry = &mut self.entries[index as usize];
@@ -159,15 +164,17 @@ impl<T> TimerWheel<T> {
         let level = level.min(LEVELS - 1);
         let slot = ((tick >> (SLOT_BITS as usize * level)) & (SLOTS as u64 - 1)) as usize;
         let list = level * SLOTS + slot;
-        let head = self.heads[list];
-        if head != NIL {
-            self.entries[head as usize].prev = index;
+        let tail = self.tails[list];
+        if tail == NIL {
+            self.heads[list] = index;
+        } else {
+            self.entries[tail as usize].next = index;
         }
+        self.tails[list] = index;
         let entry = &mut self.entries[index as usize];
         entry.list = list as u16;
-        entry.prev = NIL;
-        entry.next = head;
-        self.heads[list] = index;
+        entry.prev = tail;
+        entry.next = NIL;
         self.occupied[level] |= 1u64 << slot;
     }
 
@@ -184,7 +191,9 @@ impl<T> TimerWheel<T> {
         } else {
             self.entries[prev as usize].next = next;
         }
-        if next != NIL {
+        if next == NIL {
+            self.tails[list] = prev;
+        } else {
             self.entries[next as usize].prev = prev;
         }
     }
@@ -258,6 +267,23 @@ mod tests {
             }
         }
         assert_eq!(seen, deadlines.len());
+    }
+
+    #[test]
+    fn equal_deadlines_fire_in_the_order_armed_across_cascades() {
+        for delay in [1_000, 3 * MILLISECOND, 70 * MILLISECOND, 2 * SECOND] {
+            let mut wheel = TimerWheel::new(T0);
+            for i in 0..20 {
+                wheel.insert(T0 + 500 + delay, i);
+            }
+            let mut now = T0;
+            let mut fired = Vec::new();
+            while let Some(wake) = wheel.next_wakeup() {
+                now = now.max(wake);
+                fired.extend(drain(&mut wheel, now));
+            }
+            assert_eq!(fired, (0..20).collect::<Vec<_>>(), "delay {delay}");
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Api {
             ["test-groups", "create"] if method == Method::Post => {
                 self.create(&request.body, wall_now)
             }
+            ["test-groups", "create"] => method_not_allowed(&segments),
             ["test-groups", id] if get => self.show(id),
             ["test-groups", id] if method == Method::Delete => self.delete(id),
             ["test-groups", id, count] if method == Method::Post => {
@@ -347,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             status(api.handle(request(Method::Get, "/test-groups/create", b""), 0)),
-            404
+            405
         );
         assert_eq!(
             status(api.handle(request(Method::Put, "/test-groups", b""), 0)),

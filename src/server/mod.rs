@@ -485,10 +485,13 @@ impl ServerLoop {
                         Err(_) => return self.close(key),
                     }
                 }
-                if conn.http.is_mid_request() {
-                    conn.request_started.get_or_insert(now);
-                } else {
+                let began = conn.http.is_mid_request() && conn.request_started.is_none();
+                if !conn.http.is_mid_request() {
                     conn.request_started = None;
+                }
+                if began {
+                    conn.request_started = Some(now);
+                    self.check_connection_by(key, now + self.options.request_timeout);
                 }
             }
         }
@@ -644,6 +647,25 @@ impl ServerLoop {
         conn.timer = Some(self.wheel.insert(next, Timer::Connection { key, serial }));
     }
 
+    /// Makes the connection's timer fire no later than `deadline`.
+    fn check_connection_by(&mut self, key: usize, deadline: Nanos) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let armed = conn.timer.and_then(|t| self.wheel.deadline(t));
+        if armed.is_some_and(|d| d <= deadline) {
+            return;
+        }
+        if let Some(t) = conn.timer.take() {
+            self.wheel.cancel(t);
+        }
+        let serial = conn.serial;
+        conn.timer = Some(
+            self.wheel
+                .insert(deadline, Timer::Connection { key, serial }),
+        );
+    }
+
     fn flush_dirty(&mut self, now: Nanos) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
@@ -680,20 +702,7 @@ impl ServerLoop {
             let _ = conn.stream.shutdown(Shutdown::Write);
             conn.draining = true;
             conn.last_active = now;
-            if conn.timer.is_none_or(|t| {
-                self.wheel
-                    .deadline(t)
-                    .is_none_or(|d| d > now + DRAIN_TIMEOUT)
-            }) {
-                if let Some(t) = conn.timer.take() {
-                    self.wheel.cancel(t);
-                }
-                let serial = conn.serial;
-                conn.timer = Some(
-                    self.wheel
-                        .insert(now + DRAIN_TIMEOUT, Timer::Connection { key, serial }),
-                );
-            }
+            self.check_connection_by(key, now + DRAIN_TIMEOUT);
             // A peer already gone closes at once.
             return self.drive(key, now, true);
         }
