@@ -138,6 +138,8 @@ pub enum Transport {
 
 pub struct TlsState {
     session: rustls::Connection,
+    /// The name the peer's certificate must carry (client side), for errors.
+    peer_name: Box<str>,
     /// Plaintext decrypted from the last read.
     plain: Vec<u8>,
     /// Ciphertext not yet accepted by the socket.
@@ -153,18 +155,19 @@ impl Transport {
             .map_err(|e| format!("TLS server name '{host}': {e}"))?;
         let session = rustls::ClientConnection::new(Arc::clone(config), name)
             .map_err(|e| format!("TLS: {e}"))?;
-        Ok(Transport::tls(session.into()))
+        Ok(Transport::tls(session.into(), host))
     }
 
     pub fn tls_server(config: &Arc<ServerConfig>) -> Result<Transport, String> {
         let session =
             rustls::ServerConnection::new(Arc::clone(config)).map_err(|e| format!("TLS: {e}"))?;
-        Ok(Transport::tls(session.into()))
+        Ok(Transport::tls(session.into(), ""))
     }
 
-    fn tls(session: rustls::Connection) -> Transport {
+    fn tls(session: rustls::Connection, peer_name: &str) -> Transport {
         Transport::Tls(Box::new(TlsState {
             session,
+            peer_name: peer_name.into(),
             plain: Vec::new(),
             pending: Vec::new(),
             written: 0,
@@ -204,7 +207,7 @@ impl Transport {
                 .map_err(|e| format!("TLS: {e}"))?;
             t.session
                 .process_new_packets()
-                .map_err(|e| describe_tls_error(&e))?;
+                .map_err(|e| describe_tls_error(&e, &t.peer_name))?;
             loop {
                 let start = t.plain.len();
                 t.plain.resize(start + 16 * 1024, 0);
@@ -292,15 +295,17 @@ pub fn looks_like_http(bytes: &[u8]) -> bool {
 }
 
 /// A rustls error in words a user can act on.
-fn describe_tls_error(e: &rustls::Error) -> String {
+fn describe_tls_error(e: &rustls::Error, peer_name: &str) -> String {
     use rustls::{CertificateError, Error};
     match e {
         Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "TLS: certificate not trusted (unknown issuer; --cacert adds a CA)".into()
+            "TLS: certificate not trusted (unknown issuer): add its CA with --cacert \
+             (client) or --upstream-cacert (server)"
+                .into()
         }
         Error::InvalidCertificate(CertificateError::NotValidForName)
         | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
-            "TLS: certificate not valid for this host name".into()
+            format!("TLS: certificate not valid for host name '{peer_name}'")
         }
         Error::InvalidCertificate(CertificateError::Expired)
         | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {

@@ -214,7 +214,13 @@ impl Exchange {
         let n = self
             .stream
             .read(&mut self.buf)
-            .map_err(|e| format!("reading the answer: {e}"))?;
+            .map_err(|e| match e.kind() {
+                // The socket's read timeout.
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    "no answer from the server within the timeout (--timeout)".to_owned()
+                }
+                _ => format!("reading the answer: {e}"),
+            })?;
         if n == 0 && self.transport.is_handshaking() {
             return Err("the connection closed during the TLS handshake".into());
         }

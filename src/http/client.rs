@@ -313,9 +313,11 @@ impl ClientConn {
         };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        let head_len = match resp.parse(&self.input) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
+        // Only the first max_head + 1 bytes decide, whatever the reads were.
+        let window = self.input.len().min(self.limits.max_head.saturating_add(1));
+        let head_len = match resp.parse(&self.input[..window]) {
+            Ok(httparse::Status::Complete(n)) if n <= self.limits.max_head => n,
+            Ok(_) => {
                 if self.input.len() > self.limits.max_head {
                     return Err(ClientError::Malformed(format!(
                         "response head larger than {} bytes",

@@ -293,7 +293,10 @@ impl ServerConn {
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(&self.input) {
+        // Only the first max_head + 1 bytes decide (431 or 400 alike),
+        // whatever the reads were.
+        let window = self.input.len().min(self.limits.max_head.saturating_add(1));
+        let head_len = match req.parse(&self.input[..window]) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if self.input.len() > self.limits.max_head {

@@ -9,7 +9,7 @@
 //! with the connect and handshake times.
 
 use super::store::UpstreamOutcome;
-use crate::event::clock::Nanos;
+use crate::event::clock::{self, Nanos};
 use crate::event::resolver::Resolver;
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::Source;
@@ -249,13 +249,15 @@ impl Upstreams {
             else {
                 return;
             };
+            // The handshake is timed with fresh clock readings: its first
+            // flight and the reply can fall within one loop wake-up.
             exchange.phase = Phase::Exchanging {
                 stream,
                 transport,
-                handshake_since: ctx.now,
+                handshake_since: clock::now(),
             };
         }
-        let result = pump(exchange, scratch, ctx.now);
+        let result = pump(exchange, scratch);
         match result {
             Ok(None) => {}
             Ok(Some(status)) => self.finish(key, &mut ctx, Ok(status)),
@@ -317,11 +319,7 @@ impl Upstreams {
 
 /// Writes what is owed and reads what arrived; the status once the whole
 /// answer is in.
-fn pump(
-    exchange: &mut Exchange,
-    scratch: &mut [u8],
-    now: Nanos,
-) -> Result<Option<u16>, (u16, String)> {
+fn pump(exchange: &mut Exchange, scratch: &mut [u8]) -> Result<Option<u16>, (u16, String)> {
     let Phase::Exchanging {
         stream,
         transport,
@@ -366,7 +364,7 @@ fn pump(
         let plain = transport.decode(&scratch[..read]).map_err(|e| (0, e))?;
         http.receive(plain);
         if handshaking && !transport.is_handshaking() {
-            exchange.tls_ns = Some(now - *handshake_since);
+            exchange.tls_ns = Some(clock::now() - *handshake_since);
         }
         match http.next_response() {
             Ok(Some(r)) => return Ok(Some(r.status)),
