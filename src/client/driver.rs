@@ -21,6 +21,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
 use std::io::{self, IsTerminal, Read};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -61,16 +62,17 @@ pub struct Failure {
 }
 
 /// One run as the client saw it. Instants are monotonic; 0 means "never".
+/// When it was due follows from its position: [`DriverOutcome::due`].
+/// Kept small (64 bytes): a million-run test holds a million of these.
 #[derive(Debug, Clone)]
 pub struct ClientRun {
-    pub due: Nanos,
     pub start: Nanos,
     pub end: Nanos,
     /// TCP connect time, when this run opened its connection.
-    pub connect_ns: Option<Nanos>,
+    pub connect_ns: Option<NonZeroU64>,
     /// TLS handshake time, when this run opened a TLS connection. The run's
     /// `start` is then the moment the handshake ended and the request left.
-    pub tls_ns: Option<Nanos>,
+    pub tls_ns: Option<NonZeroU64>,
     pub status: u16,
     /// The UUID sent as the body under [`BodyPlan::Uuid`].
     pub body_uuid: Option<Uuid>,
@@ -82,6 +84,8 @@ pub struct DriverOutcome {
     pub runs: Vec<ClientRun>,
     pub started: Nanos,
     pub finished: Nanos,
+    /// The pace: run `n` was due at `started + (n - 1) * client_delay`.
+    pub client_delay: Nanos,
     pub anchor: WallAnchor,
     pub interrupted: bool,
     pub connections_opened: u64,
@@ -143,6 +147,13 @@ struct Driver<'a> {
     last_progress: (Nanos, u64),
 }
 
+impl DriverOutcome {
+    /// When run `index + 1` was due to leave.
+    pub fn due(&self, index: usize) -> Nanos {
+        self.started + index as u64 * self.client_delay
+    }
+}
+
 /// Drives the whole test; returns every run's record.
 pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> {
     let poll = Poll::new()?;
@@ -184,6 +195,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> 
         runs: driver.runs,
         started: driver.started,
         finished: clock::now(),
+        client_delay: driver.cfg.client_delay,
         anchor,
         interrupted,
         connections_opened: driver.connections_opened,
@@ -283,7 +295,6 @@ impl Driver<'_> {
             };
             let body_uuid = matches!(self.cfg.body, BodyPlan::Uuid).then(|| self.ids.uuid());
             self.runs.push(ClientRun {
-                due,
                 start: 0,
                 end: 0,
                 connect_ns: None,
@@ -435,7 +446,7 @@ impl Driver<'_> {
             let _ = stream.set_nodelay(true);
             s.connecting = false;
             if let Some(index) = s.busy {
-                self.runs[index].connect_ns = Some(now - s.connect_started);
+                self.runs[index].connect_ns = NonZeroU64::new(now - s.connect_started);
             }
             if let Some((config, name)) = &self.cfg.tls {
                 match Transport::tls_client(config, name) {
@@ -476,7 +487,7 @@ impl Driver<'_> {
                             // The request leaves now, with the handshake's last flight.
                             if let Some(index) = s.busy {
                                 let run = &mut self.runs[index];
-                                run.tls_ns = Some(now - s.handshake_started);
+                                run.tls_ns = NonZeroU64::new(now - s.handshake_started);
                                 run.start = clock::now();
                             }
                         }

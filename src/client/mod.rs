@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use verify::ServerRecord;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -144,16 +143,12 @@ pub fn run(
         Ok(g) => (Some(g.test_runs.0), None),
         Err(e) => (None, Some(e)),
     };
-    let records: Option<Vec<ServerRecord<'_>>> = server_runs.as_ref().map(|runs| {
-        runs.iter()
-            .map(|r| ServerRecord {
-                run_count: r.run_count,
-                data: &r.data,
-                upstream_error: r.upstream.as_ref().and_then(|u| u.error.as_deref()),
-            })
-            .collect()
-    });
-    let verdicts = verify::compare(config.run_count, &outcome.runs, &body, records.as_deref());
+    let verdicts = verify::compare(
+        config.run_count,
+        &outcome.runs,
+        &body,
+        server_runs.as_deref(),
+    );
     let remote = endpoint.url.to_string();
     let input = ReportInput {
         header: &header,

@@ -1,29 +1,40 @@
 //! Compares what the client sent with what the server recorded, run by run.
 //!
-//! Every client run yields one result; so does every server record whose
-//! count the client never sent. A result's `error` is set only when
-//! something is wrong: a client-side failure, or a discrepancy (missing,
-//! corrupted, duplicated, unexpected).
+//! Every client run yields one verdict; so does every server record whose
+//! count the client never sent. A verdict's problems are empty when all is
+//! well: otherwise a client-side failure, an upstream error the server
+//! recorded, or a discrepancy (missing, corrupted, duplicated, unexpected).
+//! The server's records are indexed by a sorted array of positions (4 bytes
+//! a run) and walked in run order, so a million runs cost no hash map.
 
 use super::driver::{BodyPlan, ClientRun};
 use crate::report::problem::Problem;
-use std::collections::HashMap;
+use crate::wire::RecordedRun;
 
-/// What the comparison needs of one server record.
-pub struct ServerRecord<'a> {
-    pub run_count: u64,
-    pub data: &'a [u8],
-    /// The error the server recorded for its upstream request, if any.
-    pub upstream_error: Option<&'a str>,
-}
-
-/// The verdict on one run: its problems, and which server record (index)
-/// it was matched with.
+/// The verdict on one run, 24 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub run_count: u64,
-    pub server_index: Option<usize>,
-    pub problems: Vec<(Problem, String)>,
+    /// The server record it was matched with (the first, if several).
+    pub server_index: Option<u32>,
+    problems: Option<Box<Vec<(Problem, String)>>>,
+}
+
+impl Verdict {
+    pub fn problems(&self) -> &[(Problem, String)] {
+        self.problems.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_none()
+    }
+
+    /// A server record of a run this client never sent.
+    pub fn is_unexpected(&self) -> bool {
+        self.problems()
+            .iter()
+            .any(|(p, _)| *p == Problem::Unexpected)
+    }
 }
 
 /// Verdicts for client runs 1..=run_count in order, then one for each
@@ -35,19 +46,23 @@ pub fn compare(
     run_count: u64,
     client: &[ClientRun],
     body: &BodyPlan,
-    server: Option<&[ServerRecord<'_>]>,
+    server: Option<&[RecordedRun]>,
 ) -> Vec<Verdict> {
     let verified = server.is_some();
     let server = server.unwrap_or(&[]);
-    let mut by_count: HashMap<u64, Vec<usize>> = HashMap::with_capacity(server.len());
-    for (i, record) in server.iter().enumerate() {
-        by_count.entry(record.run_count).or_default().push(i);
-    }
-    let mut verdicts = Vec::with_capacity(run_count as usize);
+    // Server records by run count, then arrival.
+    let mut order: Vec<u32> = (0..server.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| (server[i as usize].run_count, i));
+    let mut cursor = order.partition_point(|&i| server[i as usize].run_count < 1);
+    let mut verdicts = Vec::with_capacity(run_count as usize + 1);
     let mut uuid_text = [0u8; 36];
     for n in 1..=run_count {
+        let first = cursor;
+        while cursor < order.len() && server[order[cursor] as usize].run_count == n {
+            cursor += 1;
+        }
+        let matches = &order[first..cursor];
         let mut problems = Vec::new();
-        let matches = by_count.get(&n).map(Vec::as_slice).unwrap_or(&[]);
         let run = client.get(n as usize - 1);
         match run {
             None => problems.push((
@@ -60,13 +75,6 @@ pub fn compare(
                 }
             }
         }
-        let sent: Option<&[u8]> = run.map(|run| match (body, run.body_uuid) {
-            (BodyPlan::Fixed(bytes), _) => bytes.as_slice(),
-            (BodyPlan::Uuid, Some(uuid)) => {
-                uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
-            }
-            (BodyPlan::Uuid, None) => b"",
-        });
         let answered = run.is_some_and(|r| r.failure.is_none());
         if verified && matches.is_empty() && answered {
             problems.push((
@@ -74,15 +82,26 @@ pub fn compare(
                 "missing on the server: answered 200 but not recorded".to_owned(),
             ));
         }
-        if let Some(sent) = sent {
-            for &i in matches {
-                if let Some(why) = difference(sent, server[i].data) {
-                    problems.push((Problem::Corrupted, format!("data differs: {why}")));
-                    break;
+        if let Some(run) = run {
+            let sent: &[u8] = match (body, run.body_uuid) {
+                (BodyPlan::Fixed(bytes), _) => bytes,
+                (BodyPlan::Uuid, Some(uuid)) => {
+                    uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
                 }
+                (BodyPlan::Uuid, None) => b"",
+            };
+            if let Some(why) = matches
+                .iter()
+                .find_map(|&i| difference(sent, &server[i as usize].data))
+            {
+                problems.push((Problem::Corrupted, format!("data differs: {why}")));
             }
         }
-        if let Some(e) = matches.first().and_then(|&i| server[i].upstream_error) {
+        let upstream_error = matches
+            .first()
+            .and_then(|&i| server[i as usize].upstream.as_ref())
+            .and_then(|u| u.error.as_deref());
+        if let Some(e) = upstream_error {
             problems.push((Problem::Upstream, e.to_owned()));
         }
         if matches.len() > 1 {
@@ -91,33 +110,28 @@ pub fn compare(
                 format!("recorded {} times by the server", matches.len()),
             ));
         }
-        verdicts.push(Verdict {
-            run_count: n,
-            server_index: matches.first().copied(),
-            problems,
-        });
+        verdicts.push(verdict(n, matches.first().copied(), problems));
     }
-    let mut unexpected: Vec<usize> = server
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.run_count == 0 || r.run_count > run_count)
-        .map(|(i, _)| i)
-        .collect();
-    unexpected.sort_by_key(|&i| (server[i].run_count, i));
-    for i in unexpected {
-        verdicts.push(Verdict {
-            run_count: server[i].run_count,
-            server_index: Some(i),
-            problems: vec![(
-                Problem::Unexpected,
-                format!(
-                    "the server recorded run {} which this client never sent",
-                    server[i].run_count
-                ),
-            )],
-        });
+    // Whatever the walk did not reach was never sent: count 0 sorts first,
+    // counts past run_count last.
+    let never_sent = order.iter().filter(|&&i| {
+        let count = server[i as usize].run_count;
+        count == 0 || count > run_count
+    });
+    for &i in never_sent {
+        let count = server[i as usize].run_count;
+        let why = format!("the server recorded run {count} which this client never sent");
+        verdicts.push(verdict(count, Some(i), vec![(Problem::Unexpected, why)]));
     }
     verdicts
+}
+
+fn verdict(run_count: u64, server_index: Option<u32>, problems: Vec<(Problem, String)>) -> Verdict {
+    Verdict {
+        run_count,
+        server_index,
+        problems: (!problems.is_empty()).then(|| Box::new(problems)),
+    }
 }
 
 /// Where two bodies first differ, in words; None when equal.
@@ -141,10 +155,11 @@ fn difference(sent: &[u8], recorded: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::client::driver::Failure;
+    use crate::wire::UpstreamOutcome;
+    use std::sync::Arc;
 
     fn run(failure: Option<Problem>) -> ClientRun {
         ClientRun {
-            due: 1,
             start: 2,
             end: 3,
             connect_ns: None,
@@ -160,8 +175,19 @@ mod tests {
         }
     }
 
+    fn record(run_count: u64, data: &[u8]) -> RecordedRun {
+        RecordedRun {
+            run_id: uuid::Uuid::nil(),
+            run_count,
+            server_start: 1,
+            server_end: 2,
+            data: Arc::from(data),
+            upstream: None,
+        }
+    }
+
     fn kinds(v: &Verdict) -> Vec<Problem> {
-        v.problems.iter().map(|p| p.0).collect()
+        v.problems().iter().map(|p| p.0).collect()
     }
 
     #[test]
@@ -175,48 +201,36 @@ mod tests {
             run(None),
         ];
         let server = [
-            ServerRecord {
-                run_count: 1,
-                data: b"hello",
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 3,
-                data: b"hellp",
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 5,
-                data: b"hello",
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 5,
-                data: b"hello",
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 9,
-                data: b"hello",
-                upstream_error: None,
-            },
+            record(5, b"hello"),
+            record(9, b"hello"),
+            record(1, b"hello"),
+            record(3, b"hellp"),
+            record(5, b"hello"),
+            record(0, b"hello"),
         ];
         let v = compare(5, &client, &body, Some(&server));
-        assert_eq!(v.len(), 6);
-        assert!(kinds(&v[0]).is_empty());
+        assert_eq!(v.len(), 7);
+        assert!(v[0].is_ok());
+        assert_eq!(v[0].server_index, Some(2));
         assert_eq!(kinds(&v[1]), vec![Problem::Missing]);
         assert_eq!(kinds(&v[2]), vec![Problem::Corrupted]);
-        assert!(v[2].problems[0].1.contains("byte 4"));
+        assert!(v[2].problems()[0].1.contains("byte 4"));
         assert_eq!(
             kinds(&v[3]),
             vec![Problem::Timeout],
             "a failed run is not also missing"
         );
         assert_eq!(kinds(&v[4]), vec![Problem::Duplicated]);
+        assert_eq!(v[4].server_index, Some(0), "matched with the first arrival");
         assert_eq!(
             (v[5].run_count, kinds(&v[5])),
+            (0, vec![Problem::Unexpected])
+        );
+        assert_eq!(
+            (v[6].run_count, kinds(&v[6])),
             (9, vec![Problem::Unexpected])
         );
+        assert!(v[6].is_unexpected());
     }
 
     #[test]
@@ -229,36 +243,28 @@ mod tests {
         let text = |r: &ClientRun| r.body_uuid.map(|u| u.to_string()).unwrap_or_default();
         let (ta, tb) = (text(&a), text(&b));
         // The server swapped the two bodies: both runs are corrupted.
-        let server = [
-            ServerRecord {
-                run_count: 1,
-                data: tb.as_bytes(),
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 2,
-                data: ta.as_bytes(),
-                upstream_error: None,
-            },
-        ];
+        let server = [record(1, tb.as_bytes()), record(2, ta.as_bytes())];
         let v = compare(2, &[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Corrupted]);
         assert_eq!(kinds(&v[1]), vec![Problem::Corrupted]);
-        let server = [
-            ServerRecord {
-                run_count: 1,
-                data: ta.as_bytes(),
-                upstream_error: None,
-            },
-            ServerRecord {
-                run_count: 2,
-                data: tb.as_bytes(),
-                upstream_error: None,
-            },
-        ];
+        let server = [record(1, ta.as_bytes()), record(2, tb.as_bytes())];
         assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server))
             .iter()
-            .all(|v| v.problems.is_empty()));
+            .all(Verdict::is_ok));
+    }
+
+    #[test]
+    fn upstream_errors_fail_the_run() {
+        let mut r = record(1, b"");
+        r.upstream = Some(Box::new(UpstreamOutcome {
+            code: 0,
+            time_ns: 5,
+            connect_ns: None,
+            tls_ns: None,
+            error: Some("connect failed: refused".into()),
+        }));
+        let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+        assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
     }
 
     #[test]
@@ -269,33 +275,19 @@ mod tests {
             &BodyPlan::Uuid,
             None,
         );
-        assert!(v[0].problems.is_empty());
+        assert!(v[0].is_ok());
         assert_eq!(kinds(&v[1]), vec![Problem::Refused]);
     }
 
     #[test]
-    fn upstream_errors_fail_the_run() {
-        let server = [ServerRecord {
-            run_count: 1,
-            data: b"",
-            upstream_error: Some("connect failed: refused"),
-        }];
-        let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&server));
-        assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
+    fn unsent_runs_are_reported_as_interrupted() {
+        let v = compare(2, &[run(None)], &BodyPlan::Uuid, Some(&[record(1, b"")]));
+        assert_eq!(kinds(&v[1]), vec![Problem::Interrupted]);
     }
 
     #[test]
-    fn unsent_runs_are_reported_as_interrupted() {
-        let v = compare(
-            2,
-            &[run(None)],
-            &BodyPlan::Uuid,
-            Some(&[ServerRecord {
-                run_count: 1,
-                data: b"",
-                upstream_error: None,
-            }]),
-        );
-        assert_eq!(kinds(&v[1]), vec![Problem::Interrupted]);
+    fn a_verdict_is_small() {
+        assert_eq!(std::mem::size_of::<Verdict>(), 24);
+        assert!(std::mem::size_of::<ClientRun>() <= 64);
     }
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::num::NonZeroU64;
 use std::path::Path;
 use summary::Summary;
 use time::rfc3339;
@@ -109,11 +110,11 @@ pub fn average_response_time_ns(runs: &[ClientRun]) -> u64 {
 }
 
 fn problems_text(verdict: &Verdict) -> Option<String> {
-    if verdict.problems.is_empty() {
+    if verdict.is_ok() {
         return None;
     }
     let parts: Vec<String> = verdict
-        .problems
+        .problems()
         .iter()
         .map(|(p, d)| format!("{}: {d}", p.name()))
         .collect();
@@ -170,14 +171,14 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
             run_group_id: group_id,
             remote_addr: input.remote_addr,
             run_count: i as u64 + 1,
-            time: wall(anchor, run.due),
+            time: wall(anchor, input.outcome.due(i)),
             data: Cow::Owned(fields.data.into_owned()),
             data_base64: fields.data_base64,
             client_start: (run.start != 0).then(|| wall(anchor, run.start)),
             client_end: (run.end != 0).then(|| wall(anchor, run.end)),
             client_duration_ns: client_duration(run),
-            connect_ns: run.connect_ns,
-            tls_handshake_ns: run.tls_ns,
+            connect_ns: run.connect_ns.map(NonZeroU64::get),
+            tls_handshake_ns: run.tls_ns.map(NonZeroU64::get),
             status: (run.status != 0).then_some(run.status),
             error: run
                 .failure
@@ -211,23 +212,20 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
         if i > 0 {
             out.write_all(b",")?;
         }
-        let client = (verdict.run_count >= 1)
-            .then(|| input.outcome.runs.get(verdict.run_count as usize - 1))
-            .flatten()
-            .filter(|_| {
-                !verdict
-                    .problems
-                    .iter()
-                    .any(|(p, _)| *p == crate::report::problem::Problem::Unexpected)
-            });
+        let index = (verdict.run_count as usize).wrapping_sub(1);
+        let client = input
+            .outcome
+            .runs
+            .get(index)
+            .filter(|_| !verdict.is_unexpected());
         let server = verdict
             .server_index
-            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
+            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s as usize)));
         let json = ResultJson {
             run_id: server.map(|s| s.run_id),
             run_group_id: group_id,
             run_count: verdict.run_count,
-            client_time: client.map(|c| wall(anchor, c.due)),
+            client_time: client.map(|_| wall(anchor, input.outcome.due(index))),
             server_time: server.map(|s| rfc3339(s.server_start as i128)),
             client_duration_ns: client.and_then(client_duration),
             server_duration_ns: server.map(RecordedRun::server_duration_ns),

@@ -21,8 +21,9 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-/// A histogram of nanosecond values.
-pub struct Distribution(Option<Histogram<u64>>);
+/// A histogram of nanosecond values (u32 counts: half the memory, and no
+/// test has four billion runs).
+pub struct Distribution(Option<Histogram<u32>>);
 
 impl Distribution {
     pub fn new() -> Distribution {
@@ -119,15 +120,11 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         .verdicts
         .iter()
         .take(client_runs as usize)
-        .filter(|v| v.problems.is_empty())
+        .filter(|v| v.is_ok())
         .count() as u64;
-    let failed = input
-        .verdicts
-        .iter()
-        .filter(|v| !v.problems.is_empty())
-        .count() as u64;
+    let failed = input.verdicts.iter().filter(|v| !v.is_ok()).count() as u64;
     for v in input.verdicts {
-        for (p, _) in &v.problems {
+        for (p, _) in v.problems() {
             let map = if p.is_discrepancy() {
                 &mut discrepancies
             } else {
@@ -145,27 +142,28 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     let mut handshake = Distribution::new();
     let (mut first_start, mut last_start) = (u64::MAX, 0);
     for (i, run) in outcome.runs.iter().enumerate() {
+        let due = outcome.due(i);
         if run.start != 0 {
-            lag.record(run.start.saturating_sub(run.due));
+            lag.record(run.start.saturating_sub(due));
             first_start = first_start.min(run.start);
             last_start = last_start.max(run.start);
         }
         if let Some(c) = run.connect_ns {
-            connect.record(c);
+            connect.record(c.get());
         }
         if let Some(t) = run.tls_ns {
-            handshake.record(t);
+            handshake.record(t.get());
         }
         let Some(d) = client_duration(run) else {
             continue;
         };
         client.record(d);
-        from_due.record(run.end - run.due.min(run.start));
+        from_due.record(run.end - due.min(run.start));
         let server_run = input
             .verdicts
             .get(i)
             .and_then(|v| v.server_index)
-            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s)));
+            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s as usize)));
         if let Some(s) = server_run {
             server.record(s.server_duration_ns());
             network.record(d.saturating_sub(s.server_duration_ns()));
