@@ -6,6 +6,8 @@
 //! - `server_group_get_100k_via_server_conn`: the same GET fed through a
 //!   `ServerConn` (request parse, chunked framing, output drain): the whole
 //!   server-side path minus the socket.
+//! - `client_compare_100k`: the run-by-run comparison of 100 000 client
+//!   runs with the server's 100 000 records.
 //! - `client_summarize_100k`: the summary (percentiles, counts) of a
 //!   100 000-run test.
 //! - `client_report_write_100k`: `report::write` of the 100 000-run report
@@ -13,7 +15,7 @@
 //!   temp directory, including its fsync and rename.
 
 use conntest::client::driver::{BodyPlan, ClientRun, DriverOutcome};
-use conntest::client::verify::Verdict;
+use conntest::client::verify::{compare, Verdict};
 use conntest::client::GroupJson;
 use conntest::event::clock::WallAnchor;
 use conntest::http::server::{Body, Request, Response, ServerConn, ServerLimits};
@@ -25,6 +27,7 @@ use conntest::server::api::{Action, Api, ApiPolicy};
 use conntest::server::store::{Run, Store, StoreLimits};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use std::hint::black_box;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -174,17 +177,20 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
     assert_eq!(group_json.test_runs.0.len() as u64, RUNS);
     let header = group_json.header;
     let server_runs = group_json.test_runs.0;
+    // Runs leave back to back (no pacing) every 20 us and take 40 to 80 us.
     let runs: Vec<ClientRun> = bodies
         .iter()
         .enumerate()
         .map(|(i, &uuid)| {
-            let due = MONO0 + i as u64 * 20_000;
+            let start = MONO0 + 1_000 + i as u64 * 20_000;
             ClientRun {
-                due,
-                start: due + 1_000,
-                // 40 to 80 us: percentiles with some spread.
-                end: due + 1_000 + 40_000 + (i as u64 * 7919) % 40_000,
-                connect_ns: (i < 50).then_some(25_000),
+                start,
+                end: start + 40_000 + (i as u64 * 7919) % 40_000,
+                connect_ns: if i < 50 {
+                    NonZeroU64::new(25_000)
+                } else {
+                    None
+                },
                 tls_ns: None,
                 status: 200,
                 body_uuid: Some(uuid),
@@ -196,18 +202,14 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
         runs,
         started: MONO0,
         finished: MONO0 + RUNS * 20_000 + 100_000,
+        client_delay: 0,
         anchor: WallAnchor::fixed(MONO0, WALL0 as i128),
         interrupted: false,
         connections_opened: 50,
     };
-    let verdicts: Vec<Verdict> = (0..RUNS)
-        .map(|i| Verdict {
-            run_count: i + 1,
-            server_index: Some(i as usize),
-            problems: Vec::new(),
-        })
-        .collect();
     let body = BodyPlan::Uuid;
+    let verdicts: Vec<Verdict> = compare(RUNS, &outcome.runs, &body, Some(&server_runs));
+    assert!(verdicts.iter().all(Verdict::is_ok));
     let input = ReportInput {
         header: &header,
         remote_addr: "http://127.0.0.1:8080/",
@@ -222,6 +224,10 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
     group.sampling_mode(SamplingMode::Flat);
     group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(RUNS));
+
+    group.bench_function("client_compare_100k", |b| {
+        b.iter(|| black_box(compare(RUNS, &outcome.runs, &body, Some(&server_runs))))
+    });
 
     group.bench_function("client_summarize_100k", |b| {
         b.iter(|| black_box(summarize(&input, None)))
