@@ -17,6 +17,9 @@ pub struct Verdict {
     pub run_count: u64,
     /// The server record it was matched with (the first, if several).
     pub server_index: Option<u32>,
+    /// A thin pointer (8 bytes, where a boxed slice is 16): most verdicts
+    /// have no problem, and a million-run test holds a million verdicts.
+    #[allow(clippy::box_collection)]
     problems: Option<Box<Vec<(Problem, String)>>>,
 }
 

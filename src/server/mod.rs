@@ -438,6 +438,9 @@ impl ServerLoop {
     /// Reads what arrived, handles complete requests, writes what is owed.
     fn drive(&mut self, key: usize, now: Nanos, readable: bool) {
         let mut requests = Vec::new();
+        // Requests read before a fatal error are still carried out: a run
+        // whose client reset right after sending it is recorded all the same.
+        let mut close = false;
         {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -445,23 +448,26 @@ impl ServerLoop {
             if readable || conn.read_paused {
                 conn.read_paused = false;
                 loop {
+                    // What is buffered first: a pipeline that was full may
+                    // hold whole requests that no new bytes will announce.
+                    while let Some(request) = conn.http.next_request() {
+                        requests.push(request);
+                    }
                     if !conn.http.wants_input() && !conn.draining {
                         conn.read_paused = true;
                         break;
                     }
                     match conn.stream.read(&mut self.scratch) {
                         Ok(0) => {
-                            if conn.draining {
-                                return self.close(key);
-                            }
+                            close = conn.draining;
                             conn.http.receive_eof();
                             break;
                         }
+                        // A closing connection's leftovers are read and dropped,
+                        // and do not extend its drain time.
+                        Ok(_) if conn.draining => {}
                         Ok(n) => {
                             conn.last_active = now;
-                            if conn.draining {
-                                continue;
-                            }
                             match conn.transport.decode(&self.scratch[..n]) {
                                 Ok(plain) => conn.http.receive(plain),
                                 Err(e) => {
@@ -470,26 +476,27 @@ impl ServerLoop {
                                         // Say why, in the only language the peer speaks.
                                         let _ = conn.stream.write(PLAIN_TO_TLS);
                                     }
-                                    return self.close(key);
+                                    close = true;
+                                    break;
                                 }
                             }
                             if conn.transport.peer_closed() {
                                 conn.http.receive_eof();
                             }
-                            while let Some(request) = conn.http.next_request() {
-                                requests.push(request);
-                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return self.close(key),
+                        Err(_) => {
+                            close = true;
+                            break;
+                        }
                     }
                 }
                 let began = conn.http.is_mid_request() && conn.request_started.is_none();
                 if !conn.http.is_mid_request() {
                     conn.request_started = None;
                 }
-                if began {
+                if began && !close {
                     conn.request_started = Some(now);
                     self.check_connection_by(key, now + self.options.request_timeout);
                 }
@@ -497,6 +504,9 @@ impl ServerLoop {
         }
         for request in requests {
             self.dispatch(key, request, now);
+        }
+        if close {
+            return self.close(key);
         }
         self.flush(key, now);
     }
