@@ -729,7 +729,24 @@ impl ServerLoop {
                 self.wheel.cancel(t);
             }
         }
+        if self.conns.is_empty() && self.conns.capacity() > BURST_CONNECTIONS {
+            // The last connection of a burst is gone: give its memory back.
+            self.conns = Slab::new();
+            release_free_memory();
+        }
         self.resume_accepting(clock::now());
+    }
+}
+
+/// Past this many connection slots, an emptied table is freed.
+const BURST_CONNECTIONS: usize = 1024;
+
+/// Returns freed heap to the operating system (glibc keeps it otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
