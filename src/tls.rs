@@ -5,6 +5,7 @@
 //! honoured), Mozilla's roots where the platform has none, extra CA files,
 //! and an explicit `--insecure` that skips verification.
 
+use crate::http::Outgoing;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -277,6 +278,21 @@ impl Transport {
                         return Ok(taken);
                     }
                 }
+            }
+        }
+    }
+
+    /// Moves a machine's output to the socket until the socket would block
+    /// or nothing is left. With TLS, also sends handshake records when the
+    /// machine has nothing to say.
+    pub fn send(&mut self, machine: &mut impl Outgoing, socket: &mut impl Write) -> io::Result<()> {
+        loop {
+            let out = machine.pending();
+            let len = out.len();
+            let n = self.write(out, socket)?;
+            machine.consumed(n);
+            if n == 0 || n < len {
+                return Ok(());
             }
         }
     }

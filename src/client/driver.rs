@@ -406,22 +406,9 @@ impl Driver<'_> {
         let (Some(stream), Some(http)) = (s.stream.as_mut(), s.http.as_mut()) else {
             return;
         };
-        loop {
-            // With TLS an empty write still sends handshake records.
-            let out = http.poll_output();
-            let len = out.len();
-            match s.transport.write(out, stream) {
-                Ok(n) => {
-                    http.advance_output(n);
-                    if n == 0 || n < len {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let (problem, detail) = classify(&e, "send");
-                    return self.fail(slot, problem, &detail, now);
-                }
-            }
+        if let Err(e) = s.transport.send(http, stream) {
+            let (problem, detail) = classify(&e, "send");
+            self.fail(slot, problem, &detail, now);
         }
     }
 
@@ -431,13 +418,9 @@ impl Driver<'_> {
             return;
         };
         if s.connecting {
-            let error = match stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match stream.peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
+            let error = match crate::event::connect_outcome(stream) {
+                None => return,
+                Some(result) => result.err(),
             };
             if let Some(e) = error {
                 let (problem, detail) = classify(&e, "connect");

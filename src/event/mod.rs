@@ -46,6 +46,19 @@ impl Source {
     }
 }
 
+/// Where a non-blocking connect stands, once its socket reports readiness:
+/// `None` while still in progress, else whether it succeeded.
+pub fn connect_outcome(stream: &mio::net::TcpStream) -> Option<std::io::Result<()>> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Some(Err(e)),
+        Ok(None) => match stream.peer_addr() {
+            Ok(_) => Some(Ok(())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => None,
+            Err(e) => Some(Err(e)),
+        },
+    }
+}
+
 /// Raises the open-file limit to its hard limit; returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
     #[cfg(unix)]

@@ -10,6 +10,30 @@ pub mod client;
 pub mod server;
 pub mod url;
 
+/// A machine's bytes waiting for the socket (both connection machines).
+pub trait Outgoing {
+    fn pending(&mut self) -> &[u8];
+    fn consumed(&mut self, n: usize);
+}
+
+impl Outgoing for server::ServerConn {
+    fn pending(&mut self) -> &[u8] {
+        self.poll_output()
+    }
+    fn consumed(&mut self, n: usize) {
+        self.advance_output(n)
+    }
+}
+
+impl Outgoing for client::ClientConn {
+    fn pending(&mut self) -> &[u8] {
+        self.poll_output()
+    }
+    fn consumed(&mut self, n: usize) {
+        self.advance_output(n)
+    }
+}
+
 /// Request methods the tool speaks; anything else is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {

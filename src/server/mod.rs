@@ -691,19 +691,12 @@ impl ServerLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        loop {
-            // With TLS an empty write still sends handshake records.
-            let out = conn.http.poll_output();
-            let len = out.len();
-            match conn.transport.write(out, &mut conn.stream) {
-                Ok(n) => {
-                    conn.http.advance_output(n);
-                    if n == 0 || n < len {
-                        break;
-                    }
-                }
-                Err(_) => return self.close(key),
-            }
+        if conn
+            .transport
+            .send(&mut conn.http, &mut conn.stream)
+            .is_err()
+        {
+            return self.close(key);
         }
         if conn.http.is_finished() && !conn.transport.has_pending() && !conn.draining {
             // Shut our side and read out what the peer still sends, so the

@@ -208,14 +208,9 @@ impl Upstreams {
             since,
         } = &mut exchange.phase
         {
-            // A connect in progress completes (or fails) when the socket turns writable.
-            let error = match stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match stream.peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
+            let error = match crate::event::connect_outcome(stream) {
+                None => return,
+                Some(result) => result.err(),
             };
             if let Some(e) = error {
                 let (addrs, next) = (std::mem::take(addrs), *next);
@@ -339,11 +334,9 @@ fn pump(exchange: &mut Exchange, scratch: &mut [u8]) -> Result<Option<u16>, (u16
     };
     loop {
         // Send what is owed (with TLS, handshake records too).
-        let out = http.poll_output();
-        let n = transport
-            .write(out, stream)
+        transport
+            .send(http, stream)
             .map_err(|e| (0, format!("sending the request failed: {e}")))?;
-        http.advance_output(n);
         let handshaking = transport.is_handshaking();
         let read = match stream.read(scratch) {
             Ok(0) => {
