@@ -77,7 +77,7 @@ fn timer(c: &mut Criterion) {
     // Each iteration is 1M operations: a flat 10 samples bounds the run.
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
-    group.measurement_time(Duration::from_secs(5));
+    group.measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(N as u64));
 
     group.bench_function("insert_1M", |b| {
