@@ -84,7 +84,6 @@ fn roundtrip(c: &mut Criterion) {
                         timeout: 10 * SECOND,
                         body: BodyPlan::Fixed(BODY.as_bytes().to_vec()),
                         progress: false,
-                        expect_answer_after: 0,
                         tls: None,
                     };
                     let start = Instant::now();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests, and a
 # build of the benches so they do not rot. Needs curl, jq and gnuplot
-# (`.ci/run` installs them on a fresh machine).
+# (`.ci/run` installs them on a fresh machine). Ends with one line counting
+# every test cargo ran: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 2
 fi
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test
+cargo test 2>&1 | tee "$log"
 cargo bench --no-run --quiet
+
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

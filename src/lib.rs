@@ -11,6 +11,19 @@
 //! - [`client`]: the load driver, verification and the one-command run;
 //! - [`report`]: the report file, percentiles and timestamps;
 //! - [`wire`]: the JSON contract shared by all of them.
+//!
+//! The protocol machines need no sockets, so they can be driven by hand:
+//!
+//! ```
+//! use conntest::http::server::{Response, ServerConn, ServerLimits};
+//!
+//! let mut conn = ServerConn::new(ServerLimits::default());
+//! conn.receive(b"POST /test-groups/g/1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+//! let request = conn.next_request().expect("a whole request");
+//! assert_eq!(request.body, b"hi");
+//! conn.respond(request.seq, Response::empty(200));
+//! assert!(conn.poll_output().starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! ```
 
 pub mod cli;
 pub mod client;

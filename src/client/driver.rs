@@ -8,7 +8,7 @@
 //! (the wake-up at which its last answer byte was read) and, when it opened
 //! a connection, the connect time.
 
-use crate::event::clock::{self, Nanos, WallAnchor, MICROSECOND, MILLISECOND, SECOND};
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -47,9 +47,6 @@ pub struct DriverConfig {
     pub timeout: Nanos,
     pub body: BodyPlan,
     pub progress: bool,
-    /// The group's `server_delay_ns`: no answer can come sooner, so the
-    /// driver wakes just before it is due and polls across its arrival.
-    pub expect_answer_after: Nanos,
     /// TLS to the server: the config and the name to verify.
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
@@ -100,8 +97,6 @@ enum Timer {
         serial: u64,
     },
     Progress,
-    /// An answer is expected about now: nothing to do but be awake.
-    ExpectAnswer,
 }
 
 #[derive(Default)]
@@ -117,10 +112,6 @@ struct Slot {
     serial: u64,
     timer: Option<TimerKey>,
 }
-
-/// How long the driver keeps polling without sleeping after the last event
-/// while runs are in flight (see `run`).
-const ANSWER_SPIN: Nanos = 200 * MICROSECOND;
 
 /// How long runs in flight may finish after an interrupt.
 const INTERRUPT_GRACE: Nanos = 2 * SECOND;
@@ -207,7 +198,6 @@ impl Driver<'_> {
     fn run(&mut self, now: Nanos) -> io::Result<bool> {
         let mut events = Events::with_capacity(1024);
         let mut grace_until = None;
-        let mut last_event = now;
         self.dispatch(now);
         while self.finished_runs < self.runs.len() as u64
             || (!self.stopping && (self.runs.len() as u64) < self.cfg.run_count)
@@ -221,17 +211,11 @@ impl Driver<'_> {
                 self.abandon_in_flight(now);
                 break;
             }
-            // Wake at least every 100 ms to notice an interrupt. While runs
-            // are in flight and the last answer is recent, poll without
-            // sleeping: an answer then is seen when it lands, not after the
-            // scheduler wakes the thread, which on loopback is a sizeable
-            // part of what is measured.
-            let in_flight = self.finished_runs < self.runs.len() as u64;
-            let cap = if in_flight && now < last_event + ANSWER_SPIN {
-                std::time::Duration::ZERO
-            } else {
-                std::time::Duration::from_millis(100)
-            };
+            // Wake at least every 100 ms to notice an interrupt. The driver
+            // sleeps while it waits for answers: polling without sleeping
+            // was measured to take CPU from the server being measured when
+            // the two share cores, for no gain in the median.
+            let cap = std::time::Duration::from_millis(100);
             let timeout = self
                 .wake
                 .prepare(self.wheel.next_wakeup(), now, Some(cap))?;
@@ -241,9 +225,6 @@ impl Driver<'_> {
                 Err(e) => return Err(e),
             }
             let now = clock::now();
-            if !events.is_empty() {
-                last_event = now;
-            }
             for event in events.iter() {
                 match Source::from_token(event.token()) {
                     Some(Source::Connection(slot)) => self.on_ready(slot, now),
@@ -253,9 +234,6 @@ impl Driver<'_> {
             }
             let mut fired = Vec::new();
             self.wheel.poll(now, &mut fired);
-            if !fired.is_empty() {
-                last_event = now;
-            }
             for timer in fired {
                 match timer {
                     Timer::Due => self.due_timer = None,
@@ -267,7 +245,6 @@ impl Driver<'_> {
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
-                    Timer::ExpectAnswer => {}
                     Timer::Progress => {
                         self.print_progress(now);
                         self.wheel.insert(now + 100 * MILLISECOND, Timer::Progress);
@@ -394,10 +371,6 @@ impl Driver<'_> {
             self.wheel
                 .insert(start + self.cfg.timeout, Timer::Timeout { slot, serial }),
         );
-        if self.cfg.expect_answer_after > ANSWER_SPIN {
-            self.wheel
-                .insert(start + self.cfg.expect_answer_after, Timer::ExpectAnswer);
-        }
         self.write(slot, start);
     }
 

@@ -125,7 +125,6 @@ pub fn run(
         timeout: (options.timeout.as_nanos() as u64).max(1),
         body: body.clone(),
         progress,
-        expect_answer_after: config.server_delay_ns,
         tls: endpoint
             .tls
             .as_ref()
