@@ -573,10 +573,6 @@ impl ServerConn {
         }
     }
 
-    /// Bytes buffered on this connection, input and output.
-    pub fn buffered(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
-    }
 }
 
 /// The path of a request target: origin-form as is, absolute-form without
