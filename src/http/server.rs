@@ -572,7 +572,6 @@ impl ServerConn {
             self.flush_ready();
         }
     }
-
 }
 
 /// The path of a request target: origin-form as is, absolute-form without
