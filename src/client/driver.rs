@@ -228,7 +228,7 @@ impl Driver<'_> {
             for event in events.iter() {
                 match Source::from_token(event.token()) {
                     Some(Source::Connection(slot)) => self.on_ready(slot, now),
-                    Some(Source::WakeTimer) => self.wake.acknowledge(),
+                    Some(Source::WakeTimer) => self.wake.acknowledge(now),
                     _ => {}
                 }
             }

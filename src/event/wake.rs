@@ -14,25 +14,39 @@ use std::io;
 use std::time::Duration;
 
 /// How long before a deadline the loop stops sleeping and polls without
-/// blocking instead. Waking from a sleep costs tens of microseconds of
-/// scheduler latency on an idle machine; spinning the last stretch takes it
-/// out of the timing, at the price of one core busy for at most this long
-/// per deadline. 100 us was chosen by measurement (README, Performance):
-/// 30 us left the p99 overshoot of 1-10 ms delays at 80-170 us on this
-/// machine kind, 100 us brought it under 20 us, 200 us gained nothing.
-pub const SPIN_MARGIN: Nanos = 100 * MICROSECOND;
+/// blocking instead. Waking from a sleep costs scheduler latency: tens of
+/// microseconds on an idle machine, hundreds on a virtual machine whose
+/// idle vCPU the host deschedules. Spinning the last stretch takes it out of
+/// the timing at the price of a busy core for that stretch. The margin
+/// adapts: each timer wake-up measures how late it landed, the margin rises
+/// to 1.5x that at once and decays slowly when wake-ups are prompt, between
+/// these bounds. (A fixed 30 us left the p99 overshoot of 1-10 ms delays at
+/// 80-170 us on this machine kind, a fixed 100 us at up to 620 us when the
+/// host was busy.)
+const MIN_SPIN: Nanos = 50 * MICROSECOND;
+const MAX_SPIN: Nanos = 1_000 * MICROSECOND;
 
 impl WakeTimer {
+    /// Learns from a timer wake-up that landed `late` after it was due.
+    fn learn(&mut self, late: Nanos) {
+        let wanted = (late + late / 2).clamp(MIN_SPIN, MAX_SPIN);
+        if wanted > self.spin {
+            self.spin = wanted;
+        } else {
+            self.spin -= (self.spin - wanted) / 32;
+        }
+    }
+
     /// Arms the wake-up for the next deadline and returns the poll timeout:
     /// `None` (sleep until an event or the timer), or zero while spinning
-    /// through the last [`SPIN_MARGIN`] before a deadline.
+    /// through the last stretch (the spin margin) before a deadline.
     pub fn prepare(
         &mut self,
         next: Option<Nanos>,
         now: Nanos,
         cap: Option<Duration>,
     ) -> io::Result<Option<Duration>> {
-        let spin = SPIN_MARGIN;
+        let spin = self.spin;
         let timeout = match next {
             Some(deadline) if deadline <= now + spin => {
                 self.arm(None)?;
@@ -58,6 +72,7 @@ pub struct WakeTimer {
     #[cfg(target_os = "linux")]
     fd: std::os::fd::OwnedFd,
     armed: Option<Nanos>,
+    spin: Nanos,
 }
 
 #[cfg(target_os = "linux")]
@@ -81,7 +96,11 @@ impl WakeTimer {
             token,
             mio::Interest::READABLE,
         )?;
-        Ok(WakeTimer { fd, armed: None })
+        Ok(WakeTimer {
+            fd,
+            armed: None,
+            spin: MIN_SPIN,
+        })
     }
 
     /// Arms the timer for `deadline` (or disarms it). Only calls into the
@@ -120,8 +139,12 @@ impl WakeTimer {
         Ok(())
     }
 
-    /// Acknowledges an expiry so the fd stops being readable.
-    pub fn acknowledge(&mut self) {
+    /// Acknowledges an expiry (seen at `now`) so the fd stops being
+    /// readable, and learns how late the wake-up was.
+    pub fn acknowledge(&mut self, now: Nanos) {
+        if let Some(at) = self.armed {
+            self.learn(now.saturating_sub(at));
+        }
         use std::os::fd::AsRawFd;
         let mut expirations = 0u64;
         // SAFETY: reads 8 bytes into a u64 from our own nonblocking timerfd.
@@ -144,7 +167,10 @@ impl WakeTimer {
 #[cfg(not(target_os = "linux"))]
 impl WakeTimer {
     pub fn new(_registry: &Registry, _token: Token) -> io::Result<WakeTimer> {
-        Ok(WakeTimer { armed: None })
+        Ok(WakeTimer {
+            armed: None,
+            spin: MIN_SPIN,
+        })
     }
 
     fn arm(&mut self, deadline: Option<Nanos>) -> io::Result<()> {
@@ -152,11 +178,33 @@ impl WakeTimer {
         Ok(())
     }
 
-    pub fn acknowledge(&mut self) {}
+    pub fn acknowledge(&mut self, _now: Nanos) {}
 
     /// Milliseconds to the deadline, rounded up.
     fn poll_timeout(&self, now: Nanos) -> Option<Duration> {
         self.armed
             .map(|d| Duration::from_millis(d.saturating_sub(now).div_ceil(1_000_000)))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_margin_rises_at_once_and_decays_slowly() {
+        let poll = mio::Poll::new().unwrap();
+        let mut timer = WakeTimer::new(poll.registry(), Token(1)).unwrap();
+        assert_eq!(timer.spin, MIN_SPIN);
+        timer.learn(200 * MICROSECOND);
+        assert_eq!(timer.spin, 300 * MICROSECOND);
+        timer.learn(10 * MICROSECOND);
+        assert!(timer.spin < 300 * MICROSECOND && timer.spin > 290 * MICROSECOND);
+        for _ in 0..1000 {
+            timer.learn(0);
+        }
+        assert!(timer.spin < MIN_SPIN + MICROSECOND);
+        timer.learn(10_000 * MICROSECOND);
+        assert_eq!(timer.spin, MAX_SPIN);
     }
 }

@@ -346,7 +346,7 @@ impl ServerLoop {
                         };
                         self.upstreams.on_resolved(ctx);
                     }
-                    Some(Source::WakeTimer) => self.wake.acknowledge(),
+                    Some(Source::WakeTimer) => self.wake.acknowledge(now),
                     None => {}
                 }
             }
