@@ -309,6 +309,10 @@ echo "@@ end"
     assert_eq!(summary["passed"], true);
     assert_eq!(u(&summary["runs"]), 200);
     assert_eq!(u(&summary["failed"]), 0);
+    // Every run went upstream: the server's upstream timings are summarised.
+    assert_eq!(u(&summary["upstream_response_time_ns"]["count"]), 200);
+    assert_eq!(u(&summary["upstream_connect_ns"]["count"]), 200);
+    assert!(summary["upstream_tls_ns"].is_null(), "no TLS upstream here");
     for (kind, n) in summary["discrepancies"].as_object().unwrap() {
         assert_eq!(u(n), 0, "no {kind}");
     }

@@ -94,6 +94,11 @@ pub struct Summary {
     pub connect_ns: Option<Percentiles>,
     /// TLS handshake time of the runs that opened a TLS connection.
     pub tls_handshake_ns: Option<Percentiles>,
+    /// The server's upstream GETs, from its record: the whole exchange, its
+    /// TCP connect and its TLS handshake.
+    pub upstream_response_time_ns: Option<Percentiles>,
+    pub upstream_connect_ns: Option<Percentiles>,
+    pub upstream_tls_ns: Option<Percentiles>,
     /// The server's certificate was not verified (`--insecure`).
     pub tls_insecure: bool,
     /// Why the server's record could not be compared, when it could not.
@@ -140,6 +145,25 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     let mut lag = Distribution::new();
     let mut connect = Distribution::new();
     let mut handshake = Distribution::new();
+    let mut upstream = [
+        Distribution::new(),
+        Distribution::new(),
+        Distribution::new(),
+    ];
+    for u in input
+        .server_runs
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.upstream.as_deref())
+    {
+        let timings = [Some(u.time_ns), u.connect_ns, u.tls_ns];
+        for (histogram, value) in upstream.iter_mut().zip(timings) {
+            if let Some(v) = value {
+                histogram.record(v);
+            }
+        }
+    }
+    let [upstream_time, upstream_connect, upstream_tls] = upstream;
     let (mut first_start, mut last_start) = (u64::MAX, 0);
     for (i, run) in outcome.runs.iter().enumerate() {
         let due = outcome.due(i);
@@ -202,6 +226,9 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         dispatch_lag_ns: lag.percentiles(),
         connect_ns: connect.percentiles(),
         tls_handshake_ns: handshake.percentiles(),
+        upstream_response_time_ns: upstream_time.percentiles(),
+        upstream_connect_ns: upstream_connect.percentiles(),
+        upstream_tls_ns: upstream_tls.percentiles(),
         tls_insecure: false,
         server_fetch_error,
     }
