@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests, and a
-# build of the benches so they do not rot. Needs curl, jq and gnuplot
+# build of the benches and the fuzz targets so they do not rot. Needs curl, jq and gnuplot
 # (`.ci/run` installs them on a fresh machine). Ends with one line counting
 # every test cargo ran: "tests: N passed, N failed".
 set -euo pipefail
@@ -22,6 +22,8 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test 2>&1 | tee "$log"
 cargo bench --no-run --quiet
+# The fuzz targets (their own workspace) must keep compiling against the API.
+cargo check --manifest-path fuzz/Cargo.toml --quiet
 
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
