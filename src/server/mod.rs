@@ -250,6 +250,7 @@ struct ServerLoop {
     dirty: Vec<usize>,
     fired: Vec<Timer>,
     finished: Vec<Finished>,
+    no_body: Arc<[u8]>,
 }
 
 impl ServerLoop {
@@ -293,6 +294,7 @@ impl ServerLoop {
             dirty: Vec::new(),
             fired: Vec::new(),
             finished: Vec::new(),
+            no_body: Arc::from(&[][..]),
         })
     }
 
@@ -357,6 +359,7 @@ impl ServerLoop {
     }
 
     fn accept(&mut self, index: usize, now: Nanos) {
+        let mut errors = 0;
         loop {
             if self.conns.len() >= self.options.max_connections {
                 // Leave further connections queued in the kernel's backlog.
@@ -370,14 +373,18 @@ impl ServerLoop {
                 Ok((stream, _peer)) => self.add_connection(stream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_fd_exhaustion(&e) => {
+                // Out of descriptors, or an error that keeps coming back:
+                // back off rather than spin.
+                Err(e) if is_fd_exhaustion(&e) || errors >= 16 => {
                     crate::warn!("accept: {e}; retrying in 50 ms");
                     self.accept_paused = true;
                     self.wheel
                         .insert(now + 50 * MILLISECOND, Timer::AcceptRetry);
                     return;
                 }
+                // A connection aborted before it was accepted, and the like.
                 Err(e) => {
+                    errors += 1;
                     crate::debug!("accept: {e}");
                 }
             }
@@ -576,7 +583,9 @@ impl ServerLoop {
             run_count: pending.order.run_count,
             server_start: self.anchor.wall(pending.start) as i64,
             server_end: self.anchor.wall(now) as i64,
-            data: Arc::from(&[][..]),
+            // The store puts the body in (sharing it with the previous run's
+            // when equal); until then the loop's one empty body stands in.
+            data: Arc::clone(&self.no_body),
             upstream: pending.upstream.map(Box::new),
         };
         let result = self
