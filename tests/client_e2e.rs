@@ -43,6 +43,13 @@ fn conntest(cwd: &Path, args: &[&str]) -> Finished {
     done
 }
 
+/// `conntest client -r URL -g ID EXTRA...` in `cwd`, bounded.
+fn client(cwd: &Path, url: &str, id: &str, extra: &[&str]) -> Finished {
+    let mut args = vec!["client", "-r", url, "-g", id];
+    args.extend_from_slice(extra);
+    conntest(cwd, &args)
+}
+
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -334,19 +341,7 @@ fn exactly_concurrency_requests_in_flight_on_the_server() {
         r#"{"run_count": 80, "concurrency": 8, "server_delay_ns": 20000000}"#,
     );
     let dir = TempDir::new("concurrency");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = client(&dir.0, &server.url(), &id, &["-f", "report.json", "-q"]);
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
 
     let group = get_group(server.addr, &id);
@@ -537,18 +532,7 @@ fn discrepancies_against_a_misbehaving_server_fail_the_test() {
     };
     let mock = start_mock(n, 4, bad);
     let dir = TempDir::new("mock");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &mock.url(),
-            "-g",
-            &mock.id,
-            "-f",
-            "report.json",
-        ],
-    );
+    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json"]);
     assert_eq!(
         done.code,
         Some(1),
@@ -641,19 +625,7 @@ fn a_non_200_answer_is_an_http_status_error() {
     };
     let mock = start_mock(n, 2, bad);
     let dir = TempDir::new("mock503");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &mock.url(),
-            "-g",
-            &mock.id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json", "-q"]);
     assert_eq!(done.code, Some(1), "stderr: {}", done.stderr);
     let report = read_json(&dir.path("report.json"));
     let summary = &report["summary"];
@@ -683,19 +655,7 @@ fn connections_the_server_closes_are_reopened() {
     };
     let mock = start_mock(n, 3, bad);
     let dir = TempDir::new("mock-close");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &mock.url(),
-            "-g",
-            &mock.id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json", "-q"]);
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     let report = read_json(&dir.path("report.json"));
     assert!(results(&report).iter().all(|r| r.get("error").is_none()));
@@ -1025,19 +985,7 @@ fn quiet_prints_nothing_and_the_summary_says_pass() {
     let server = ServerProcess::start(&[]);
     let dir = TempDir::new("quiet");
     let id = create_group(server.addr, r#"{"run_count": 30, "concurrency": 3}"#);
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = client(&dir.0, &server.url(), &id, &["-f", "report.json", "-q"]);
     assert_eq!(done.code, Some(0));
     assert_eq!(done.stderr, "", "-q prints nothing on stderr");
     assert_eq!(done.stdout, "", "nothing on stdout either");
@@ -1101,19 +1049,7 @@ fn bodies_default_to_a_uuid_per_run_else_the_group_data_else_dash_d() {
 
     // No -d, no group data: a distinct UUID v4 per run.
     let id = create_group(server.addr, r#"{"run_count": 30, "concurrency": 3}"#);
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = client(&dir.0, &server.url(), &id, &["-f", "report.json", "-q"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let runs = server_data(&server, &id);
     assert_eq!(runs.len(), 30);
@@ -1141,7 +1077,7 @@ fn bodies_default_to_a_uuid_per_run_else_the_group_data_else_dash_d() {
     let group_data = "group body — ü\nsecond line";
     let config = json!({"run_count": 10, "concurrency": 2, "data": group_data}).to_string();
     let id = create_group(server.addr, &config);
-    let done = conntest(&dir.0, &["client", "-r", &server.url(), "-g", &id, "-q"]);
+    let done = client(&dir.0, &server.url(), &id, &["-q"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let runs = server_data(&server, &id);
     assert_eq!(runs.len(), 10);
@@ -1149,19 +1085,7 @@ fn bodies_default_to_a_uuid_per_run_else_the_group_data_else_dash_d() {
 
     // -d wins over the group's data.
     let id = create_group(server.addr, &config);
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-q",
-            "-d",
-            "from -d",
-        ],
-    );
+    let done = client(&dir.0, &server.url(), &id, &["-q", "-d", "from -d"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let runs = server_data(&server, &id);
     assert_eq!(runs.len(), 10);
