@@ -132,7 +132,9 @@ pub fn run(
     };
     let outcome = driver::drive(cfg, stop).map_err(|e| format!("event loop: {e}"))?;
 
-    // The server's record, compared run by run.
+    // The server's record, compared run by run. Each phase's time is logged
+    // at debug level.
+    let phase = std::time::Instant::now();
     let fetched = fetch_group(
         endpoint,
         &options.group,
@@ -142,12 +144,15 @@ pub fn run(
         Ok(g) => (Some(g.test_runs.0), None),
         Err(e) => (None, Some(e)),
     };
+    crate::debug!("fetched the server's record in {:?}", phase.elapsed());
+    let phase = std::time::Instant::now();
     let verdicts = verify::compare(
         config.run_count,
         &outcome.runs,
         &body,
         server_runs.as_deref(),
     );
+    crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
     let remote = endpoint.url.to_string();
     let input = ReportInput {
         header: &header,
@@ -160,8 +165,10 @@ pub fn run(
     let mut summary = summarize(&input, fetch_error);
     summary.tls_insecure = options.insecure;
     if let Some(path) = &options.report {
+        let phase = std::time::Instant::now();
         crate::report::write(path, &input, &summary)
             .map_err(|e| format!("writing the report {}: {e}", path.display()))?;
+        crate::debug!("wrote the report in {:?}", phase.elapsed());
     }
     if !options.quiet {
         eprintln!("{}", render(&summary));

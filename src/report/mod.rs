@@ -22,7 +22,7 @@ use std::io::{self, BufWriter, Write};
 use std::num::NonZeroU64;
 use std::path::Path;
 use summary::Summary;
-use time::rfc3339;
+use time::Rfc3339;
 use uuid::Uuid;
 
 /// Everything a report is made of.
@@ -41,14 +41,14 @@ struct ClientRunJson<'a> {
     run_group_id: Uuid,
     remote_addr: &'a str,
     run_count: u64,
-    time: String,
+    time: Rfc3339,
     data: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_start: Option<String>,
+    client_start: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_end: Option<String>,
+    client_end: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,9 +68,9 @@ struct ResultJson {
     run_group_id: Uuid,
     run_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_time: Option<String>,
+    client_time: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    server_time: Option<String>,
+    server_time: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,8 +121,8 @@ fn problems_text(verdict: &Verdict) -> Option<String> {
     Some(parts.join("; "))
 }
 
-fn wall(anchor: &WallAnchor, mono: u64) -> String {
-    rfc3339(anchor.wall(mono))
+fn wall(anchor: &WallAnchor, mono: u64) -> Rfc3339 {
+    Rfc3339(anchor.wall(mono))
 }
 
 /// Writes the report to `path` atomically.
@@ -226,7 +226,7 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
             run_group_id: group_id,
             run_count: verdict.run_count,
             client_time: client.map(|_| wall(anchor, input.outcome.due(index))),
-            server_time: server.map(|s| rfc3339(s.server_start as i128)),
+            server_time: server.map(|s| Rfc3339(s.server_start as i128)),
             client_duration_ns: client.and_then(client_duration),
             server_duration_ns: server.map(RecordedRun::server_duration_ns),
             error: problems_text(verdict),

@@ -9,14 +9,31 @@ use std::fmt::Write;
 /// Go's zero `time.Time`, which the original wrote for unset timestamps.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// Appends `ns` (nanoseconds since the epoch) as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
-pub fn write_rfc3339(out: &mut String, ns: i128) {
+/// A timestamp (nanoseconds since the epoch) that serializes as RFC 3339
+/// straight into the output, with no string allocated per timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub i128);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_rfc3339(f, self.0)
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Writes `ns` (nanoseconds since the epoch) as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+pub fn write_rfc3339(out: &mut impl Write, ns: i128) -> std::fmt::Result {
     let secs = ns.div_euclid(1_000_000_000) as i64;
     let nanos = ns.rem_euclid(1_000_000_000) as u32;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
+    write!(
         out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
         y,
@@ -26,14 +43,12 @@ pub fn write_rfc3339(out: &mut String, ns: i128) {
         sod / 60 % 60,
         sod % 60,
         nanos
-    );
+    )
 }
 
 /// `ns` as an RFC 3339 string.
 pub fn rfc3339(ns: i128) -> String {
-    let mut s = String::with_capacity(30);
-    write_rfc3339(&mut s, ns);
-    s
+    Rfc3339(ns).to_string()
 }
 
 /// Parses an RFC 3339 timestamp (any fraction length, `Z` or a numeric
@@ -132,6 +147,10 @@ mod tests {
             "2000-02-29T00:00:00.000000000Z"
         );
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            serde_json::to_string(&Rfc3339(0)).unwrap(),
+            "\"1970-01-01T00:00:00.000000000Z\""
+        );
     }
 
     #[test]
