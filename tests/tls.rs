@@ -134,6 +134,37 @@ fn conntest(cwd: &Path, args: &[&str]) -> Finished {
     finish_bounded(conntest_cmd(cwd, args), &format!("conntest {args:?}"))
 }
 
+/// Runs `conntest run -r REMOTE OPTIONS -f REPORT` in `cwd` (bounded).
+fn conntest_run(cwd: &Path, remote: &str, options: &[&str], report: &Path) -> Finished {
+    let mut args = vec!["run", "-r", remote];
+    args.extend_from_slice(options);
+    args.extend(["-f", s(report)]);
+    conntest(cwd, &args)
+}
+
+/// `conntest run --insecure --run-count 3 --timeout TIMEOUT` against a
+/// listener on 127.0.0.1:`port`.
+fn run_insecure_against(dir: &TempDir, port: u16, timeout: &str, report: &Path) -> Finished {
+    conntest_run(
+        &dir.0,
+        &format!("https://127.0.0.1:{port}"),
+        &["--insecure", "--run-count", "3", "--timeout", timeout],
+        report,
+    )
+}
+
+/// Asserts that `done` exited 0, with its stderr and the server's log in the
+/// message.
+fn assert_exit_ok(done: &Finished, server: &ServerProcess) {
+    assert_eq!(
+        done.code,
+        Some(0),
+        "stderr: {}\nserver log: {}",
+        done.stderr,
+        server.log_text()
+    );
+}
+
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -301,21 +332,18 @@ fn run_and_client_against_an_https_server() {
 
     // The one-command run: 300 runs over 4 keep-alive connections.
     let report = pki.path("report.json");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
+        &remote,
         &[
-            "run",
-            "-r",
-            &remote,
             "--cacert",
             s(&pki.ca),
             "--run-count",
             "300",
             "--concurrency",
             "4",
-            "-f",
-            s(&report),
         ],
+        &report,
     );
     assert_eq!(
         done.code,
@@ -433,20 +461,11 @@ fn insecure_accepts_an_untrusted_certificate_and_says_so() {
     // Trusted by no one, and not even for this name.
     let server = tls_server(&pki, "leaf", &["other.example"]);
     let report = pki.path("report.json");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
-        &[
-            "run",
-            "-r",
-            &format!("https://localhost:{}", server.addr.port()),
-            "--insecure",
-            "--run-count",
-            "30",
-            "--concurrency",
-            "3",
-            "-f",
-            s(&report),
-        ],
+        &format!("https://localhost:{}", server.addr.port()),
+        &["--insecure", "--run-count", "30", "--concurrency", "3"],
+        &report,
     );
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     let warning = done
@@ -485,19 +504,11 @@ fn untrusted_certificate_is_a_setup_error() {
 
     // Another CA does not help either.
     let other = Pki::new("tls-other-ca");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
-        &[
-            "run",
-            "-r",
-            &remote,
-            "--cacert",
-            s(&other.ca),
-            "--run-count",
-            "5",
-            "-f",
-            s(&report),
-        ],
+        &remote,
+        &["--cacert", s(&other.ca), "--run-count", "5"],
+        &report,
     );
     assert_setup_error(&done, &report, &["not trusted"]);
 
@@ -526,19 +537,11 @@ fn wrong_host_name_is_a_setup_error() {
     let pki = Pki::new("tls-name");
     let server = tls_server(&pki, "leaf", &["other.example"]);
     let report = pki.path("report.json");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
-        &[
-            "run",
-            "-r",
-            &format!("https://localhost:{}", server.addr.port()),
-            "--cacert",
-            s(&pki.ca),
-            "--run-count",
-            "5",
-            "-f",
-            s(&report),
-        ],
+        &format!("https://localhost:{}", server.addr.port()),
+        &["--cacert", s(&pki.ca), "--run-count", "5"],
+        &report,
     );
     let message = assert_setup_error(&done, &report, &["host name"]);
     assert!(
@@ -579,17 +582,11 @@ fn plain_http_to_the_tls_port_gets_a_clear_400() {
 
     // The client with http:// says why.
     let report = pki.path("report.json");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
-        &[
-            "run",
-            "-r",
-            &format!("http://localhost:{port}"),
-            "--run-count",
-            "5",
-            "-f",
-            s(&report),
-        ],
+        &format!("http://localhost:{port}"),
+        &["--run-count", "5"],
+        &report,
     );
     assert_setup_error(&done, &report, &["400", "HTTPS"]);
 
@@ -609,6 +606,28 @@ enum CutShort {
     HalfARecord,
     /// Answers the ClientHello with plain HTTP.
     AnswersHttp,
+}
+
+/// Accepts, reads whatever comes, never answers; leaves when the peer
+/// closes or errors, or after a bounded time.
+fn silent_listener() -> TestListener {
+    TestListener::start(|mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    })
 }
 
 fn misbehaving_tls(kind: CutShort) -> TestListener {
@@ -643,21 +662,7 @@ fn a_handshake_cut_short_is_a_clear_error_not_a_hang() {
         (CutShort::AnswersHttp, &["tls"][..]),
     ] {
         let listener = misbehaving_tls(kind);
-        let done = conntest(
-            &dir.0,
-            &[
-                "run",
-                "-r",
-                &format!("https://127.0.0.1:{}", listener.addr.port()),
-                "--insecure",
-                "--run-count",
-                "3",
-                "--timeout",
-                "10s",
-                "-f",
-                s(&report),
-            ],
-        );
+        let done = run_insecure_against(&dir, listener.addr.port(), "10s", &report);
         eprintln!("{kind:?}: {}", done.stderr.trim());
         assert_setup_error(&done, &report, mentions);
     }
@@ -665,21 +670,7 @@ fn a_handshake_cut_short_is_a_clear_error_not_a_hang() {
     // with a reset rather than an orderly close; either way it must say
     // the handshake did not happen.
     let listener = misbehaving_tls(CutShort::CloseAtOnce);
-    let done = conntest(
-        &dir.0,
-        &[
-            "run",
-            "-r",
-            &format!("https://127.0.0.1:{}", listener.addr.port()),
-            "--insecure",
-            "--run-count",
-            "3",
-            "--timeout",
-            "10s",
-            "-f",
-            s(&report),
-        ],
-    );
+    let done = run_insecure_against(&dir, listener.addr.port(), "10s", &report);
     eprintln!("CloseAtOnce: {}", done.stderr.trim());
     let message = assert_setup_error(&done, &report, &[]);
     let lower = message.to_lowercase();
@@ -694,38 +685,8 @@ fn a_peer_that_never_speaks_tls_times_out() {
     let dir = TempDir::new("tls-silent");
     let report = dir.path("report.json");
     // Accepts, reads, says nothing; gives up after a bounded time.
-    let listener = TestListener::start(|mut stream| {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-        let until = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 4096];
-        while Instant::now() < until {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    let done = conntest(
-        &dir.0,
-        &[
-            "run",
-            "-r",
-            &format!("https://127.0.0.1:{}", listener.addr.port()),
-            "--insecure",
-            "--run-count",
-            "3",
-            "--timeout",
-            "1s",
-            "-f",
-            s(&report),
-        ],
-    );
+    let listener = silent_listener();
+    let done = run_insecure_against(&dir, listener.addr.port(), "1s", &report);
     eprintln!("silent peer: {}", done.stderr.trim());
     let message = assert_setup_error(&done, &report, &[]);
     let lower = message.to_lowercase();
@@ -822,13 +783,7 @@ fn https_upstream_verified_with_upstream_cacert() {
     // Trusted with --upstream-cacert.
     let main = ServerProcess::start(&["--upstream-cacert", s(&pki.ca)]);
     let (done, report, group) = run_upstream_group(&main, &pki.dir, &config);
-    assert_eq!(
-        done.code,
-        Some(0),
-        "stderr: {}\nserver log: {}",
-        done.stderr,
-        main.log_text()
-    );
+    assert_exit_ok(&done, &main);
     assert_eq!(report["summary"]["passed"], true);
     assert_upstreams_ok(&group, 20);
     // The report carries the server's record as the server showed it.
@@ -896,23 +851,7 @@ fn https_upstream_that_never_speaks_tls_times_out() {
     let dir = TempDir::new("tls-up-silent");
     // Accepts TCP, reads the ClientHello, never answers; leaves when the
     // server gives up (or after a bounded time).
-    let silent = TestListener::start(|mut stream| {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-        let until = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 4096];
-        while Instant::now() < until {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return,
-            }
-        }
-    });
+    let silent = silent_listener();
     let main = ServerProcess::start(&[]);
     let config = format!(
         r#"{{"run_count": 4, "concurrency": 4, "upstream_endpoint": "https://127.0.0.1:{}/", "upstream_timeout_ns": 200000000}}"#,
@@ -1035,29 +974,20 @@ fn handshakes_through_a_byte_at_a_time_proxy() {
     let server = tls_server(&pki, "leaf", &["localhost"]);
     let proxy = ByteProxy::start(server.addr);
     let report = pki.path("report.json");
-    let done = conntest(
+    let done = conntest_run(
         &pki.dir.0,
+        &format!("https://localhost:{}", proxy.addr.port()),
         &[
-            "run",
-            "-r",
-            &format!("https://localhost:{}", proxy.addr.port()),
             "--cacert",
             s(&pki.ca),
             "--run-count",
             "50",
             "--concurrency",
             "2",
-            "-f",
-            s(&report),
         ],
+        &report,
     );
-    assert_eq!(
-        done.code,
-        Some(0),
-        "stderr: {}\nserver log: {}",
-        done.stderr,
-        server.log_text()
-    );
+    assert_exit_ok(&done, &server);
     let json = read_json(&report);
     assert_eq!(u(&json["summary"]["succeeded"]), 50);
     assert_tls_timings(&json, Some(2));
@@ -1077,13 +1007,7 @@ fn https_upstream_through_a_byte_at_a_time_proxy() {
         proxy.addr.port()
     );
     let (done, _, group) = run_upstream_group(&main, &pki.dir, &config);
-    assert_eq!(
-        done.code,
-        Some(0),
-        "stderr: {}\nserver log: {}",
-        done.stderr,
-        main.log_text()
-    );
+    assert_exit_ok(&done, &main);
     assert_upstreams_ok(&group, 10);
     assert_eq!(proxy.connections.load(Ordering::Relaxed), 10);
 }
