@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufReader;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,11 +44,50 @@ fn conntest(cwd: &Path, args: &[&str]) -> Finished {
     done
 }
 
-/// `conntest client -r URL -g ID EXTRA...` in `cwd`, bounded.
-fn client(cwd: &Path, url: &str, id: &str, extra: &[&str]) -> Finished {
+/// The arguments `client -r URL -g ID EXTRA...`.
+fn client_args<'a>(url: &'a str, id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["client", "-r", url, "-g", id];
     args.extend_from_slice(extra);
+    args
+}
+
+/// `conntest run [-r REMOTE] --run-count N --concurrency C -f REPORT EXTRA...`
+/// in `cwd`, bounded.
+fn conntest_run(
+    cwd: &Path,
+    remote: Option<&str>,
+    run_count: &str,
+    concurrency: &str,
+    report: &str,
+    extra: &[&str],
+) -> Finished {
+    let mut args = vec!["run"];
+    if let Some(remote) = remote {
+        args.extend(["-r", remote]);
+    }
+    args.extend(["--run-count", run_count, "--concurrency", concurrency]);
+    args.extend(["-f", report]);
+    args.extend_from_slice(extra);
     conntest(cwd, &args)
+}
+
+/// `conntest client -r URL -g ID EXTRA...` in `cwd`, bounded.
+fn client(cwd: &Path, url: &str, id: &str, extra: &[&str]) -> Finished {
+    conntest(cwd, &client_args(url, id, extra))
+}
+
+/// Polls the server's record of group `id` every 20 ms until it holds at
+/// least `at_least` runs, or for 10 s at most; returns the last count seen.
+fn wait_for_recorded(addr: SocketAddr, id: &str, at_least: usize) -> usize {
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut recorded = 0;
+    while Instant::now() < until && recorded < at_least {
+        std::thread::sleep(Duration::from_millis(20));
+        recorded = get_group(addr, id)["test_runs"]
+            .as_array()
+            .map_or(0, Vec::len);
+    }
+    recorded
 }
 
 fn read_json(path: &Path) -> Value {
@@ -79,24 +119,36 @@ fn u(v: &Value) -> u64 {
 /// A stand-in upstream endpoint: answers every request 200 "ok".
 fn start_upstream(hits: Arc<AtomicU64>) -> TestListener {
     TestListener::start(move |stream| {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let Ok(read_half) = stream.try_clone() else {
+        serve_http(stream, 10_000, |request| {
+            hits.fetch_add(1, Ordering::Relaxed);
+            (200, "OK", b"ok".to_vec(), request.wants_close())
+        })
+    })
+}
+
+/// Serves up to `max` requests on `stream` (10 s read timeout): `answer`
+/// gives each one's status, reason, body and whether to close after it.
+/// Stops at the end of the stream, on a write error or after a close.
+fn serve_http(
+    stream: TcpStream,
+    max: usize,
+    mut answer: impl FnMut(&HttpRequest) -> (u16, &'static str, Vec<u8>, bool),
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut out = stream;
+    for _ in 0..max {
+        let Some(request) = read_http_request(&mut reader) else {
             return;
         };
-        let mut reader = BufReader::new(read_half);
-        let mut out = stream;
-        for _ in 0..10_000 {
-            let Some(request) = read_http_request(&mut reader) else {
-                return;
-            };
-            hits.fetch_add(1, Ordering::Relaxed);
-            if write_http_response(&mut out, 200, "OK", b"ok", request.wants_close()).is_err()
-                || request.wants_close()
-            {
-                return;
-            }
+        let (status, reason, body, close) = answer(&request);
+        if write_http_response(&mut out, status, reason, &body, close).is_err() || close {
+            return;
         }
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -458,16 +510,7 @@ fn start_mock(run_count: u64, concurrency: u64, bad: Misbehaviour) -> MockServer
         list
     };
     let listener = TestListener::start(move |stream| {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let Ok(read_half) = stream.try_clone() else {
-            return;
-        };
-        let mut reader = BufReader::new(read_half);
-        let mut out = stream;
-        for _ in 0..100_000 {
-            let Some(request) = read_http_request(&mut reader) else {
-                return;
-            };
+        serve_http(stream, 100_000, |request| {
             let mut close = request.wants_close();
             let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
             let (status, reason, body) = match (request.method.as_str(), segments.as_slice()) {
@@ -508,16 +551,32 @@ fn start_mock(run_count: u64, concurrency: u64, bad: Misbehaviour) -> MockServer
                     br#"{"error":"mock: no such route"}"#.to_vec(),
                 ),
             };
-            if write_http_response(&mut out, status, reason, &body, close).is_err() || close {
-                return;
-            }
-        }
+            (status, reason, body, close)
+        })
     });
     MockServer {
         listener,
         id,
         received,
     }
+}
+
+/// Runs `conntest client -f report.json -q` (in a new directory named for
+/// `tag`) against a mock server that misbehaves as `bad`, asserts it exits
+/// with `code`, and returns the mock and the report.
+fn quiet_client_against_mock(
+    run_count: u64,
+    concurrency: u64,
+    bad: Misbehaviour,
+    tag: &str,
+    code: i32,
+) -> (MockServer, Value) {
+    let mock = start_mock(run_count, concurrency, bad);
+    let dir = TempDir::new(tag);
+    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json", "-q"]);
+    assert_eq!(done.code, Some(code), "stderr: {}", done.stderr);
+    let report = read_json(&dir.path("report.json"));
+    (mock, report)
 }
 
 #[test]
@@ -623,11 +682,7 @@ fn a_non_200_answer_is_an_http_status_error() {
         unavailable: Some(5),
         ..Misbehaviour::default()
     };
-    let mock = start_mock(n, 2, bad);
-    let dir = TempDir::new("mock503");
-    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json", "-q"]);
-    assert_eq!(done.code, Some(1), "stderr: {}", done.stderr);
-    let report = read_json(&dir.path("report.json"));
+    let (_mock, report) = quiet_client_against_mock(n, 2, bad, "mock503", 1);
     let summary = &report["summary"];
     assert_eq!(u(&summary["errors"]["http_status"]), 1, "{summary}");
     assert_eq!(u(&summary["failed"]), 1);
@@ -653,11 +708,7 @@ fn connections_the_server_closes_are_reopened() {
         close_every: Some(4),
         ..Misbehaviour::default()
     };
-    let mock = start_mock(n, 3, bad);
-    let dir = TempDir::new("mock-close");
-    let done = client(&dir.0, &mock.url(), &mock.id, &["-f", "report.json", "-q"]);
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
-    let report = read_json(&dir.path("report.json"));
+    let (mock, report) = quiet_client_against_mock(n, 3, bad, "mock-close", 0);
     assert!(results(&report).iter().all(|r| r.get("error").is_none()));
     assert_eq!(
         mock.received.lock().unwrap().len(),
@@ -724,33 +775,14 @@ fn usage_and_setup_errors_exit_2_without_a_report() {
     let dir = TempDir::new("usage");
     assert_setup_error(
         &dir,
-        &[
-            "client",
-            "-r",
-            &url,
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "--bogus",
-        ],
+        &client_args(&url, &id, &["-f", "report.json", "--bogus"]),
         "--bogus",
     );
     assert_setup_error(&dir, &["client", "-g", &id, "-f", "report.json"], "-r");
     assert_setup_error(&dir, &["client", "-r", &url, "-f", "report.json"], "-g");
     assert_setup_error(
         &dir,
-        &[
-            "client",
-            "-r",
-            &url,
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "--timeout",
-            "soon",
-        ],
+        &client_args(&url, &id, &["-f", "report.json", "--timeout", "soon"]),
         "soon",
     );
     assert_setup_error(
@@ -809,33 +841,13 @@ fn server_killed_mid_test_fails_with_errors_and_does_not_hang() {
         r#"{"run_count": 2000, "concurrency": 4, "server_delay_ns": 1000000}"#,
     );
     let dir = TempDir::new("killed");
+    let url = server.url();
     let client = Running::spawn(&mut conntest_cmd(
         &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "-q",
-            "--timeout",
-            "2s",
-        ],
+        &client_args(&url, &id, &["-f", "report.json", "-q", "--timeout", "2s"]),
     ));
     // Kill the server once it is well into the test (about 200 ms in).
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut recorded = 0;
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-        recorded = get_group(server.addr, &id)["test_runs"]
-            .as_array()
-            .map_or(0, Vec::len);
-        if recorded >= 100 {
-            break;
-        }
-    }
+    let recorded = wait_for_recorded(server.addr, &id, 100);
     assert!(
         (100..2000).contains(&recorded),
         "the test was under way when the server was killed: {recorded} runs"
@@ -902,27 +914,12 @@ fn interrupted_client_exits_130_with_a_partial_report() {
         r#"{"run_count": 5000, "concurrency": 2, "server_delay_ns": 1000000}"#,
     );
     let dir = TempDir::new("interrupted");
+    let url = server.url();
     let client = Running::spawn(&mut conntest_cmd(
         &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "-f",
-            "report.json",
-            "-q",
-        ],
+        &client_args(&url, &id, &["-f", "report.json", "-q"]),
     ));
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut recorded = 0;
-    while Instant::now() < until && recorded < 50 {
-        std::thread::sleep(Duration::from_millis(20));
-        recorded = get_group(server.addr, &id)["test_runs"]
-            .as_array()
-            .map_or(0, Vec::len);
-    }
+    let recorded = wait_for_recorded(server.addr, &id, 50);
     assert!(
         (50..5000).contains(&recorded),
         "under way when interrupted: {recorded} runs"
@@ -1098,18 +1095,7 @@ fn bodies_default_to_a_uuid_per_run_else_the_group_data_else_dash_d() {
 #[test]
 fn run_with_the_embedded_server() {
     let dir = TempDir::new("run-embedded");
-    let done = conntest(
-        &dir.0,
-        &[
-            "run",
-            "--run-count",
-            "500",
-            "--concurrency",
-            "10",
-            "-f",
-            "r.json",
-        ],
-    );
+    let done = conntest_run(&dir.0, None, "500", "10", "r.json", &[]);
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     assert!(done.stderr.contains("PASS"), "{}", done.stderr);
     let report = read_json(&dir.path("r.json"));
@@ -1133,22 +1119,13 @@ fn run_with_the_embedded_server() {
 fn run_against_a_remote_server() {
     let server = ServerProcess::start(&[]);
     let dir = TempDir::new("run-remote");
-    let done = conntest(
+    let done = conntest_run(
         &dir.0,
-        &[
-            "run",
-            "-r",
-            &server.url(),
-            "--run-count",
-            "500",
-            "--concurrency",
-            "10",
-            "-f",
-            "r.json",
-            "-q",
-            "--description",
-            "one step",
-        ],
+        Some(&server.url()),
+        "500",
+        "10",
+        "r.json",
+        &["-q", "--description", "one step"],
     );
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     let report = read_json(&dir.path("r.json"));
@@ -1180,19 +1157,7 @@ fn bash_path() -> PathBuf {
 #[test]
 fn plot_script_writes_a_png_and_only_removes_its_own_files() {
     let source = TempDir::new("plot-report");
-    let done = conntest(
-        &source.0,
-        &[
-            "run",
-            "--run-count",
-            "100",
-            "--concurrency",
-            "2",
-            "-f",
-            "report.json",
-            "-q",
-        ],
-    );
+    let done = conntest_run(&source.0, None, "100", "2", "report.json", &["-q"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let report = source.path("report.json");
 
