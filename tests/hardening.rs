@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 const MS: u64 = 1_000_000;
 const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
 /// Every conntest client process here is killed after this.
 const LIMIT: Duration = Duration::from_secs(45);
 /// The server's drain of a closing connection (`DRAIN_TIMEOUT` in the
@@ -130,42 +129,12 @@ fn raise_fd_limit() -> usize {
     fd_limits().0
 }
 
-/// Stops a server with SIGTERM; its exit code and its whole log.
-fn stop_and_collect_log(mut server: ServerProcess) -> (Option<i32>, String) {
-    server.signal(SIGTERM);
-    let code = server.wait_exit(Duration::from_secs(10));
-    // The stderr reader thread may lag the exit a little.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !server.log_text().contains("stopped") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
-    (code, server.log_text())
-}
-
 // ---------------------------------------------------------------------------
 // Raw HTTP
 // ---------------------------------------------------------------------------
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn preview(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(300).collect()
-}
-
-/// A keep-alive request; Content-Length when there is a body or it is a POST.
-fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
-    for (k, v) in headers {
-        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    if !body.is_empty() || method == "POST" {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
 }
 
 /// The first complete reply (Content-Length framed) in `buf`, and its length.
@@ -268,25 +237,7 @@ impl Conn {
     /// Reads until the server closes (EOF or reset) or `limit` passes:
     /// the bytes that arrived and whether it closed.
     fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
-        let deadline = Instant::now() + limit;
-        let mut out = std::mem::take(&mut self.buf);
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return (out, false);
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return (out, true),
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return (out, false)
-                }
-                Err(_) => return (out, true),
-            }
-        }
+        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
     }
 }
 
@@ -320,6 +271,22 @@ fn healthz(addr: SocketAddr) -> Result<u16, String> {
     conn.reply(Duration::from_secs(2)).map(|r| r.status)
 }
 
+/// After `what`: within 5 s the server holds no more sockets than the
+/// `sockets_before` it held before, and it is healthy.
+fn assert_released_and_healthy(
+    server: &mut ServerProcess,
+    pid: u32,
+    sockets_before: usize,
+    what: &str,
+) {
+    let held = wait_for_sockets_at_most(pid, sockets_before, Duration::from_secs(5));
+    assert!(
+        held <= sockets_before,
+        "the server holds {held} sockets after {what}, {sockets_before} before"
+    );
+    assert_healthy(server, what);
+}
+
 /// The server process is alive and answers /healthz 200 promptly.
 fn assert_healthy(server: &mut ServerProcess, after: &str) {
     assert!(
@@ -338,20 +305,7 @@ fn assert_healthy(server: &mut ServerProcess, after: &str) {
 /// Asserts a JSON error answer with `status` whose message contains every
 /// needle; the message.
 fn assert_error(reply: &Reply, status: u16, needles: &[&str]) -> String {
-    assert_eq!(
-        reply.status,
-        status,
-        "expected {status}, got {}: {}",
-        reply.status,
-        reply.text()
-    );
-    assert!(
-        reply
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("application/json")),
-        "error without a JSON content type: {:?}",
-        reply.headers
-    );
+    assert_json_error_status(reply, status);
     let message = reply.json()["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no \"error\" string in {}", reply.text()))
@@ -682,12 +636,7 @@ fn slowloris_does_not_stop_an_honest_2000_run_test() {
     );
     assert_eq!(stats.initial, count, "{stats:?}");
     assert_slowloris_released(&stats, request_timeout);
-    let held = wait_for_sockets_at_most(pid, sockets_before, Duration::from_secs(5));
-    assert!(
-        held <= sockets_before,
-        "the server holds {held} sockets after the attack, {sockets_before} before"
-    );
-    assert_healthy(&mut server, "slowloris");
+    assert_released_and_healthy(&mut server, pid, sockets_before, "slowloris");
 }
 
 #[test]
@@ -802,12 +751,7 @@ fn a_connection_flood_waits_beyond_the_cap_and_the_server_recovers() {
         "a test after the flood failed: {}",
         done.stderr
     );
-    let held = wait_for_sockets_at_most(pid, sockets_before, Duration::from_secs(5));
-    assert!(
-        held <= sockets_before,
-        "{held} sockets after the flood, {sockets_before} before"
-    );
-    assert_healthy(&mut server, "the flood");
+    assert_released_and_healthy(&mut server, pid, sockets_before, "the flood");
 }
 
 // ---------------------------------------------------------------------------
@@ -1648,47 +1592,23 @@ fn logs_never_show_the_token_or_run_bodies() {
         .unwrap();
         assert_eq!(created.status, 200, "{}", created.text());
         let id = created.json()["run_group_id"].as_str().unwrap().to_owned();
+        // POST /test-groups/ID/COUNT on its own connection.
+        let post_run = |count: u64, headers: &[(&str, &str)], body: &[u8]| {
+            call(addr, "POST", &run_path(&id, count), headers, body).unwrap()
+        };
         for count in 1..=3 {
-            let reply = call(
-                addr,
-                "POST",
-                &run_path(&id, count),
-                &auth_header,
-                GROUP_DATA.as_bytes(),
-            )
-            .unwrap();
+            let reply = post_run(count, &auth_header, GROUP_DATA.as_bytes());
             assert_eq!(reply.status, 200);
         }
         // Refusals: a wrong token, a body too large, a body never finished,
         // a bad run count; each carrying the markers.
         let wrong = format!("Bearer {WRONG}");
-        let reply = call(
-            addr,
-            "POST",
-            &run_path(&id, 1),
-            &[("Authorization", &wrong)],
-            BODY.as_bytes(),
-        )
-        .unwrap();
+        let reply = post_run(1, &[("Authorization", &wrong)], BODY.as_bytes());
         assert_eq!(reply.status, 401);
         let big = BODY.repeat(300);
-        let reply = call(
-            addr,
-            "POST",
-            &run_path(&id, 2),
-            &auth_header,
-            big.as_bytes(),
-        )
-        .unwrap();
+        let reply = post_run(2, &auth_header, big.as_bytes());
         assert_eq!(reply.status, 413);
-        let reply = call(
-            addr,
-            "POST",
-            &run_path(&id, 0),
-            &auth_header,
-            BODY.as_bytes(),
-        )
-        .unwrap();
+        let reply = post_run(0, &auth_header, BODY.as_bytes());
         assert_eq!(reply.status, 400);
         let mut conn = Conn::open(addr);
         conn.send(

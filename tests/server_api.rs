@@ -87,35 +87,13 @@ impl Conn {
     /// every byte that arrived (buffered ones included) and whether the
     /// connection was closed (EOF or reset).
     fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
-        let deadline = Instant::now() + limit;
-        let mut out = std::mem::take(&mut self.buf);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return (out, false);
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return (out, true),
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return (out, false)
-                }
-                Err(_) => return (out, true), // reset: closed too
-            }
-        }
+        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
     }
 }
 
 fn preview(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.chars().take(600).collect()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Parses one reply from the front of `buf`: the reply and the bytes it
@@ -136,16 +114,8 @@ fn parse_one(buf: &[u8], head_only: bool, eof: bool) -> Option<(Reply, usize)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status code");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let headers = parse_header_lines(lines);
+    let get = |n: &str| find_header(&headers, n);
     let mut at = end + 4;
     let mut body = Vec::new();
     let bodiless = status < 200 || status == 204 || status == 304 || head_only;
@@ -201,21 +171,6 @@ fn parse_one(buf: &[u8], head_only: bool, eof: bool) -> Option<(Reply, usize)> {
 // ---------------------------------------------------------------------------
 // Requests.
 // ---------------------------------------------------------------------------
-
-/// A keep-alive HTTP/1.1 request; Content-Length when there is a body or
-/// the method is POST.
-fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
-    for (k, v) in headers {
-        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    if !body.is_empty() || method == "POST" {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
-}
 
 /// One request with extra headers on its own connection.
 fn call(
@@ -278,20 +233,7 @@ fn run_bytes(run: &Value) -> Vec<u8> {
 /// Asserts a JSON error answer: the status, a JSON content type, a body
 /// that is exactly `{"error": "..."}`, and a message containing `needle`.
 fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
-    assert_eq!(
-        reply.status,
-        status,
-        "expected {status}, got {}: {}",
-        reply.status,
-        reply.text()
-    );
-    assert!(
-        reply
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("application/json")),
-        "error without a JSON content type: {:?}",
-        reply.headers
-    );
+    assert_json_error_status(reply, status);
     let v = reply.json();
     let obj = v
         .as_object()
@@ -2258,21 +2200,6 @@ fn upstream_allow_restricts_upstream_endpoint_at_create() {
 // ---------------------------------------------------------------------------
 // Logging and signals
 // ---------------------------------------------------------------------------
-
-/// Stops a server with SIGTERM and returns its exit code and whole log.
-fn stop_and_collect_log(mut server: ServerProcess) -> (Option<i32>, String) {
-    server.signal(SIGTERM);
-    let code = server.wait_exit(Duration::from_secs(10));
-    // The stderr reader thread may lag the exit a little.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !server.log_text().contains("stopped") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
-    (code, server.log_text())
-}
-
-/// SIGTERM's number on Linux and the BSDs.
-const SIGTERM: i32 = 15;
 
 /// The same traffic for each log level.
 fn some_traffic(addr: SocketAddr, runs: u64) {

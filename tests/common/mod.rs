@@ -88,6 +88,21 @@ impl ServerProcess {
     }
 }
 
+/// SIGTERM's number on Linux and the BSDs.
+pub const SIGTERM: i32 = 15;
+
+/// Stops a server with SIGTERM and returns its exit code and whole log.
+pub fn stop_and_collect_log(mut server: ServerProcess) -> (Option<i32>, String) {
+    server.signal(SIGTERM);
+    let code = server.wait_exit(Duration::from_secs(10));
+    // The stderr reader thread may lag the exit a little.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !server.log_text().contains("stopped") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (code, server.log_text())
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -110,15 +125,30 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// Asserts that an error answer has `status` and a JSON content type.
+pub fn assert_json_error_status(reply: &Reply, status: u16) {
+    assert_eq!(
+        reply.status,
+        status,
+        "expected {status}, got {}: {}",
+        reply.status,
+        reply.text()
+    );
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/json")),
+        "error without a JSON content type: {:?}",
+        reply.headers
+    );
 }
 
 /// Sends raw bytes, half-closes, and reads everything the server sends back.
@@ -147,16 +177,8 @@ pub fn parse_replies(mut bytes: &[u8]) -> Vec<Reply> {
             .unwrap_or("0")
             .parse()
             .unwrap_or(0);
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
+        let headers = parse_header_lines(lines);
+        let get = |n: &str| find_header(&headers, n);
         let mut body = Vec::new();
         if status >= 200 {
             if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
@@ -192,8 +214,74 @@ pub fn parse_replies(mut bytes: &[u8]) -> Vec<Reply> {
     replies
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first stands in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `Name: value` header lines as trimmed pairs; lines without a ':' are
+/// passed over.
+pub fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The value of the first header named `name` (in any case).
+pub fn find_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A keep-alive HTTP/1.1 request; Content-Length when there is a body or
+/// the method is POST.
+pub fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    if !body.is_empty() || method == "POST" {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads from `stream` after the bytes already in `out` until the peer
+/// closes or `limit` passes: every byte that arrived and whether the
+/// connection was closed (EOF or reset).
+pub fn read_until_close(
+    stream: &mut TcpStream,
+    mut out: Vec<u8>,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, false);
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (out, false)
+            }
+            Err(_) => return (out, true), // reset: closed too
+        }
+    }
 }
 
 /// One request with `Connection: close`; the final (non-1xx) reply.
@@ -451,10 +539,7 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// Whether the client asked to close the connection after the answer.
@@ -486,11 +571,7 @@ pub fn read_http_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
     let mut request_line = head.first()?.split(' ');
     let method = request_line.next()?.to_owned();
     let path = request_line.next()?.to_owned();
-    let headers: Vec<(String, String)> = head[1..]
-        .iter()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let headers = parse_header_lines(head[1..].iter().map(String::as_str));
     let mut request = HttpRequest {
         method,
         path,
