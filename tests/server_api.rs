@@ -230,6 +230,31 @@ fn run_bytes(run: &Value) -> Vec<u8> {
     }
 }
 
+/// Each run's `(run_count, data bytes)`, in order.
+fn counts_and_bytes(runs: &[Value]) -> Vec<(u64, Vec<u8>)> {
+    runs.iter()
+        .map(|r| (r["run_count"].as_u64().unwrap(), run_bytes(r)))
+        .collect()
+}
+
+/// Checks a run's shape and returns its error, which it must have (the
+/// `upstream` named says which kind of upstream failed).
+fn shaped_run_error<'r>(run: &'r Value, upstream: &str) -> &'r str {
+    assert_run_shape(run);
+    run["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error for {upstream} upstream: {run}"))
+}
+
+/// The server is still running and answers /healthz with 200.
+fn assert_alive_and_healthy(server: &mut ServerProcess) {
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
+    assert_eq!(request(server.addr, "GET", "/healthz", b"").status, 200);
+}
+
 /// Asserts a JSON error answer: the status, a JSON content type, a body
 /// that is exactly `{"error": "..."}`, and a message containing `needle`.
 fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
@@ -975,10 +1000,7 @@ fn the_same_count_twice_is_recorded_twice() {
     assert_eq!(post_run(server.addr, &id, 1, b"twice").status, 200);
     assert_eq!(post_run(server.addr, &id, 2, b"other").status, 200);
     let runs = group_runs(server.addr, &id);
-    let seen: Vec<(u64, Vec<u8>)> = runs
-        .iter()
-        .map(|r| (r["run_count"].as_u64().unwrap(), run_bytes(r)))
-        .collect();
+    let seen: Vec<(u64, Vec<u8>)> = counts_and_bytes(&runs);
     assert_eq!(
         seen,
         vec![
@@ -1137,12 +1159,8 @@ fn pipelined_requests_are_answered_in_request_order() {
         replies[6].text()
     );
     assert!(replies[8].json().is_array(), "{}", replies[8].text());
-    let counts = |id: &str| -> Vec<(u64, Vec<u8>)> {
-        group_runs(server.addr, id)
-            .iter()
-            .map(|r| (r["run_count"].as_u64().unwrap(), run_bytes(r)))
-            .collect()
-    };
+    let counts = |id: &str| counts_and_bytes(&group_runs(server.addr, id));
+
     // (The order of runs with equal deadlines is checked separately below.)
     let mut slow_runs = counts(&slow);
     slow_runs.sort();
@@ -1376,10 +1394,7 @@ fn chunked_request_bodies_are_recorded() {
     assert_eq!(conn.reply().status, 200);
     assert_eq!(conn.reply().status, 200);
     let runs = group_runs(server.addr, &id);
-    let seen: Vec<(u64, Vec<u8>)> = runs
-        .iter()
-        .map(|r| (r["run_count"].as_u64().unwrap(), run_bytes(r)))
-        .collect();
+    let seen: Vec<(u64, Vec<u8>)> = counts_and_bytes(&runs);
     assert_eq!(
         seen,
         vec![
@@ -1742,10 +1757,7 @@ fn a_client_gone_mid_delay_still_has_its_run_recorded() {
         3,
         "runs whose client vanished mid-delay were lost: {runs:?}"
     );
-    let mut seen: Vec<(u64, Vec<u8>)> = runs
-        .iter()
-        .map(|r| (r["run_count"].as_u64().unwrap(), run_bytes(r)))
-        .collect();
+    let mut seen: Vec<(u64, Vec<u8>)> = counts_and_bytes(&runs);
     seen.sort();
     assert_eq!(
         seen,
@@ -1759,11 +1771,7 @@ fn a_client_gone_mid_delay_still_has_its_run_recorded() {
         assert_run_shape(run);
         assert!(run["server_duration_ns"].as_u64().unwrap() >= delay);
     }
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "the server exited"
-    );
-    assert_eq!(request(server.addr, "GET", "/healthz", b"").status, 200);
+    assert_alive_and_healthy(&mut server);
 }
 
 // ---------------------------------------------------------------------------
@@ -1949,10 +1957,7 @@ fn an_upstream_that_never_answers_times_out_and_the_run_still_succeeds() {
     let runs = group_runs(server.addr, &id);
     assert_eq!(runs.len(), 2);
     for run in &runs {
-        assert_run_shape(run);
-        let error = run["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error for a silent upstream: {run}"));
+        let error = shaped_run_error(run, "a silent");
         let lower = error.to_ascii_lowercase();
         assert!(
             lower.contains("timed out") || lower.contains("timeout"),
@@ -1984,10 +1989,7 @@ fn a_refused_upstream_is_an_error_in_the_run() {
     let reply = post_run(server.addr, &id, 1, b"r");
     assert_eq!(reply.status, 200, "{}", reply.text());
     let run = &group_runs(server.addr, &id)[0];
-    assert_run_shape(run);
-    let error = run["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error for a refused upstream: {run}"));
+    let error = shaped_run_error(run, "a refused");
     assert!(error.to_ascii_lowercase().contains("refused"), "{error}");
     assert_ne!(run["upstream_response_code"], 200);
 }
@@ -2025,10 +2027,7 @@ fn an_https_upstream_that_fails_is_a_clear_error_not_a_crash() {
     let runs = group_runs(server.addr, &id);
     assert_eq!(runs.len(), 2);
     for run in &runs {
-        assert_run_shape(run);
-        let error = run["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error for a failed https upstream: {run}"));
+        let error = shaped_run_error(run, "a failed https");
         let lower = error.to_ascii_lowercase();
         assert!(
             lower.contains("tls") || lower.contains("https") || lower.contains("handshake"),
@@ -2036,11 +2035,7 @@ fn an_https_upstream_that_fails_is_a_clear_error_not_a_crash() {
         );
         assert_ne!(run["upstream_response_code"], 204, "{run}");
     }
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "the server exited"
-    );
-    assert_eq!(request(server.addr, "GET", "/healthz", b"").status, 200);
+    assert_alive_and_healthy(&mut server);
 }
 
 #[test]
@@ -2065,10 +2060,7 @@ fn an_unresolvable_upstream_is_an_error_and_does_not_stall_the_server() {
     let reply = runner.join().expect("the run request failed");
     assert_eq!(reply.status, 200, "{}", reply.text());
     let run = &group_runs(addr, &id)[0];
-    assert_run_shape(run);
-    let error = run["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error for an unresolvable upstream: {run}"));
+    let error = shaped_run_error(run, "an unresolvable");
     assert!(!error.is_empty());
     assert_ne!(run["upstream_response_code"], 200);
 }
@@ -2157,17 +2149,20 @@ fn upstream_allow_restricts_upstream_endpoint_at_create() {
     let port = closed_port();
     let allow = format!("127.0.0.1:{port},internal.example.net");
     let server = ServerProcess::start(&["--upstream-allow", &allow]);
-    for endpoint in [
-        format!("http://127.0.0.1:{port}/x"),
-        "https://internal.example.net".to_owned(),
-    ] {
+    let create_with_upstream = |endpoint: &str| {
         let config = format!(r#"{{"run_count": 1, "upstream_endpoint": "{endpoint}"}}"#);
-        let reply = request(
+        request(
             server.addr,
             "POST",
             "/test-groups/create",
             config.as_bytes(),
-        );
+        )
+    };
+    for endpoint in [
+        format!("http://127.0.0.1:{port}/x"),
+        "https://internal.example.net".to_owned(),
+    ] {
+        let reply = create_with_upstream(&endpoint);
         assert_eq!(reply.status, 200, "{endpoint} refused: {}", reply.text());
     }
     for (endpoint, host) in [
@@ -2181,13 +2176,7 @@ fn upstream_allow_restricts_upstream_endpoint_at_create() {
         ),
         ("http://evil.example.com/".to_owned(), "evil.example.com"),
     ] {
-        let config = format!(r#"{{"run_count": 1, "upstream_endpoint": "{endpoint}"}}"#);
-        let reply = request(
-            server.addr,
-            "POST",
-            "/test-groups/create",
-            config.as_bytes(),
-        );
+        let reply = create_with_upstream(&endpoint);
         let message = assert_error(&reply, 400, host);
         assert!(message.contains("upstream"), "{message}");
     }
