@@ -304,12 +304,7 @@ fn gen_request(rng: &mut Rng, seq: u64, last: bool) -> GenRequest {
     rng.shuffle(&mut headers);
     let version = if http10 { 0 } else { 1 };
     let mut bytes = format!("{method_name} {target} HTTP/1.{version}\r\n").into_bytes();
-    for h in &headers {
-        bytes.extend_from_slice(h.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
-    bytes.extend_from_slice(&payload);
+    end_message(&mut bytes, &headers, &payload);
     GenRequest {
         expected: Seen {
             seq,
@@ -703,6 +698,17 @@ struct GenResponse {
     bytes: Vec<u8>,
 }
 
+/// Ends a message after its start line: the header lines, the blank line
+/// and the payload.
+fn end_message(bytes: &mut Vec<u8>, headers: &[String], payload: &[u8]) {
+    for h in headers {
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(payload);
+}
+
 fn gen_response(rng: &mut Rng, last: bool) -> GenResponse {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
@@ -713,26 +719,17 @@ fn gen_response(rng: &mut Rng, last: bool) -> GenResponse {
         NotModified,
         UntilClose,
     }
-    let kinds: &[Kind] = if last {
-        &[
-            Kind::Length,
-            Kind::Length,
-            Kind::Chunked,
-            Kind::Head,
-            Kind::NoContent,
-            Kind::NotModified,
-            Kind::UntilClose,
-        ]
-    } else {
-        &[
-            Kind::Length,
-            Kind::Length,
-            Kind::Chunked,
-            Kind::Head,
-            Kind::NoContent,
-            Kind::NotModified,
-        ]
-    };
+    // Only the last response may be delimited by the close (the last kind).
+    const KINDS: [Kind; 7] = [
+        Kind::Length,
+        Kind::Length,
+        Kind::Chunked,
+        Kind::Head,
+        Kind::NoContent,
+        Kind::NotModified,
+        Kind::UntilClose,
+    ];
+    let kinds: &[Kind] = if last { &KINDS } else { &KINDS[..6] };
     let kind = *rng.pick(kinds);
     let http10 = rng.one_in(6);
     let close = kind == Kind::UntilClose || (last && rng.one_in(3));
@@ -795,12 +792,7 @@ fn gen_response(rng: &mut Rng, last: bool) -> GenResponse {
         }
     };
     rng.shuffle(&mut headers);
-    for h in &headers {
-        bytes.extend_from_slice(h.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
-    bytes.extend_from_slice(&payload);
+    end_message(&mut bytes, &headers, &payload);
     GenResponse {
         head: kind == Kind::Head,
         until_close: kind == Kind::UntilClose,
