@@ -151,6 +151,37 @@ pub fn assert_json_error_status(reply: &Reply, status: u16) {
     );
 }
 
+/// What a request the server timed out gets: in `read` (the bytes that
+/// arrived and whether the connection closed) exactly one reply, which
+/// `check` checks (a 408), then the close, and that no sooner than
+/// `at_least` (the request timeout) after the request: `waited`. `what`
+/// names the case in the messages.
+pub fn assert_timed_out_reply(
+    read: (Vec<u8>, bool),
+    waited: Duration,
+    at_least: Duration,
+    what: &str,
+    check: impl FnOnce(&Reply),
+) {
+    let (bytes, closed) = read;
+    let replies = parse_replies(&bytes);
+    assert_eq!(
+        replies.len(),
+        1,
+        "{what}: no 408 in time; got {:?}",
+        String::from_utf8_lossy(&bytes)
+            .chars()
+            .take(600)
+            .collect::<String>()
+    );
+    check(&replies[0]);
+    assert!(closed, "{what}: the connection stayed open after the 408");
+    assert!(
+        waited >= at_least,
+        "{what}: 408 after {waited:?}, before --request-timeout"
+    );
+}
+
 /// Sends raw bytes, half-closes, and reads everything the server sends back.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -297,6 +328,25 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply
         .into_iter()
         .rfind(|r| r.status >= 200)
         .expect("a response")
+}
+
+/// Creates a group of one run held by `delay_ns` and returns one write's
+/// worth of requests: a GET /healthz, then that run. Sent in one go, the
+/// server reads both and starts the delayed run before it answers the
+/// healthz: once that answer is here, the run is in flight.
+pub fn healthz_then_delayed_run(addr: SocketAddr, delay_ns: u64) -> Vec<u8> {
+    let id = create_group(
+        addr,
+        &format!(r#"{{"run_count": 1, "server_delay_ns": {delay_ns}}}"#),
+    );
+    let mut bytes = req("GET", "/healthz", &[], b"");
+    bytes.extend(req(
+        "POST",
+        &format!("/test-groups/{id}/1"),
+        &[],
+        b"in flight",
+    ));
+    bytes
 }
 
 /// Creates a group from a JSON config; returns its id.
