@@ -38,13 +38,7 @@ const WALL0: i64 = 1_704_067_200_000_000_000;
 const MONO0: u64 = 1_000_000_000_000;
 
 fn request(method: Method, path: &str, body: &[u8]) -> Request {
-    Request {
-        seq: 0,
-        method,
-        path: path.into(),
-        body: body.to_vec(),
-        authorization: None,
-    }
+    Request::new(method, path, body.to_vec())
 }
 
 /// An API whose store holds one group of `RUNS` recorded runs; returns the

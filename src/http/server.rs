@@ -49,6 +49,20 @@ pub struct Request {
     pub authorization: Option<Vec<u8>>,
 }
 
+impl Request {
+    /// A request built by hand (tests, benchmarks), as the first on its
+    /// connection and without credentials.
+    pub fn new(method: Method, path: &str, body: Vec<u8>) -> Request {
+        Request {
+            seq: 0,
+            method,
+            path: path.to_owned(),
+            body,
+            authorization: None,
+        }
+    }
+}
+
 /// Produces a long response body piece by piece, so a large answer is never
 /// held whole in memory.
 pub trait BodySource: Send {

@@ -319,13 +319,7 @@ mod tests {
     }
 
     fn request(method: Method, path: &str, body: &[u8]) -> Request {
-        Request {
-            seq: 0,
-            method,
-            path: path.into(),
-            body: body.to_vec(),
-            authorization: None,
-        }
+        Request::new(method, path, body.to_vec())
     }
 
     fn status(action: Action) -> u16 {
@@ -338,42 +332,32 @@ mod tests {
     #[test]
     fn routes() {
         let api = api(ApiPolicy::default());
-        assert_eq!(
-            status(api.handle(request(Method::Get, "/healthz", b""), 0)),
-            200
+        let status_of =
+            |method, path: &str, body: &[u8]| status(api.handle(request(method, path, body), 0));
+        for (method, path, body, expected) in [
+            (Method::Get, "/healthz", &b""[..], 200),
+            (Method::Get, "/nope", b"", 404),
+            (Method::Get, "/test-groups/create", b"", 405),
+            (Method::Put, "/test-groups", b"", 405),
+            (Method::Post, "/test-groups/create", b"{}", 400),
+        ] {
+            assert_eq!(
+                status_of(method, path, body),
+                expected,
+                "{} {path}",
+                method.as_str()
+            );
+        }
+        let created = api.handle(
+            request(
+                Method::Post,
+                "/test-groups/create",
+                br#"{"run_count":2,"server_delay_ns":5}"#,
+            ),
+            0,
         );
-        assert_eq!(
-            status(api.handle(request(Method::Get, "/nope", b""), 0)),
-            404
-        );
-        assert_eq!(
-            status(api.handle(request(Method::Get, "/test-groups/create", b""), 0)),
-            405
-        );
-        assert_eq!(
-            status(api.handle(request(Method::Put, "/test-groups", b""), 0)),
-            405
-        );
-        assert_eq!(
-            status(api.handle(request(Method::Post, "/test-groups/create", b"{}"), 0)),
-            400
-        );
-        let id = {
-            let store = api.store();
-            drop(store);
-            let Action::Respond(r) = api.handle(
-                request(
-                    Method::Post,
-                    "/test-groups/create",
-                    br#"{"run_count":2,"server_delay_ns":5}"#,
-                ),
-                0,
-            ) else {
-                panic!("create runs nothing")
-            };
-            assert_eq!(r.status, 200);
-            api.store().groups()[0].header.run_group_id
-        };
+        assert_eq!(status(created), 200);
+        let id = api.store().groups()[0].header.run_group_id;
         let run = api.handle(
             request(Method::Post, &format!("/test-groups/{id}/1"), b"x"),
             0,
@@ -386,42 +370,21 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(
-            status(api.handle(
-                request(Method::Post, &format!("/test-groups/{id}/0"), b""),
-                0
-            )),
-            400
-        );
-        assert_eq!(
-            status(api.handle(
-                request(Method::Post, &format!("/test-groups/{id}/+1"), b""),
-                0
-            )),
-            400
-        );
-        assert_eq!(
-            status(api.handle(request(Method::Post, "/test-groups/nope/1", b""), 0)),
-            404
-        );
-        assert_eq!(
-            status(api.handle(
-                request(Method::Get, &format!("/test-groups/{id}/1"), b""),
-                0
-            )),
-            405
-        );
-        assert_eq!(
-            status(api.handle(
-                request(Method::Delete, &format!("/test-groups/{id}"), b""),
-                0
-            )),
-            200
-        );
-        assert_eq!(
-            status(api.handle(request(Method::Get, &format!("/test-groups/{id}"), b""), 0)),
-            404
-        );
+        for (method, path, expected) in [
+            (Method::Post, format!("/test-groups/{id}/0"), 400),
+            (Method::Post, format!("/test-groups/{id}/+1"), 400),
+            (Method::Post, "/test-groups/nope/1".to_owned(), 404),
+            (Method::Get, format!("/test-groups/{id}/1"), 405),
+            (Method::Delete, format!("/test-groups/{id}"), 200),
+            (Method::Get, format!("/test-groups/{id}"), 404),
+        ] {
+            assert_eq!(
+                status_of(method, &path, b""),
+                expected,
+                "{} {path}",
+                method.as_str()
+            );
+        }
     }
 
     #[test]
