@@ -14,6 +14,7 @@
 //! - `client_run_cycle`: one kept-alive `ClientConn` serializes a run, takes
 //!   its answer and parses it, as the load driver does per run.
 
+use conntest::event::clock::WallAnchor;
 use conntest::http::client::{ClientConn, ClientLimits};
 use conntest::http::server::{Response, ServerConn, ServerLimits};
 use conntest::http::Method;
@@ -41,9 +42,9 @@ fn run_request() -> Vec<u8> {
 /// as the server loop does; returns the requests handled.
 fn answer_all(conn: &mut ServerConn) -> usize {
     let mut handled = 0;
-    while let Some(request) = conn.next_request() {
+    while let Some(request) = conn.next_request(0) {
         black_box(&request.body);
-        conn.respond(request.seq, Response::empty(200));
+        conn.respond(request.seq, Response::empty(200), 0);
         handled += 1;
     }
     loop {
@@ -64,12 +65,12 @@ fn server(c: &mut Criterion) {
     group.bench_function("server_parse_run_request", |b| {
         b.iter_batched(
             || {
-                let mut conn = ServerConn::new(ServerLimits::default());
-                conn.receive(&request);
+                let mut conn = ServerConn::new(ServerLimits::default(), WallAnchor::capture(), 0);
+                conn.receive(&request, 0);
                 conn
             },
             |mut conn| {
-                let r = conn.next_request().expect("a whole request");
+                let r = conn.next_request(0).expect("a whole request");
                 black_box(&r);
                 (conn, r)
             },
@@ -78,9 +79,9 @@ fn server(c: &mut Criterion) {
     });
 
     group.bench_function("server_run_request_cycle", |b| {
-        let mut conn = ServerConn::new(ServerLimits::default());
+        let mut conn = ServerConn::new(ServerLimits::default(), WallAnchor::capture(), 0);
         b.iter(|| {
-            conn.receive(black_box(&request));
+            conn.receive(black_box(&request), 0);
             assert_eq!(answer_all(&mut conn), 1);
         })
     });
@@ -88,11 +89,11 @@ fn server(c: &mut Criterion) {
     // Split inside the path: the first read holds a partial head.
     let (first, second) = request.split_at(40);
     group.bench_function("server_run_request_cycle_split_in_two_reads", |b| {
-        let mut conn = ServerConn::new(ServerLimits::default());
+        let mut conn = ServerConn::new(ServerLimits::default(), WallAnchor::capture(), 0);
         b.iter(|| {
-            conn.receive(black_box(first));
-            assert!(conn.next_request().is_none());
-            conn.receive(black_box(second));
+            conn.receive(black_box(first), 0);
+            assert!(conn.next_request(0).is_none());
+            conn.receive(black_box(second), 0);
             assert_eq!(answer_all(&mut conn), 1);
         })
     });

@@ -140,13 +140,13 @@ fn server(c: &mut Criterion) -> (Vec<u8>, Vec<Uuid>) {
 
     let get = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n").into_bytes();
     group.bench_function("server_group_get_100k_via_server_conn", |b| {
-        let mut conn = ServerConn::new(ServerLimits::default());
+        let mut conn = ServerConn::new(ServerLimits::default(), WallAnchor::capture(), 0);
         b.iter(|| {
-            conn.receive(&get);
-            let r = conn.next_request().expect("a whole request");
+            conn.receive(&get, 0);
+            let r = conn.next_request(0).expect("a whole request");
             let seq = r.seq;
             match api.handle(r, 0) {
-                Action::Respond(response) => conn.respond(seq, response),
+                Action::Respond(response) => conn.respond(seq, response, 0),
                 Action::Run(_) => panic!("a GET is not a run"),
             }
             let mut bytes = 0;

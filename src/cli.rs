@@ -175,17 +175,17 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
         max_connections: args
             .opt_value_from_fn("--max-connections", positive)?
             .unwrap_or(defaults.max_connections as u64) as usize,
-        idle_timeout: args
-            .opt_value_from_fn("--idle-timeout", parse_duration)?
-            .unwrap_or(defaults.idle_timeout),
-        request_timeout: args
-            .opt_value_from_fn("--request-timeout", parse_duration)?
-            .unwrap_or(defaults.request_timeout),
         upstream_max_body: args
             .opt_value_from_fn("--upstream-max-body", positive)?
             .unwrap_or(defaults.upstream_max_body),
         ..defaults
     };
+    options.http.idle_timeout = args
+        .opt_value_from_fn("--idle-timeout", parse_duration)?
+        .unwrap_or(options.http.idle_timeout);
+    options.http.request_timeout = args
+        .opt_value_from_fn("--request-timeout", parse_duration)?
+        .unwrap_or(options.http.request_timeout);
     options.http.max_body = args
         .opt_value_from_fn("--max-body", positive)?
         .unwrap_or(options.http.max_body);

@@ -167,6 +167,8 @@ pub struct ServerRunJson<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_response_time_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_dns_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_connect_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_tls_ns: Option<u64>,
@@ -180,6 +182,8 @@ pub struct UpstreamOutcome {
     /// 0 when no answer arrived.
     pub code: u16,
     pub time_ns: u64,
+    /// Name resolution time, when the host was a name.
+    pub dns_ns: Option<u64>,
     /// TCP connect time to the upstream.
     pub connect_ns: Option<u64>,
     /// TLS handshake time, for https upstreams.
@@ -235,6 +239,7 @@ impl RecordedRun {
             (code, time_ns, error) => Some(Box::new(UpstreamOutcome {
                 code: code.unwrap_or(0),
                 time_ns: time_ns.unwrap_or(0),
+                dns_ns: json.upstream_dns_ns,
                 connect_ns: json.upstream_connect_ns,
                 tls_ns: json.upstream_tls_ns,
                 error: error.as_deref().map(Into::into),
@@ -268,6 +273,7 @@ pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
         upstream_response_time_ns: upstream.map(|u| u.time_ns),
         upstream_connect_ns: upstream.and_then(|u| u.connect_ns),
         upstream_tls_ns: upstream.and_then(|u| u.tls_ns),
+        upstream_dns_ns: upstream.and_then(|u| u.dns_ns),
         error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
     }
 }

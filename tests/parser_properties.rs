@@ -14,6 +14,7 @@
 //! - `ChunkedDecoder` decodes valid bodies exactly, and any bytes the same
 //!   whatever the split.
 
+use conntest::event::clock::WallAnchor;
 use conntest::http::chunked::{ChunkedDecoder, ChunkedError};
 use conntest::http::client::{ClientConn, ClientError, ClientLimits};
 use conntest::http::server::{BodySource, Response, ServerConn, ServerLimits};
@@ -467,7 +468,7 @@ struct ServerRun {
 impl ServerRun {
     fn new(limits: ServerLimits, rng: Option<Rng>, salt: u64, may_stream: Vec<bool>) -> Self {
         ServerRun {
-            conn: ServerConn::new(limits),
+            conn: ServerConn::new(limits, WallAnchor::fixed(0, 0), 0),
             got: Vec::new(),
             pending: Vec::new(),
             output: Vec::new(),
@@ -480,7 +481,7 @@ impl ServerRun {
     fn pump(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(r) = self.conn.next_request() {
+            while let Some(r) = self.conn.next_request(0) {
                 progressed = true;
                 self.pending.push(r.seq);
                 self.got.push(Seen {
@@ -521,13 +522,13 @@ impl ServerRun {
         for seq in pending {
             let stream = self.may_stream.get(seq as usize) == Some(&true);
             let (response, _, _) = answer_for(seq, self.salt, stream);
-            self.conn.respond(seq, response);
+            self.conn.respond(seq, response, 0);
         }
     }
 
     fn feed(&mut self, pieces: &[&[u8]]) {
         for piece in pieces {
-            self.conn.receive(piece);
+            self.conn.receive(piece, 0);
             self.pump();
         }
     }
@@ -641,8 +642,8 @@ fn check_hostile_run(run: &mut ServerRun) {
         assert_eq!(a.header("connection"), Some("close"));
         assert!(a.body.is_empty() || a.body.starts_with(b"{\"error\":\""));
         assert!(run.conn.is_finished(), "finished after an error answer");
-        run.conn.receive(b"GET / HTTP/1.1\r\n\r\n");
-        assert!(run.conn.next_request().is_none(), "read after an error");
+        run.conn.receive(b"GET / HTTP/1.1\r\n\r\n", 0);
+        assert!(run.conn.next_request(0).is_none(), "read after an error");
     }
     run.eof();
 }
@@ -658,11 +659,13 @@ fn mutated_requests_never_panic_and_end_in_one_error_answer() {
                 max_head: 128,
                 max_body: 256,
                 max_pipelined: 2,
+                ..ServerLimits::default()
             },
             ServerLimits {
                 max_head: 512,
                 max_body: 4096,
                 max_pipelined: 4,
+                ..ServerLimits::default()
             },
         ]);
         let salt = rng.next();

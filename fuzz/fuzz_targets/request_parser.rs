@@ -11,6 +11,7 @@
 mod common;
 
 use common::{Input, Rng};
+use conntest::event::clock::WallAnchor;
 use conntest::http::server::{BodySource, Request, Response, ServerConn, ServerLimits};
 use conntest::http::Method;
 use libfuzzer_sys::fuzz_target;
@@ -41,16 +42,19 @@ fn limits(flags: u8) -> ServerLimits {
             max_head: 64,
             max_body: 32,
             max_pipelined: 2,
+            ..ServerLimits::default()
         },
         2 => ServerLimits {
             max_head: 256,
             max_body: 1024,
             max_pipelined: 4,
+            ..ServerLimits::default()
         },
         _ => ServerLimits {
             max_head: 1024,
             max_body: 16,
             max_pipelined: 1,
+            ..ServerLimits::default()
         },
     }
 }
@@ -87,7 +91,7 @@ impl Run {
     fn new(flags: u8, drain_rng: Option<Rng>) -> Run {
         Run {
             flags,
-            conn: ServerConn::new(limits(flags)),
+            conn: ServerConn::new(limits(flags), WallAnchor::fixed(0, 0), 0),
             seen: Vec::new(),
             pending: Vec::new(),
             output: Vec::new(),
@@ -114,7 +118,7 @@ impl Run {
         }
         for i in pending {
             let response = answer(self.flags, &self.seen[i]);
-            self.conn.respond(self.seen[i].seq, response);
+            self.conn.respond(self.seen[i].seq, response, 0);
         }
     }
 
@@ -138,7 +142,7 @@ impl Run {
         let defer = self.flags & 4 != 0;
         loop {
             let mut progressed = false;
-            while let Some(r) = self.conn.next_request() {
+            while let Some(r) = self.conn.next_request(0) {
                 progressed = true;
                 self.record(r);
                 if !defer {
@@ -152,6 +156,7 @@ impl Run {
                 self.conn.wants_input(),
                 self.conn.is_idle(),
                 self.conn.is_mid_request(),
+                self.conn.poll_timeout(),
             );
             if !progressed {
                 break;
@@ -166,8 +171,8 @@ impl Run {
             self.conn.is_finished(),
             "connection not finished after EOF and all answers"
         );
-        self.conn.receive(b"GET / HTTP/1.1\r\n\r\n");
-        assert!(self.conn.next_request().is_none(), "request read after EOF");
+        self.conn.receive(b"GET / HTTP/1.1\r\n\r\n", 0);
+        assert!(self.conn.next_request(0).is_none(), "request read after EOF");
     }
 }
 
@@ -217,14 +222,14 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let mut whole = Run::new(input.flags, None);
-    whole.conn.receive(input.payload);
+    whole.conn.receive(input.payload, 0);
     whole.pump();
     whole.finish();
 
     let drain_rng = (input.flags & 8 != 0).then(|| input.rng());
     let mut split = Run::new(input.flags, drain_rng);
     for piece in input.pieces(input.payload) {
-        split.conn.receive(piece);
+        split.conn.receive(piece, 0);
         split.pump();
     }
     split.finish();

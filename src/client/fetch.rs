@@ -74,6 +74,7 @@ impl Endpoint {
                 host: addr.ip().to_string(),
                 port: addr.port(),
                 path: "/".into(),
+                target: "/".into(),
             },
             addrs: vec![addr],
             token: None,

@@ -262,6 +262,7 @@ mod tests {
         r.upstream = Some(Box::new(UpstreamOutcome {
             code: 0,
             time_ns: 5,
+            dns_ns: None,
             connect_ns: None,
             tls_ns: None,
             error: Some("connect failed: refused".into()),

@@ -1,31 +1,64 @@
 //! Name resolution off the event loop.
 //!
-//! `getaddrinfo` blocks, so look-ups run on a helper thread that hands each
-//! answer back through a channel and wakes the loop with a `mio::Waker`.
-//! Address literals never leave the loop.
+//! `getaddrinfo` blocks, so look-ups run on helper threads that hand each
+//! answer back through a channel and wake the loop with a `mio::Waker`.
+//! Look-ups run concurrently, on up to [`MAX_WORKERS`] threads started as
+//! they are needed, so one slow look-up never holds the others. Address
+//! literals never leave the loop.
 
+use super::clock::{self, Nanos};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-pub type Answer = (u64, io::Result<Vec<SocketAddr>>);
+/// Look-ups that may run at once; further ones queue.
+pub const MAX_WORKERS: usize = 16;
+
+/// A look-up's answer.
+pub struct Answer {
+    /// The id it was asked with.
+    pub id: u64,
+    pub result: io::Result<Vec<SocketAddr>>,
+    /// When the look-up ended (read on the worker, so the loop's own wake-up
+    /// is not counted); `None` for an address literal, which needs none.
+    pub resolved_at: Option<Nanos>,
+}
+
+struct Job {
+    id: u64,
+    host: String,
+    port: u16,
+}
 
 pub struct Resolver {
-    jobs: Option<Sender<(u64, String, u16)>>,
+    jobs: Sender<Job>,
+    /// Shared by the workers: each takes the next job.
+    queue: Arc<Mutex<Receiver<Job>>>,
     answers: Receiver<Answer>,
     answer_tx: Sender<Answer>,
     waker: Arc<mio::Waker>,
+    workers: usize,
+    /// Workers waiting for a job.
+    idle: Arc<AtomicUsize>,
+    /// Jobs sent and not yet taken by a worker.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Resolver {
     pub fn new(waker: Arc<mio::Waker>) -> Resolver {
         let (answer_tx, answers) = channel();
+        let (jobs, queue) = channel();
         Resolver {
-            jobs: None,
+            jobs,
+            queue: Arc::new(Mutex::new(queue)),
             answers,
             answer_tx,
             waker,
+            workers: 0,
+            idle: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -33,41 +66,125 @@ impl Resolver {
     /// [`Resolver::answers`] tagged with `id`.
     pub fn resolve(&mut self, id: u64, host: &str, port: u16) {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            let _ = self
-                .answer_tx
-                .send((id, Ok(vec![SocketAddr::new(ip, port)])));
-            let _ = self.waker.wake();
+            self.answer(Answer {
+                id,
+                result: Ok(vec![SocketAddr::new(ip, port)]),
+                resolved_at: None,
+            });
             return;
         }
-        let job = (id, host.to_owned(), port);
-        let jobs = self.jobs.get_or_insert_with(|| {
-            let (tx, rx) = channel::<(u64, String, u16)>();
-            let answers = self.answer_tx.clone();
-            let waker = Arc::clone(&self.waker);
-            std::thread::Builder::new()
-                .name("resolver".into())
-                .spawn(move || {
-                    for (id, host, port) in rx {
-                        let result = (host.as_str(), port).to_socket_addrs().map(|a| a.collect());
-                        if answers.send((id, result)).is_err() {
-                            break;
-                        }
-                        let _ = waker.wake();
-                    }
-                })
-                .ok();
-            tx
-        });
-        if let Err(e) = jobs.send(job) {
-            let (id, ..) = e.0;
-            let _ = self
-                .answer_tx
-                .send((id, Err(io::Error::other("resolver thread is gone"))));
+        let waiting = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if waiting > self.idle.load(Ordering::Acquire) && self.workers < MAX_WORKERS {
+            match self.spawn_worker() {
+                Ok(()) => self.workers += 1,
+                Err(e) if self.workers == 0 => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    let error = io::Error::other(format!("no resolver thread could start: {e}"));
+                    return self.answer(Answer {
+                        id,
+                        result: Err(error),
+                        resolved_at: None,
+                    });
+                }
+                // The running workers will take it.
+                Err(_) => {}
+            }
         }
+        let job = Job {
+            id,
+            host: host.to_owned(),
+            port,
+        };
+        // The receiving end lives in `self.queue`, so sending cannot fail.
+        let _ = self.jobs.send(job);
+    }
+
+    fn answer(&self, answer: Answer) {
+        let _ = self.answer_tx.send(answer);
+        let _ = self.waker.wake();
+    }
+
+    fn spawn_worker(&self) -> io::Result<()> {
+        let queue = Arc::clone(&self.queue);
+        let idle = Arc::clone(&self.idle);
+        let queued = Arc::clone(&self.queued);
+        let answers = self.answer_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        std::thread::Builder::new()
+            .name("resolver".into())
+            .spawn(move || loop {
+                idle.fetch_add(1, Ordering::AcqRel);
+                let job = queue
+                    .lock()
+                    .map_err(|_| ())
+                    .and_then(|q| q.recv().map_err(|_| ()));
+                idle.fetch_sub(1, Ordering::AcqRel);
+                queued.fetch_sub(1, Ordering::AcqRel);
+                // The resolver is gone: so is the loop that asked.
+                let Ok(Job { id, host, port }) = job else {
+                    return;
+                };
+                let result = (host.as_str(), port).to_socket_addrs().map(|a| a.collect());
+                let resolved_at = Some(clock::now());
+                if answers
+                    .send(Answer {
+                        id,
+                        result,
+                        resolved_at,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = waker.wake();
+            })
+            .map(drop)
     }
 
     /// Answers that have arrived.
     pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
         self.answers.try_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Look-ups answer concurrently: a second one does not wait behind a
+    /// slow first. "localhost" resolves from /etc/hosts without a network.
+    #[test]
+    fn literals_answer_at_once_and_names_on_workers() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let mut resolver = Resolver::new(waker);
+        resolver.resolve(1, "127.0.0.1", 80);
+        resolver.resolve(2, "::1", 81);
+        for id in 3..3 + MAX_WORKERS as u64 * 2 {
+            resolver.resolve(id, "localhost", 82);
+        }
+        assert_eq!(
+            resolver.workers, MAX_WORKERS,
+            "a worker per waiting look-up, bounded"
+        );
+        let mut got = Vec::new();
+        let mut events = mio::Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < 2 + MAX_WORKERS * 2 && Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            got.extend(resolver.answers());
+        }
+        assert_eq!(got.len(), 2 + MAX_WORKERS * 2);
+        for a in &got {
+            let addrs = a.result.as_ref().expect("resolves");
+            assert!(addrs.iter().all(|s| s.ip().is_loopback()));
+            assert_eq!(
+                a.resolved_at.is_none(),
+                a.id <= 2,
+                "literals need no look-up"
+            );
+        }
     }
 }

@@ -331,7 +331,7 @@ impl ClientConn {
         let status = resp.code.unwrap_or(0);
         let http10 = resp.version == Some(0);
         let framing =
-            framing(resp.headers).map_err(|why| ClientError::Malformed(why.to_owned()))?;
+            framing(resp.headers).map_err(|why| ClientError::Malformed(why.to_string()))?;
         self.input.drain(..head_len);
         // Interim answers (100 Continue and the like) precede the real one.
         if (100..200).contains(&status) && status != 101 {

@@ -7,6 +7,7 @@
 
 pub mod chunked;
 pub mod client;
+pub mod date;
 pub mod server;
 pub mod url;
 
@@ -129,28 +130,62 @@ struct Framing {
     connection_keep_alive: bool,
 }
 
+/// Why a message's framing headers were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    InvalidContentLength,
+    ConflictingContentLength,
+    /// A transfer coding other than `chunked` last.
+    UnsupportedTransferEncoding,
+    /// Both headers: two parties could disagree about where the body ends.
+    BothTransferEncodingAndContentLength,
+}
+
+impl FramingError {
+    /// The status a server answers a request so framed with.
+    pub fn status(self) -> u16 {
+        match self {
+            FramingError::UnsupportedTransferEncoding => 501,
+            _ => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for FramingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FramingError::InvalidContentLength => "invalid Content-Length",
+            FramingError::ConflictingContentLength => "conflicting Content-Length headers",
+            FramingError::UnsupportedTransferEncoding => "unsupported Transfer-Encoding",
+            FramingError::BothTransferEncodingAndContentLength => {
+                "both Transfer-Encoding and Content-Length"
+            }
+        })
+    }
+}
+
 /// Reads the framing headers, refusing the ambiguous combinations that let
 /// two parties disagree about where a message ends (request smuggling).
-fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, &'static str> {
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError> {
     let mut f = Framing::default();
     let mut transfer_encoding = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let s = std::str::from_utf8(h.value).map_err(|_| "invalid Content-Length")?;
+            let s = std::str::from_utf8(h.value).map_err(|_| FramingError::InvalidContentLength)?;
             let s = s.trim();
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("invalid Content-Length");
+                return Err(FramingError::InvalidContentLength);
             }
-            let n: u64 = s.parse().map_err(|_| "invalid Content-Length")?;
+            let n: u64 = s.parse().map_err(|_| FramingError::InvalidContentLength)?;
             if f.content_length.is_some_and(|m| m != n) {
-                return Err("conflicting Content-Length headers");
+                return Err(FramingError::ConflictingContentLength);
             }
             f.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoding = true;
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
             if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err("unsupported Transfer-Encoding");
+                return Err(FramingError::UnsupportedTransferEncoding);
             }
             f.chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -159,7 +194,7 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, &'static str> {
         }
     }
     if transfer_encoding && f.content_length.is_some() {
-        return Err("both Transfer-Encoding and Content-Length");
+        return Err(FramingError::BothTransferEncodingAndContentLength);
     }
     Ok(f)
 }

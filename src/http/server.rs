@@ -6,12 +6,25 @@
 //! come out of [`ServerConn::poll_output`] in request order (pipelining).
 //! Protocol errors (malformed head, oversized head or body, bad framing) are
 //! answered here with a JSON error, after which the connection closes.
+//!
+//! The machine owns its time, as quinn-proto's `Connection` does: every call
+//! that moves it is handed `now`, [`ServerConn::poll_timeout`] names its next
+//! deadline (the request being read, idleness, the closing drain) and
+//! [`ServerConn::handle_timeout`] acts on it. The loop keeps only the socket
+//! and one timer per connection.
+//!
+//! Its life: open (requests in, answers out) -> finished (everything owed is
+//! written; the loop shuts the write side and calls [`ServerConn::shut_down`])
+//! -> draining (the peer's leftovers are read and dropped, at most
+//! `drain_timeout`) -> closed ([`ServerConn::is_closed`]).
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
+use super::date::push_http_date;
 use super::{error_body, framing, has_token, push_decimal, reason_phrase, Method};
+use crate::event::clock::{Nanos, WallAnchor, MILLISECOND, SECOND};
 use std::collections::VecDeque;
 
-/// Bounds on what one connection may make the server hold.
+/// Bounds on what one connection may make the server hold, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Largest request head (request line and headers), else 431.
@@ -21,6 +34,14 @@ pub struct ServerLimits {
     /// Requests read ahead of their answers; past this the connection is not
     /// read until answers drain, so a pipelining client cannot grow memory.
     pub max_pipelined: usize,
+    /// A request must arrive whole within this of its first byte, else 408
+    /// (slowloris). The clock does not run while the pipeline is full: the
+    /// server, not the peer, is then the one waiting.
+    pub request_timeout: Nanos,
+    /// A connection with nothing to read or answer is closed after this.
+    pub idle_timeout: Nanos,
+    /// How long a closing connection may take to read out the peer's leftovers.
+    pub drain_timeout: Nanos,
 }
 
 impl Default for ServerLimits {
@@ -29,6 +50,9 @@ impl Default for ServerLimits {
             max_head: 16 * 1024,
             max_body: 1024 * 1024,
             max_pipelined: 64,
+            request_timeout: 10 * SECOND,
+            idle_timeout: 60 * SECOND,
+            drain_timeout: 2 * SECOND,
         }
     }
 }
@@ -117,14 +141,74 @@ impl Response {
     }
 }
 
+/// Where a streamed answer stands. Each step happens once: the head, then
+/// the body's pieces, then (chunked) the terminator; `Done` writes nothing.
+enum StreamState {
+    /// The response head, written before the first piece.
+    Head(Vec<u8>),
+    Pieces,
+    Done,
+}
+
+/// A streamed answer being encoded into the output.
+struct BodyStream {
+    source: Box<dyn BodySource>,
+    /// Chunked (HTTP/1.1), or delimited by closing (HTTP/1.0).
+    chunked: bool,
+    state: StreamState,
+    piece: Vec<u8>,
+}
+
+impl BodyStream {
+    /// Appends to `out` until it holds `limit` bytes or the body is complete.
+    /// True once the whole answer, terminator included, is in `out`.
+    fn encode(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
+        loop {
+            match &mut self.state {
+                StreamState::Head(head) => {
+                    out.append(head);
+                    self.state = StreamState::Pieces;
+                }
+                StreamState::Pieces => {
+                    if out.len() >= limit {
+                        return false;
+                    }
+                    self.piece.clear();
+                    let complete = self.source.fill(&mut self.piece);
+                    if self.chunked && !self.piece.is_empty() {
+                        push_hex(out, self.piece.len());
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(&self.piece);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&self.piece);
+                    }
+                    if complete {
+                        if self.chunked {
+                            out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        self.state = StreamState::Done;
+                    } else if self.piece.is_empty() {
+                        // Nothing to send yet; asked again when output drains.
+                        return false;
+                    }
+                }
+                StreamState::Done => return true,
+            }
+        }
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(n >> (i * 4)) & 0xf]);
+    }
+}
+
 enum Ready {
     Bytes(Vec<u8>),
-    Stream {
-        /// The response head, written before the first piece.
-        head: Vec<u8>,
-        source: Box<dyn BodySource>,
-        chunked: bool,
-    },
+    Stream(BodyStream),
 }
 
 /// An answer owed, in request order.
@@ -152,8 +236,33 @@ enum ReadState {
     Stopped,
 }
 
+/// The connection's life after its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// Our side is shut; the peer's leftovers are read until `until`.
+    Draining {
+        until: Nanos,
+    },
+    Closed,
+}
+
+/// The outcome of parsing a request head.
+enum Head {
+    /// A request is being read; go on.
+    Parsed,
+    /// More bytes are needed.
+    Partial,
+    /// Refused with an error answer; nothing more is read.
+    Refused,
+}
+
 pub struct ServerConn {
     limits: ServerLimits,
+    /// Turns `now` into the wall time of the `Date` header.
+    anchor: WallAnchor,
+    /// The latest `now` handed in.
+    now: Nanos,
     input: Vec<u8>,
     state: ReadState,
     next_seq: u64,
@@ -163,12 +272,21 @@ pub struct ServerConn {
     /// Set when the answer carrying `close` has been moved to `output`.
     closing: bool,
     peer_closed: bool,
+    life: Life,
+    /// When the request now being read began: its first byte, or the moment
+    /// a full pipeline freed up for it, whichever is later.
+    request_since: Option<Nanos>,
+    /// The last time the peer sent bytes or was answered.
+    last_active: Nanos,
 }
 
 impl ServerConn {
-    pub fn new(limits: ServerLimits) -> Self {
+    /// A connection accepted at `now`.
+    pub fn new(limits: ServerLimits, anchor: WallAnchor, now: Nanos) -> Self {
         ServerConn {
             limits,
+            anchor,
+            now,
             input: Vec::new(),
             state: ReadState::Head,
             next_seq: 0,
@@ -177,38 +295,59 @@ impl ServerConn {
             written: 0,
             closing: false,
             peer_closed: false,
+            life: Life::Open,
+            request_since: None,
+            last_active: now,
         }
     }
 
-    /// Feeds bytes read from the peer.
-    pub fn receive(&mut self, data: &[u8]) {
-        if !matches!(self.state, ReadState::Stopped) {
-            self.input.extend_from_slice(data);
+    /// Feeds bytes read from the peer at `now`. While draining they are
+    /// dropped and do not extend the drain.
+    pub fn receive(&mut self, data: &[u8], now: Nanos) {
+        self.now = now;
+        if self.life != Life::Open || matches!(self.state, ReadState::Stopped) || data.is_empty() {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        self.last_active = now;
+        if self.request_since.is_none() && self.has_room() {
+            self.request_since = Some(now);
         }
     }
 
-    /// The peer closed its sending side: finish the answers owed, then close.
-    /// A request cut short is dropped; it had no answer to wait for.
+    /// The peer closed its sending side: the complete requests already
+    /// received are still answered; a request cut short is dropped (it has
+    /// no answer to wait for); then the connection closes.
     pub fn receive_eof(&mut self) {
         self.peer_closed = true;
-        if let ReadState::Body { request, .. } | ReadState::Chunked { request, .. } =
-            std::mem::replace(&mut self.state, ReadState::Stopped)
-        {
-            self.slots.retain(|s| s.seq != Some(request.seq));
+        if let Life::Draining { .. } = self.life {
+            self.life = Life::Closed;
         }
-        self.state = ReadState::Stopped;
-        self.input = Vec::new();
     }
 
-    /// Whether the loop should read from the socket now. False while the
-    /// pipeline is full or once no more requests will be read.
+    /// Whether the loop should read from the socket now: false while the
+    /// pipeline is full and once no more requests will be read, true while
+    /// draining (to read out the peer's leftovers).
     pub fn wants_input(&self) -> bool {
-        !matches!(self.state, ReadState::Stopped) && self.slots.len() < self.limits.max_pipelined
+        match self.life {
+            Life::Open => {
+                !self.peer_closed && !matches!(self.state, ReadState::Stopped) && self.has_room()
+            }
+            Life::Draining { .. } => true,
+            Life::Closed => false,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.slots.len() < self.limits.max_pipelined
     }
 
     /// No request in progress and no answer owed: the connection is idle.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, ReadState::Head) && self.input.is_empty() && self.slots.is_empty()
+        matches!(self.state, ReadState::Head)
+            && self.input.is_empty()
+            && self.slots.is_empty()
+            && self.written == self.output.len()
     }
 
     /// A request has begun arriving but is not complete.
@@ -220,21 +359,117 @@ impl ServerConn {
         }
     }
 
-    /// Everything owed is written and the connection should now close.
+    /// Everything owed is written and no more requests will be read: the
+    /// loop should shut the write side (once its transport has flushed) and
+    /// call [`ServerConn::shut_down`].
     pub fn is_finished(&self) -> bool {
-        let done_reading = self.closing || self.peer_closed;
-        done_reading && self.slots.is_empty() && self.written == self.output.len()
+        let done_reading =
+            self.closing || (self.peer_closed && matches!(self.state, ReadState::Stopped));
+        self.life == Life::Open
+            && done_reading
+            && self.slots.is_empty()
+            && self.written == self.output.len()
+    }
+
+    /// The loop shut the write side at `now`: read out what the peer still
+    /// sends (so the kernel does not answer unread bytes with a reset that
+    /// could destroy the final answer in flight), then close.
+    pub fn shut_down(&mut self, now: Nanos) {
+        self.now = now;
+        self.life = if self.peer_closed {
+            Life::Closed
+        } else {
+            Life::Draining {
+                until: now.saturating_add(self.limits.drain_timeout),
+            }
+        };
+        self.input = Vec::new();
+    }
+
+    /// Nothing more will happen on this connection: the loop drops it.
+    pub fn is_closed(&self) -> bool {
+        self.life == Life::Closed
+    }
+
+    /// The next instant [`ServerConn::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        match self.life {
+            Life::Closed => None,
+            Life::Draining { until } => Some(until),
+            Life::Open if self.is_idle() => {
+                Some(self.last_active.saturating_add(self.limits.idle_timeout))
+            }
+            Life::Open => self
+                .request_since
+                .filter(|_| self.is_mid_request() && self.has_room())
+                .map(|since| since.saturating_add(self.limits.request_timeout)),
+        }
+    }
+
+    /// Acts on the deadlines that have passed at `now`: a request not
+    /// received in time gets 408 and the connection closes; an idle
+    /// connection or a drain that took too long is closed.
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        self.now = now;
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        match self.life {
+            Life::Draining { .. } => self.life = Life::Closed,
+            Life::Open if self.is_idle() => self.life = Life::Closed,
+            Life::Open => {
+                let message = format!(
+                    "request not received in full within {} ms",
+                    self.limits.request_timeout / MILLISECOND
+                );
+                self.fail(408, &message);
+            }
+            Life::Closed => {}
+        }
     }
 
     /// Parses the next complete request, if the input holds one.
-    pub fn next_request(&mut self) -> Option<Request> {
+    pub fn next_request(&mut self, now: Nanos) -> Option<Request> {
+        self.now = now;
         loop {
             match &mut self.state {
                 ReadState::Stopped => return None,
                 ReadState::Head => {
-                    // A full pipeline waits for answers before reading on.
-                    if self.slots.len() >= self.limits.max_pipelined || !self.parse_head() {
+                    let blank = self
+                        .input
+                        .iter()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count();
+                    // Empty lines between pipelined requests are allowed and skipped.
+                    self.input.drain(..blank);
+                    if self.input.is_empty() {
+                        self.request_since = None;
+                        if self.peer_closed {
+                            self.state = ReadState::Stopped;
+                        }
                         return None;
+                    }
+                    // A full pipeline waits for answers before reading on,
+                    // and its request's clock does not run meanwhile.
+                    if !self.has_room() {
+                        self.request_since = None;
+                        return None;
+                    }
+                    self.request_since.get_or_insert(now);
+                    match self.parse_head() {
+                        Head::Parsed => {}
+                        Head::Refused => return None,
+                        Head::Partial => {
+                            if self.peer_closed {
+                                // Cut short: it will never be complete.
+                                self.state = ReadState::Stopped;
+                                self.input = Vec::new();
+                            }
+                            return None;
+                        }
                     }
                 }
                 ReadState::Body { remaining, request } => {
@@ -243,7 +478,7 @@ impl ServerConn {
                     self.input.drain(..take);
                     *remaining -= take as u64;
                     if *remaining > 0 {
-                        return None;
+                        return self.drop_if_cut_short();
                     }
                     return self.finish_request();
                 }
@@ -252,7 +487,7 @@ impl ServerConn {
                         Ok(used) => {
                             self.input.drain(..used);
                             if !decoder.is_done() {
-                                return None;
+                                return self.drop_if_cut_short();
                             }
                             return self.finish_request();
                         }
@@ -268,6 +503,20 @@ impl ServerConn {
         }
     }
 
+    /// A request body still incomplete after the peer closed is dropped
+    /// with its answer slot.
+    fn drop_if_cut_short(&mut self) -> Option<Request> {
+        if self.peer_closed {
+            if let ReadState::Body { request, .. } | ReadState::Chunked { request, .. } =
+                std::mem::replace(&mut self.state, ReadState::Stopped)
+            {
+                self.slots.retain(|s| s.seq != Some(request.seq));
+            }
+            self.input = Vec::new();
+        }
+        None
+    }
+
     fn too_large_message(&self) -> String {
         format!(
             "request body larger than the limit of {} bytes (--max-body)",
@@ -276,6 +525,7 @@ impl ServerConn {
     }
 
     fn finish_request(&mut self) -> Option<Request> {
+        self.request_since = None;
         match std::mem::replace(&mut self.state, ReadState::Head) {
             ReadState::Body { request, .. } | ReadState::Chunked { request, .. } => {
                 if self.slots.back().is_some_and(|s| s.close) {
@@ -290,21 +540,8 @@ impl ServerConn {
         }
     }
 
-    /// Parses a request head; returns false when more input is needed or
-    /// the request was refused.
-    fn parse_head(&mut self) -> bool {
-        // Empty lines between pipelined requests are allowed and skipped.
-        let blank = self
-            .input
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        if blank > 0 {
-            self.input.drain(..blank);
-        }
-        if self.input.is_empty() {
-            return false;
-        }
+    /// Parses a request head at the start of the input.
+    fn parse_head(&mut self) -> Head {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         // Only the first max_head + 1 bytes decide (431 or 400 alike),
@@ -315,21 +552,22 @@ impl ServerConn {
             Ok(httparse::Status::Partial) => {
                 if self.input.len() > self.limits.max_head {
                     self.fail(431, &self.head_too_large_message());
+                    return Head::Refused;
                 }
-                return false;
+                return Head::Partial;
             }
             Err(httparse::Error::TooManyHeaders) => {
                 self.fail(431, &format!("more than {MAX_HEADERS} request headers"));
-                return false;
+                return Head::Refused;
             }
             Err(e) => {
                 self.fail(400, &format!("malformed request: {e}"));
-                return false;
+                return Head::Refused;
             }
         };
         if head_len > self.limits.max_head {
             self.fail(431, &self.head_too_large_message());
-            return false;
+            return Head::Refused;
         }
         let method = Method::parse(req.method.unwrap_or(""));
         let target = req.path.unwrap_or("/");
@@ -337,13 +575,8 @@ impl ServerConn {
         let framing = match framing(req.headers) {
             Ok(f) => f,
             Err(why) => {
-                let status = if why.starts_with("unsupported") {
-                    501
-                } else {
-                    400
-                };
-                self.fail(status, why);
-                return false;
+                self.fail(why.status(), &why.to_string());
+                return Head::Refused;
             }
         };
         let expect_continue = req
@@ -370,7 +603,7 @@ impl ServerConn {
         };
         if length.is_some_and(|n| n > self.limits.max_body) {
             self.fail(413, &self.too_large_message());
-            return false;
+            return Head::Refused;
         }
         if expect_continue && !http10 && length != Some(0) {
             self.slots.push_back(Slot {
@@ -405,30 +638,23 @@ impl ServerConn {
             },
         };
         self.flush_ready();
-        true
+        Head::Parsed
     }
 
     fn head_too_large_message(&self) -> String {
         format!("request head larger than {} bytes", self.limits.max_head)
     }
 
-    /// Refuses the request being read (a timeout, say): answers `status`
-    /// with a JSON error, in order, and closes.
-    pub fn abort_request(&mut self, status: u16, message: &str) {
-        if !matches!(self.state, ReadState::Stopped) {
-            self.fail(status, message);
-        }
-    }
-
     /// Refuses the request being read: answers `status` and closes.
     fn fail(&mut self, status: u16, message: &str) {
+        self.request_since = None;
         let response = Response::error(status, message);
-        match std::mem::replace(&mut self.state, ReadState::Stopped) {
+        let seq = match std::mem::replace(&mut self.state, ReadState::Stopped) {
             ReadState::Body { request, .. } | ReadState::Chunked { request, .. } => {
                 if let Some(slot) = self.slots.iter_mut().find(|s| s.seq == Some(request.seq)) {
                     slot.close = true;
                 }
-                self.respond(request.seq, response);
+                request.seq
             }
             _ => {
                 let seq = self.next_seq;
@@ -440,24 +666,32 @@ impl ServerConn {
                     close: true,
                     ready: None,
                 });
-                self.respond(seq, response);
+                seq
             }
-        }
+        };
+        self.respond(seq, response, self.now);
         self.input = Vec::new();
     }
 
-    /// Answers request `seq`. Answers to requests already gone (the slot was
-    /// dropped when the peer closed) are ignored.
-    pub fn respond(&mut self, seq: u64, response: Response) {
+    /// Answers request `seq` at `now`. Answers to requests already gone (the
+    /// slot was dropped when the peer closed) are ignored.
+    pub fn respond(&mut self, seq: u64, response: Response, now: Nanos) {
+        self.now = now;
+        self.last_active = self.last_active.max(now);
+        let wall_secs = (self.anchor.wall(now).div_euclid(1_000_000_000)) as i64;
         let Some(slot) = self.slots.iter_mut().find(|s| s.seq == Some(seq)) else {
             return;
         };
-        let mut head = Vec::with_capacity(128);
+        let mut head = Vec::with_capacity(192);
         head.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(&mut head, response.status as u64);
         head.push(b' ');
         head.extend_from_slice(reason_phrase(response.status).as_bytes());
-        head.extend_from_slice(b"\r\n");
+        // RFC 9110 6.6.1: an origin server with a clock sends Date. Every
+        // answer is about live state a cache must never replay.
+        head.extend_from_slice(b"\r\nDate: ");
+        push_http_date(&mut head, wall_secs);
+        head.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
         for (name, value) in &response.headers {
             head.extend_from_slice(name.as_bytes());
             head.extend_from_slice(b": ");
@@ -500,11 +734,12 @@ impl ServerConn {
                 if slot.head_only {
                     Ready::Bytes(head)
                 } else {
-                    Ready::Stream {
-                        head,
+                    Ready::Stream(BodyStream {
                         source,
                         chunked,
-                    }
+                        state: StreamState::Head(head),
+                        piece: Vec::new(),
+                    })
                 }
             }
         };
@@ -525,35 +760,9 @@ impl ServerConn {
                         self.output.extend_from_slice(bytes);
                     }
                 }
-                Some(Ready::Stream {
-                    head,
-                    source,
-                    chunked,
-                }) => {
-                    self.output.append(head);
-                    let mut piece = Vec::new();
-                    while self.output.len() - self.written < STREAM_HIGH_WATER {
-                        piece.clear();
-                        let done = source.fill(&mut piece);
-                        if *chunked && !piece.is_empty() {
-                            self.output
-                                .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-                            self.output.extend_from_slice(&piece);
-                            self.output.extend_from_slice(b"\r\n");
-                        } else {
-                            self.output.extend_from_slice(&piece);
-                        }
-                        if done {
-                            if *chunked {
-                                self.output.extend_from_slice(b"0\r\n\r\n");
-                            }
-                            break;
-                        }
-                        if piece.is_empty() {
-                            return;
-                        }
-                    }
-                    if self.output.len() - self.written >= STREAM_HIGH_WATER {
+                Some(Ready::Stream(stream)) => {
+                    let limit = self.written + STREAM_HIGH_WATER;
+                    if !stream.encode(&mut self.output, limit) {
                         return;
                     }
                 }
@@ -610,7 +819,12 @@ mod tests {
             max_head: 1024,
             max_body: 64,
             max_pipelined: 8,
+            ..ServerLimits::default()
         }
+    }
+
+    fn conn() -> ServerConn {
+        ServerConn::new(limits(), WallAnchor::fixed(0, 0), 0)
     }
 
     fn output(conn: &mut ServerConn) -> String {
@@ -625,11 +839,11 @@ mod tests {
     #[test]
     fn every_split_point_yields_the_same_requests() {
         for split in 0..=TWO_REQUESTS.len() {
-            let mut conn = ServerConn::new(limits());
+            let mut conn = conn();
             let mut got = Vec::new();
             for part in [&TWO_REQUESTS[..split], &TWO_REQUESTS[split..]] {
-                conn.receive(part);
-                while let Some(r) = conn.next_request() {
+                conn.receive(part, 0);
+                while let Some(r) = conn.next_request(0) {
                     got.push((r.seq, r.path, r.body));
                 }
             }
@@ -646,11 +860,11 @@ mod tests {
 
     #[test]
     fn byte_by_byte() {
-        let mut conn = ServerConn::new(limits());
+        let mut conn = conn();
         let mut got = 0;
         for b in TWO_REQUESTS {
-            conn.receive(std::slice::from_ref(b));
-            while conn.next_request().is_some() {
+            conn.receive(std::slice::from_ref(b), 0);
+            while conn.next_request(0).is_some() {
                 got += 1;
             }
         }
@@ -659,13 +873,13 @@ mod tests {
 
     #[test]
     fn answers_go_out_in_request_order() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(TWO_REQUESTS);
-        let a = conn.next_request().unwrap();
-        let b = conn.next_request().unwrap();
-        conn.respond(b.seq, Response::error(404, "second"));
+        let mut conn = conn();
+        conn.receive(TWO_REQUESTS, 0);
+        let a = conn.next_request(0).unwrap();
+        let b = conn.next_request(0).unwrap();
+        conn.respond(b.seq, Response::error(404, "second"), 0);
         assert_eq!(output(&mut conn), "", "second answer waits for the first");
-        conn.respond(a.seq, Response::empty(200));
+        conn.respond(a.seq, Response::empty(200), 0);
         let out = output(&mut conn);
         let first = out.find("200 OK").unwrap();
         let second = out.find("404 Not Found").unwrap();
@@ -675,24 +889,27 @@ mod tests {
 
     #[test]
     fn expect_continue_is_answered_before_the_body() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
-        assert!(conn.next_request().is_none());
+        let mut conn = conn();
+        conn.receive(
+            b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            0,
+        );
+        assert!(conn.next_request(0).is_none());
         assert_eq!(output(&mut conn), "HTTP/1.1 100 Continue\r\n\r\n");
-        conn.receive(b"abc");
-        let r = conn.next_request().unwrap();
+        conn.receive(b"abc", 0);
+        let r = conn.next_request(0).unwrap();
         assert_eq!(r.body, b"abc");
-        conn.respond(r.seq, Response::empty(200));
+        conn.respond(r.seq, Response::empty(200), 0);
         assert!(output(&mut conn).starts_with("HTTP/1.1 200 OK\r\n"));
     }
 
     #[test]
     fn head_gets_headers_only() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(b"HEAD /healthz HTTP/1.1\r\n\r\n");
-        let r = conn.next_request().unwrap();
+        let mut conn = conn();
+        conn.receive(b"HEAD /healthz HTTP/1.1\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
         assert_eq!(r.method, Method::Head);
-        conn.respond(r.seq, Response::json(200, b"{\"ok\":true}".to_vec()));
+        conn.respond(r.seq, Response::json(200, b"{\"ok\":true}".to_vec()), 0);
         let out = output(&mut conn);
         assert!(out.contains("Content-Length: 11\r\n"));
         assert!(out.ends_with("\r\n\r\n"));
@@ -704,11 +921,11 @@ mod tests {
             &b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
         ] {
-            let mut conn = ServerConn::new(limits());
-            conn.receive(req);
-            let r = conn.next_request().unwrap();
-            assert!(conn.next_request().is_none(), "nothing read after close");
-            conn.respond(r.seq, Response::empty(200));
+            let mut conn = conn();
+            conn.receive(req, 0);
+            let r = conn.next_request(0).unwrap();
+            assert!(conn.next_request(0).is_none(), "nothing read after close");
+            conn.respond(r.seq, Response::empty(200), 0);
             assert!(output(&mut conn).contains("Connection: close"));
             assert!(conn.is_finished());
         }
@@ -716,18 +933,18 @@ mod tests {
 
     #[test]
     fn http10_keep_alive_is_honoured() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-        let r = conn.next_request().unwrap();
-        conn.respond(r.seq, Response::empty(200));
+        let mut conn = conn();
+        conn.receive(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        conn.respond(r.seq, Response::empty(200), 0);
         assert!(output(&mut conn).contains("Connection: keep-alive"));
         assert!(!conn.is_finished());
     }
 
     fn refused(input: &[u8]) -> String {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(input);
-        assert!(conn.next_request().is_none());
+        let mut conn = conn();
+        conn.receive(input, 0);
+        assert!(conn.next_request(0).is_none());
         let out = output(&mut conn);
         assert!(conn.is_finished(), "closes after an error");
         out
@@ -766,31 +983,38 @@ mod tests {
 
     #[test]
     fn pipeline_depth_is_bounded() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(&b"GET / HTTP/1.1\r\n\r\n".repeat(20));
+        let mut conn = conn();
+        conn.receive(&b"GET / HTTP/1.1\r\n\r\n".repeat(20), 0);
         let mut seqs = Vec::new();
-        while let Some(r) = conn.next_request() {
+        while let Some(r) = conn.next_request(0) {
             seqs.push(r.seq);
         }
         assert_eq!(seqs.len(), 8);
         assert!(!conn.wants_input());
         for s in seqs {
-            conn.respond(s, Response::empty(200));
+            conn.respond(s, Response::empty(200), 0);
         }
         output(&mut conn);
         assert!(conn.wants_input());
-        assert_eq!(std::iter::from_fn(|| conn.next_request()).count(), 8);
+        assert_eq!(std::iter::from_fn(|| conn.next_request(0)).count(), 8);
     }
 
     #[test]
     fn peer_gone_mid_request_drops_it_but_answers_earlier_ones() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
-        let a = conn.next_request().unwrap();
-        assert!(conn.next_request().is_none());
+        let mut conn = conn();
+        conn.receive(
+            b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+            0,
+        );
+        let a = conn.next_request(0).unwrap();
+        assert!(conn.next_request(0).is_none());
         conn.receive_eof();
+        assert!(
+            conn.next_request(0).is_none(),
+            "the request cut short is dropped"
+        );
         assert!(!conn.is_finished());
-        conn.respond(a.seq, Response::empty(200));
+        conn.respond(a.seq, Response::empty(200), 0);
         assert!(output(&mut conn).starts_with("HTTP/1.1 200"));
         assert!(conn.is_finished());
     }
@@ -806,10 +1030,10 @@ mod tests {
 
     #[test]
     fn streamed_body_is_chunked() {
-        let mut conn = ServerConn::new(limits());
-        conn.receive(b"GET /big HTTP/1.1\r\n\r\n");
-        let r = conn.next_request().unwrap();
-        conn.respond(r.seq, Response::stream(200, Box::new(Counter(0))));
+        let mut conn = conn();
+        conn.receive(b"GET /big HTTP/1.1\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        conn.respond(r.seq, Response::stream(200, Box::new(Counter(0))), 0);
         let out = output(&mut conn);
         assert!(
             out.contains(
@@ -825,5 +1049,223 @@ mod tests {
         assert_eq!(path_of("http://h:1/test-groups?x=1"), "/test-groups");
         assert_eq!(path_of("/a/b?c"), "/a/b");
         assert_eq!(path_of("http://h"), "/");
+    }
+
+    /// A body whose last piece takes the output past the high-water mark.
+    struct Big {
+        pieces: u32,
+    }
+    impl BodySource for Big {
+        fn fill(&mut self, out: &mut Vec<u8>) -> bool {
+            self.pieces -= 1;
+            out.resize(out.len() + 100_000, b'x');
+            if self.pieces == 0 {
+                out.extend_from_slice(b"]}\n");
+            }
+            self.pieces == 0
+        }
+    }
+
+    /// Reads the output `step` bytes at a time, as a slow peer would.
+    fn output_in_steps(conn: &mut ServerConn, step: usize) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let out = conn.poll_output();
+            if out.is_empty() {
+                return all;
+            }
+            let n = out.len().min(step);
+            all.extend_from_slice(&out[..n]);
+            conn.advance_output(n);
+        }
+    }
+
+    #[test]
+    fn a_streamed_body_ends_once_when_its_end_lands_past_the_high_water_mark() {
+        for http10 in [false, true] {
+            let mut conn = conn();
+            let version = if http10 { "1.0" } else { "1.1" };
+            conn.receive(format!("GET /big HTTP/{version}\r\n\r\n").as_bytes(), 0);
+            let r = conn.next_request(0).unwrap();
+            conn.respond(r.seq, Response::stream(200, Box::new(Big { pieces: 3 })), 0);
+            let out = output_in_steps(&mut conn, 4096);
+            let body = &out[find(&out, b"\r\n\r\n").unwrap() + 4..];
+            if http10 {
+                assert_eq!(body.len(), 300_003, "HTTP/1.0 body is the pieces once");
+                assert!(body.ends_with(b"x]}\n"));
+                assert!(conn.is_finished());
+            } else {
+                let end = b"\r\n0\r\n\r\n";
+                assert!(body.ends_with(end), "one terminator");
+                assert_eq!(body.windows(3).filter(|w| w == b"]}\n").count(), 1);
+                assert!(conn.is_idle(), "nothing more owed");
+                assert!(
+                    output_in_steps(&mut conn, 4096).is_empty(),
+                    "no stray bytes"
+                );
+                conn.receive(b"GET /healthz HTTP/1.1\r\n\r\n", 0);
+                let r = conn.next_request(0).unwrap();
+                conn.respond(r.seq, Response::empty(200), 0);
+                assert!(output_in_steps(&mut conn, 4096).starts_with(b"HTTP/1.1 200 OK\r\n"));
+            }
+        }
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn complete_requests_before_eof_in_one_read_are_answered() {
+        // A TLS close_notify right behind the requests arrives this way.
+        let mut conn = conn();
+        conn.receive(TWO_REQUESTS, 0);
+        conn.receive_eof();
+        let a = conn.next_request(0).expect("first request kept");
+        let b = conn.next_request(0).expect("second request kept");
+        assert!(conn.next_request(0).is_none());
+        conn.respond(a.seq, Response::empty(200), 0);
+        conn.respond(b.seq, Response::empty(200), 0);
+        assert_eq!(output(&mut conn).matches("200 OK").count(), 2);
+        assert!(conn.is_finished());
+        conn.shut_down(0);
+        assert!(conn.is_closed(), "the peer is gone: no drain");
+    }
+
+    #[test]
+    fn a_pipelined_request_gets_its_own_request_clock() {
+        let mut conn = conn();
+        let first = b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\nab";
+        conn.receive(first, 0);
+        assert!(conn.next_request(0).is_none());
+        assert_eq!(conn.poll_timeout(), Some(10 * SECOND));
+        // The first request ends 9 s later and the next one begins.
+        conn.receive(b"cdGET /b HTTP/1.1\r\n", 9 * SECOND);
+        let a = conn.next_request(9 * SECOND).unwrap();
+        assert!(conn.next_request(9 * SECOND).is_none());
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(19 * SECOND),
+            "from its own first byte"
+        );
+        conn.handle_timeout(10 * SECOND);
+        conn.respond(a.seq, Response::empty(200), 10 * SECOND);
+        let out = output(&mut conn);
+        assert!(
+            out.starts_with("HTTP/1.1 200") && !out.contains("408"),
+            "{out}"
+        );
+        conn.handle_timeout(19 * SECOND - 1);
+        assert_eq!(output(&mut conn), "");
+        conn.handle_timeout(19 * SECOND);
+        let out = output(&mut conn);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("within 10000 ms"), "{out}");
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn the_request_clock_stops_while_the_pipeline_is_full() {
+        let mut conn = conn();
+        let mut input = b"GET / HTTP/1.1\r\n\r\n".repeat(8);
+        input.extend_from_slice(b"GET /ninth HTTP/1.1\r\n");
+        conn.receive(&input, 0);
+        let seqs: Vec<u64> = std::iter::from_fn(|| conn.next_request(0).map(|r| r.seq)).collect();
+        assert_eq!(seqs.len(), 8);
+        assert_eq!(conn.poll_timeout(), None, "the server is the one waiting");
+        for s in seqs {
+            conn.respond(s, Response::empty(200), 30 * SECOND);
+        }
+        output(&mut conn);
+        assert!(conn.next_request(30 * SECOND).is_none());
+        assert_eq!(conn.poll_timeout(), Some(40 * SECOND));
+    }
+
+    #[test]
+    fn idle_connections_close_after_the_idle_timeout() {
+        let mut conn = conn();
+        assert_eq!(conn.poll_timeout(), Some(60 * SECOND));
+        conn.receive(b"GET / HTTP/1.1\r\n\r\n", 5 * SECOND);
+        let r = conn.next_request(5 * SECOND).unwrap();
+        assert_eq!(conn.poll_timeout(), None, "an answer is owed");
+        conn.respond(r.seq, Response::empty(200), 7 * SECOND);
+        output(&mut conn);
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(67 * SECOND),
+            "idle from the answer"
+        );
+        conn.handle_timeout(67 * SECOND - 1);
+        assert!(!conn.is_closed());
+        conn.handle_timeout(67 * SECOND);
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn a_closing_connection_drains_for_at_most_the_drain_timeout() {
+        let mut conn = conn();
+        conn.receive(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        conn.respond(r.seq, Response::empty(200), 0);
+        output(&mut conn);
+        assert!(conn.is_finished());
+        conn.shut_down(SECOND);
+        assert!(conn.wants_input(), "leftovers are read out");
+        conn.receive(b"more bytes", SECOND + 500 * MILLISECOND);
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(3 * SECOND),
+            "leftovers do not extend it"
+        );
+        conn.handle_timeout(3 * SECOND);
+        assert!(conn.is_closed());
+        let mut conn = self::conn();
+        conn.receive(b"GET / HTTP/1.0\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        conn.respond(r.seq, Response::empty(200), 0);
+        output(&mut conn);
+        conn.shut_down(0);
+        conn.receive_eof();
+        assert!(conn.is_closed(), "the peer's close ends the drain");
+    }
+
+    #[test]
+    fn answers_carry_date_and_no_store() {
+        let mut conn = ServerConn::new(
+            limits(),
+            WallAnchor::fixed(0, 784_111_777 * 1_000_000_000),
+            0,
+        );
+        conn.receive(b"GET / HTTP/1.1\r\n\r\nGARBAGE\x01\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        assert!(conn.next_request(0).is_none(), "the garbage is refused");
+        conn.respond(r.seq, Response::empty(200), 0);
+        let out = output(&mut conn);
+        for answer in out.split("HTTP/1.1 ").skip(1) {
+            assert!(
+                answer.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+                "{answer}"
+            );
+            assert!(
+                answer.contains("\r\nCache-Control: no-store\r\n"),
+                "{answer}"
+            );
+        }
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 2, "the 400 too: {out}");
+    }
+
+    #[test]
+    fn hex_lengths() {
+        for (n, hex) in [
+            (0, "0"),
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (300_003, "493e3"),
+        ] {
+            let mut out = Vec::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, hex.as_bytes());
+        }
     }
 }

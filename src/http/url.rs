@@ -14,8 +14,12 @@ pub struct Url {
     /// Host name or address, IPv6 without brackets.
     pub host: String,
     pub port: u16,
-    /// Path, starting with `/`, without a trailing `/` unless it is the root.
+    /// Path, starting with `/`, without a trailing `/` unless it is the root:
+    /// the prefix routes are joined to.
     pub path: String,
+    /// The request target exactly as written: path (trailing `/` kept) and
+    /// query, without the fragment; `/` when empty. What an upstream GET asks.
+    pub target: String,
 }
 
 impl Url {
@@ -64,6 +68,11 @@ impl Url {
                 .filter(|&p| p != 0)
                 .ok_or_else(|| format!("'{s}': bad port '{p}'"))?,
         };
+        let target = match path.split('#').next().unwrap_or("") {
+            "" => "/".to_owned(),
+            t if t.starts_with('?') => format!("/{t}"),
+            t => t.to_owned(),
+        };
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = match path.trim_end_matches('/') {
             "" => "/".to_owned(),
@@ -74,6 +83,7 @@ impl Url {
             host: host.to_owned(),
             port,
             path,
+            target,
         })
     }
 
@@ -147,6 +157,20 @@ mod tests {
         assert_eq!(u.host_header(), "[::1]:9000");
         assert_eq!(u.to_string(), "http://[::1]:9000/prefix");
         assert_eq!(Url::parse("http://h/a?b=1").unwrap().path, "/a");
+    }
+
+    #[test]
+    fn the_target_keeps_the_query_and_trailing_slash() {
+        for (url, target) in [
+            ("http://h:1/health/?deep=1&x=2", "/health/?deep=1&x=2"),
+            ("http://h/a/b/", "/a/b/"),
+            ("http://h/a#frag", "/a"),
+            ("http://h?x=1", "/?x=1"),
+            ("http://h", "/"),
+            ("https://[::1]:9/p?q=%20#f", "/p?q=%20"),
+        ] {
+            assert_eq!(Url::parse(url).unwrap().target, target, "{url}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod api;
 pub mod store;
 pub mod upstream;
 
-use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
 use crate::event::resolver::Resolver;
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
@@ -36,10 +36,6 @@ pub struct ServerOptions {
     pub threads: usize,
     pub http: ServerLimits,
     pub max_connections: usize,
-    /// An idle keep-alive connection is closed after this.
-    pub idle_timeout: Nanos,
-    /// A request must arrive whole within this of its first byte (slowloris).
-    pub request_timeout: Nanos,
     pub store: StoreLimits,
     pub policy: ApiPolicy,
     /// Upstream answers larger than this are not read further.
@@ -57,8 +53,6 @@ impl Default for ServerOptions {
             threads: 1,
             http: ServerLimits::default(),
             max_connections: 10_000,
-            idle_timeout: 60 * SECOND,
-            request_timeout: 10 * SECOND,
             store: StoreLimits::default(),
             policy: ApiPolicy::default(),
             upstream_max_body: 1 << 20,
@@ -201,16 +195,13 @@ struct Connection {
     stream: TcpStream,
     /// Plain TCP, or TLS with `--tls-cert`.
     transport: Transport,
+    /// The HTTP machine; it owns the connection's deadlines.
     http: ServerConn,
     serial: u64,
-    last_active: Nanos,
-    /// When the request now being read began to arrive.
-    request_started: Option<Nanos>,
-    timer: Option<TimerKey>,
+    /// The armed timer and its deadline.
+    timer: Option<(Nanos, TimerKey)>,
     /// Reading stopped with the pipeline full; bytes may wait in the kernel.
     read_paused: bool,
-    /// Our side is shut; reading out what the peer still sends, then close.
-    draining: bool,
 }
 
 /// A test run between its request and its answer. It lives outside the
@@ -227,8 +218,6 @@ struct PendingRun {
 const SCRATCH: usize = 64 * 1024;
 /// The answer to plain HTTP spoken to a TLS port.
 const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 70\r\n\r\n{\"error\":\"this port speaks HTTPS: use https:// to reach this server\"}\n";
-/// How long a closing connection may take to read out the peer's leftovers.
-const DRAIN_TIMEOUT: Nanos = 2 * SECOND;
 
 struct ServerLoop {
     poll: Poll,
@@ -328,7 +317,7 @@ impl ServerLoop {
                 match Source::from_token(event.token()) {
                     Some(Source::Listener(i)) => self.accept(i, now),
                     Some(Source::Connection(key)) => {
-                        self.drive(key, now, event.is_readable() || event.is_read_closed())
+                        self.service(key, now, event.is_readable() || event.is_read_closed())
                     }
                     Some(Source::Upstream(key)) => {
                         let ctx = upstream::Ctx {
@@ -402,6 +391,16 @@ impl ServerLoop {
 
     fn add_connection(&mut self, mut stream: TcpStream, now: Nanos) {
         let _ = stream.set_nodelay(true);
+        let transport = match &self.options.tls {
+            None => Transport::Plain,
+            Some(config) => match Transport::tls_server(config) {
+                Ok(t) => t,
+                Err(e) => {
+                    crate::warn!("{e}");
+                    return;
+                }
+            },
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = Source::Connection(key).token();
@@ -414,108 +413,63 @@ impl ServerLoop {
             return;
         }
         self.next_serial += 1;
-        let serial = self.next_serial;
-        let timer = self.wheel.insert(
-            now + self.options.idle_timeout,
-            Timer::Connection { key, serial },
-        );
-        let transport = match &self.options.tls {
-            None => Transport::Plain,
-            Some(config) => match Transport::tls_server(config) {
-                Ok(t) => t,
-                Err(e) => {
-                    crate::warn!("{e}");
-                    return;
-                }
-            },
-        };
         entry.insert(Connection {
             stream,
             transport,
-            http: ServerConn::new(self.options.http),
-            serial,
-            last_active: now,
-            request_started: None,
-            timer: Some(timer),
+            http: ServerConn::new(self.options.http, self.anchor, now),
+            serial: self.next_serial,
+            timer: None,
             read_paused: false,
-            draining: false,
         });
+        self.arm_timer(key);
     }
 
-    /// Reads what arrived, handles complete requests, writes what is owed.
-    fn drive(&mut self, key: usize, now: Nanos, readable: bool) {
+    /// Reads what arrived, carries out complete requests, writes what is
+    /// owed, and follows the connection's life (shut, drain, close) until
+    /// nothing more can be done without new readiness.
+    fn service(&mut self, key: usize, now: Nanos, readable: bool) {
+        let mut read = readable;
         let mut requests = Vec::new();
-        // Requests read before a fatal error are still carried out: a run
-        // whose client reset right after sending it is recorded all the same.
-        let mut close = false;
-        {
+        loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if readable || conn.read_paused {
-                conn.read_paused = false;
-                loop {
-                    // What is buffered first: a pipeline that was full may
-                    // hold whole requests that no new bytes will announce.
-                    while let Some(request) = conn.http.next_request() {
-                        requests.push(request);
-                    }
-                    if !conn.http.wants_input() && !conn.draining {
-                        conn.read_paused = true;
-                        break;
-                    }
-                    match conn.stream.read(&mut self.scratch) {
-                        Ok(0) => {
-                            close = conn.draining;
-                            conn.http.receive_eof();
-                            break;
-                        }
-                        // A closing connection's leftovers are read and dropped,
-                        // and do not extend its drain time.
-                        Ok(_) if conn.draining => {}
-                        Ok(n) => {
-                            conn.last_active = now;
-                            match conn.transport.decode(&self.scratch[..n]) {
-                                Ok(plain) => conn.http.receive(plain),
-                                Err(e) => {
-                                    crate::debug!("closing a connection: {e}");
-                                    if crate::tls::looks_like_http(&self.scratch[..n]) {
-                                        // Say why, in the only language the peer speaks.
-                                        let _ = conn.stream.write(PLAIN_TO_TLS);
-                                    }
-                                    close = true;
-                                    break;
-                                }
-                            }
-                            if conn.transport.peer_closed() {
-                                conn.http.receive_eof();
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            close = true;
-                            break;
-                        }
-                    }
-                }
-                let began = conn.http.is_mid_request() && conn.request_started.is_none();
-                if !conn.http.is_mid_request() {
-                    conn.request_started = None;
-                }
-                if began && !close {
-                    conn.request_started = Some(now);
-                    self.check_connection_by(key, now + self.options.request_timeout);
-                }
+            // Requests read before a fatal error are still carried out: a
+            // run whose client reset right after sending it is recorded.
+            let fatal = (read || conn.read_paused)
+                && read_requests(conn, &mut self.scratch, now, &mut requests).is_err();
+            read = false;
+            let dispatched = !requests.is_empty();
+            for request in requests.drain(..) {
+                self.dispatch(key, request, now);
             }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if fatal
+                || conn
+                    .transport
+                    .send(&mut conn.http, &mut conn.stream)
+                    .is_err()
+            {
+                return self.close(key);
+            }
+            if conn.http.is_finished() && !conn.transport.has_pending() {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.http.shut_down(now);
+                // Read out the leftovers now; a peer already gone closes.
+                read = true;
+                continue;
+            }
+            if conn.http.is_closed() {
+                return self.close(key);
+            }
+            // Answers given at once may have freed a full pipeline.
+            if dispatched && conn.read_paused {
+                continue;
+            }
+            return self.arm_timer(key);
         }
-        for request in requests {
-            self.dispatch(key, request, now);
-        }
-        if close {
-            return self.close(key);
-        }
-        self.flush(key, now);
     }
 
     fn dispatch(&mut self, key: usize, request: Request, now: Nanos) {
@@ -523,7 +477,7 @@ impl ServerLoop {
         match self.api.handle(request, self.anchor.wall(now)) {
             Action::Respond(response) => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.http.respond(seq, response);
+                    conn.http.respond(seq, response, now);
                 }
             }
             Action::Run(order) => {
@@ -598,7 +552,7 @@ impl ServerLoop {
         };
         if let Some(conn) = self.conns.get_mut(pending.conn) {
             if conn.serial == pending.serial {
-                conn.http.respond(pending.seq, response);
+                conn.http.respond(pending.seq, response, now);
                 self.dirty.push(pending.conn);
             }
         }
@@ -610,7 +564,7 @@ impl ServerLoop {
         for timer in fired.drain(..) {
             match timer {
                 Timer::RunDelay(run) => self.complete(run, now),
-                Timer::Connection { key, serial } => self.check_connection(key, serial, now),
+                Timer::Connection { key, serial } => self.on_connection_timer(key, serial, now),
                 Timer::Upstream(t) => {
                     let ctx = upstream::Ctx {
                         registry: self.poll.registry(),
@@ -626,9 +580,9 @@ impl ServerLoop {
         self.fired = fired;
     }
 
-    /// The connection's timer: close it if idle too long, answer 408 if a
-    /// request has been arriving too long, else look again later.
-    fn check_connection(&mut self, key: usize, serial: u64, now: Nanos) {
+    /// The connection's deadline came: the machine acts on it (408, idle,
+    /// drain), then the loop writes and closes as it says.
+    fn on_connection_timer(&mut self, key: usize, serial: u64, now: Nanos) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -636,53 +590,32 @@ impl ServerLoop {
             return;
         }
         conn.timer = None;
-        let next = if conn.draining {
-            if now >= conn.last_active + DRAIN_TIMEOUT {
-                return self.close(key);
-            }
-            conn.last_active + DRAIN_TIMEOUT
-        } else if let Some(started) = conn.request_started {
-            let deadline = started + self.options.request_timeout;
-            if now >= deadline {
-                let message = format!(
-                    "request not received in full within {} ms",
-                    self.options.request_timeout / MILLISECOND
-                );
-                crate::debug!("{message}; closing");
-                conn.http.abort_request(408, &message);
-                conn.request_started = None;
-                return self.flush(key, now);
-            }
-            deadline.min(conn.last_active + self.options.idle_timeout)
-        } else if conn.http.is_idle() {
-            let deadline = conn.last_active + self.options.idle_timeout;
-            if now >= deadline {
-                return self.close(key);
-            }
-            deadline
-        } else {
-            now + self.options.idle_timeout
-        };
-        conn.timer = Some(self.wheel.insert(next, Timer::Connection { key, serial }));
+        conn.http.handle_timeout(now);
+        self.service(key, now, false);
     }
 
-    /// Makes the connection's timer fire no later than `deadline`.
-    fn check_connection_by(&mut self, key: usize, deadline: Nanos) {
+    /// Arms the connection's timer for the machine's next deadline. A later
+    /// deadline keeps the armed timer, which then finds nothing due and
+    /// re-arms: one wheel operation per deadline moved earlier, none per
+    /// request.
+    fn arm_timer(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let armed = conn.timer.and_then(|t| self.wheel.deadline(t));
-        if armed.is_some_and(|d| d <= deadline) {
+        let Some(deadline) = conn.http.poll_timeout() else {
             return;
-        }
-        if let Some(t) = conn.timer.take() {
-            self.wheel.cancel(t);
+        };
+        if let Some((armed, timer)) = conn.timer {
+            if armed <= deadline {
+                return;
+            }
+            self.wheel.cancel(timer);
         }
         let serial = conn.serial;
-        conn.timer = Some(
-            self.wheel
-                .insert(deadline, Timer::Connection { key, serial }),
-        );
+        let timer = self
+            .wheel
+            .insert(deadline, Timer::Connection { key, serial });
+        conn.timer = Some((deadline, timer));
     }
 
     fn flush_dirty(&mut self, now: Nanos) {
@@ -690,44 +623,15 @@ impl ServerLoop {
         dirty.sort_unstable();
         dirty.dedup();
         for key in dirty.drain(..) {
-            self.drive(key, now, false);
+            self.service(key, now, false);
         }
         self.dirty = dirty;
-    }
-
-    /// Writes what the connection owes; closes it when it is done.
-    fn flush(&mut self, key: usize, now: Nanos) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn
-            .transport
-            .send(&mut conn.http, &mut conn.stream)
-            .is_err()
-        {
-            return self.close(key);
-        }
-        if conn.http.is_finished() && !conn.transport.has_pending() && !conn.draining {
-            // Shut our side and read out what the peer still sends, so the
-            // kernel does not answer unread bytes with a reset that could
-            // destroy the final answer in flight.
-            let _ = conn.stream.shutdown(Shutdown::Write);
-            conn.draining = true;
-            conn.last_active = now;
-            self.check_connection_by(key, now + DRAIN_TIMEOUT);
-            // A peer already gone closes at once.
-            return self.drive(key, now, true);
-        }
-        // Answers drained: a paused reader may continue.
-        if conn.read_paused && conn.http.wants_input() {
-            self.drive(key, now, false);
-        }
     }
 
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            if let Some(t) = conn.timer {
+            if let Some((_, t)) = conn.timer {
                 self.wheel.cancel(t);
             }
         }
@@ -737,6 +641,51 @@ impl ServerLoop {
             release_free_memory();
         }
         self.resume_accepting(clock::now());
+    }
+}
+
+/// Reads until the socket has nothing more or the machine wants no more,
+/// collecting the complete requests. An error means the connection is
+/// beyond use (a read error, or bytes that are not TLS on a TLS port).
+fn read_requests(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    now: Nanos,
+    requests: &mut Vec<Request>,
+) -> Result<(), ()> {
+    conn.read_paused = false;
+    loop {
+        // What is buffered first: a pipeline that was full may hold whole
+        // requests that no new bytes will announce.
+        while let Some(request) = conn.http.next_request(now) {
+            requests.push(request);
+        }
+        if !conn.http.wants_input() {
+            conn.read_paused = true;
+            return Ok(());
+        }
+        match conn.stream.read(scratch) {
+            Ok(0) => conn.http.receive_eof(),
+            Ok(n) => match conn.transport.decode(&scratch[..n]) {
+                Ok(plain) => {
+                    conn.http.receive(plain, now);
+                    if conn.transport.peer_closed() {
+                        conn.http.receive_eof();
+                    }
+                }
+                Err(e) => {
+                    crate::debug!("closing a connection: {e}");
+                    if crate::tls::looks_like_http(&scratch[..n]) {
+                        // Say why, in the only language the peer speaks.
+                        let _ = conn.stream.write(PLAIN_TO_TLS);
+                    }
+                    return Err(());
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
     }
 }
 

@@ -1,28 +1,97 @@
 //! The server's upstream GETs, one connection per request, driven by the
 //! server's event loop with the same [`ClientConn`] machine the client uses.
 //!
-//! Each request resolves its host off the loop, connects without blocking,
-//! (for https) shakes hands through a [`Transport`], sends `GET`, and reads
-//! the answer, all bounded by the group's `upstream_timeout_ns`. Bodies are
-//! counted and dropped, up to a limit past which the answer is not read
-//! further. Every outcome, good or bad, comes back as an [`UpstreamOutcome`]
-//! with the connect and handshake times.
+//! Each request resolves its host off the loop (concurrently with the
+//! others), connects without blocking, (for https) shakes hands through a
+//! [`Transport`], sends `GET` for the exact path and query of the endpoint,
+//! and reads the answer, all bounded by the group's `upstream_timeout_ns`.
+//! Bodies are counted and dropped, up to a limit past which the answer is not
+//! read further. Every outcome, good or bad, comes back as an
+//! [`UpstreamOutcome`] with the name look-up, connect and handshake times; an
+//! answer outside 200-399 is an error (a broken path is what is tested for).
 
 use super::store::UpstreamOutcome;
 use crate::event::clock::{self, Nanos};
-use crate::event::resolver::Resolver;
+use crate::event::resolver::{Answer, Resolver};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::Source;
 use crate::http::client::{ClientConn, ClientError, ClientLimits};
 use crate::http::url::{Scheme, Url};
-use crate::http::Method;
+use crate::http::{reason_phrase, Method};
 use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
+use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// Why an upstream GET failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Resolve(io::Error),
+    NoAddress,
+    Connect {
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    /// TLS could not be set up, or the handshake failed.
+    Tls(String),
+    Send(io::Error),
+    Read(io::Error),
+    ClosedInHandshake,
+    ClosedWithoutAnswer,
+    /// The answer was not acceptable HTTP (or too large to read).
+    Http(ClientError),
+    TimedOut {
+        after: Nanos,
+        stage: &'static str,
+    },
+    /// The upstream answered, outside 200-399.
+    Status(u16),
+}
+
+impl UpstreamError {
+    /// The upstream's status code as recorded: 0 when no answer came.
+    pub fn code(&self) -> u16 {
+        match self {
+            UpstreamError::Status(code) => *code,
+            UpstreamError::Http(ClientError::BodyTooLarge { status, .. }) => *status,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Resolve(e) => write!(f, "name resolution failed: {e}"),
+            UpstreamError::NoAddress => f.write_str("name resolved to no address"),
+            UpstreamError::Connect { addr, error } => {
+                write!(f, "connect to {addr} failed: {error}")
+            }
+            UpstreamError::Tls(e) => f.write_str(e),
+            UpstreamError::Send(e) => write!(f, "sending the request failed: {e}"),
+            UpstreamError::Read(e) => write!(f, "reading the answer failed: {e}"),
+            UpstreamError::ClosedInHandshake => {
+                f.write_str("connection closed during the TLS handshake")
+            }
+            UpstreamError::ClosedWithoutAnswer => {
+                f.write_str("upstream closed the connection without answering")
+            }
+            UpstreamError::Http(e) => write!(f, "upstream {e}"),
+            UpstreamError::TimedOut { after, stage } => {
+                write!(f, "upstream timed out after {after} ns while {stage}")
+            }
+            UpstreamError::Status(code) => write!(
+                f,
+                "upstream answered {code} {} (outside 200-399)",
+                reason_phrase(*code)
+            ),
+        }
+    }
+}
 
 /// An upstream request finished, for the pending run `run`.
 pub struct Finished {
@@ -45,13 +114,15 @@ enum Phase {
     },
 }
 
-struct Exchange {
+/// One upstream GET in progress.
+struct UpstreamGet {
     run: usize,
     url: Url,
     phase: Phase,
     http: ClientConn,
     started: Nanos,
     timeout: Option<(Nanos, TimerKey)>,
+    dns_ns: Option<u64>,
     connect_ns: Option<u64>,
     tls_ns: Option<u64>,
 }
@@ -59,7 +130,7 @@ struct Exchange {
 /// A timer the server loop must route back here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimer {
-    exchange: usize,
+    get: usize,
     run: usize,
 }
 
@@ -72,7 +143,7 @@ pub struct Ctx<'a, T> {
 }
 
 pub struct Upstreams {
-    exchanges: Slab<Exchange>,
+    gets: Slab<UpstreamGet>,
     resolver: Resolver,
     max_body: u64,
     /// Trust for https upstreams; platform roots unless the server was
@@ -80,7 +151,7 @@ pub struct Upstreams {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-type Outcome = Result<u16, (u16, String)>;
+type Outcome = Result<u16, UpstreamError>;
 
 impl Upstreams {
     pub fn new(
@@ -89,7 +160,7 @@ impl Upstreams {
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Upstreams {
         Upstreams {
-            exchanges: Slab::new(),
+            gets: Slab::new(),
             resolver,
             max_body,
             tls,
@@ -112,17 +183,18 @@ impl Upstreams {
         http.send(
             Method::Get,
             &url.host_header(),
-            &url.path,
+            &url.target,
             &[("User-Agent", "conntest")],
             b"",
         );
-        let key = self.exchanges.insert(Exchange {
+        let key = self.gets.insert(UpstreamGet {
             run,
             url: url.clone(),
             phase: Phase::Resolving,
             http,
             started: ctx.now,
             timeout: None,
+            dns_ns: None,
             connect_ns: None,
             tls_ns: None,
         });
@@ -130,35 +202,28 @@ impl Upstreams {
             let at = ctx.now.saturating_add(t);
             let timer = ctx
                 .wheel
-                .insert(at, T::from(UpstreamTimer { exchange: key, run }));
-            self.exchanges[key].timeout = Some((t, timer));
+                .insert(at, T::from(UpstreamTimer { get: key, run }));
+            self.gets[key].timeout = Some((t, timer));
         }
         self.resolver.resolve(key as u64, &url.host, url.port);
     }
 
     /// Handles resolver answers that arrived (the loop's waker fired).
     pub fn on_resolved<T>(&mut self, mut ctx: Ctx<'_, T>) {
-        let answers: Vec<_> = self.resolver.answers().collect();
-        for (id, result) in answers {
-            let key = id as usize;
-            if !matches!(
-                self.exchanges.get(key).map(|e| &e.phase),
-                Some(Phase::Resolving)
-            ) {
+        let answers: Vec<Answer> = self.resolver.answers().collect();
+        for answer in answers {
+            let key = answer.id as usize;
+            let Some(get) = self.gets.get_mut(key) else {
+                continue;
+            };
+            if !matches!(get.phase, Phase::Resolving) {
                 continue;
             }
-            match result {
+            get.dns_ns = answer.resolved_at.map(|t| t.saturating_sub(get.started));
+            match answer.result {
                 Ok(addrs) if !addrs.is_empty() => self.connect(key, addrs, 0, &mut ctx),
-                Ok(_) => self.finish(
-                    key,
-                    &mut ctx,
-                    Err((0, "name resolved to no address".into())),
-                ),
-                Err(e) => self.finish(
-                    key,
-                    &mut ctx,
-                    Err((0, format!("name resolution failed: {e}"))),
-                ),
+                Ok(_) => self.finish(key, &mut ctx, Err(UpstreamError::NoAddress)),
+                Err(e) => self.finish(key, &mut ctx, Err(UpstreamError::Resolve(e))),
             }
         }
     }
@@ -171,7 +236,7 @@ impl Upstreams {
         ctx: &mut Ctx<'_, T>,
     ) {
         let Some(&addr) = addrs.get(next) else {
-            return self.finish(key, ctx, Err((0, "no address could be connected".into())));
+            return self.finish(key, ctx, Err(UpstreamError::NoAddress));
         };
         let result = TcpStream::connect(addr).and_then(|mut stream| {
             let token = Source::Upstream(key).token();
@@ -181,7 +246,7 @@ impl Upstreams {
         });
         match result {
             Ok(stream) => {
-                self.exchanges[key].phase = Phase::Connecting {
+                self.gets[key].phase = Phase::Connecting {
                     stream,
                     addrs,
                     next: next + 1,
@@ -192,13 +257,13 @@ impl Upstreams {
                 crate::debug!("upstream connect to {addr} failed: {e}");
                 self.connect(key, addrs, next + 1, ctx)
             }
-            Err(e) => self.finish(key, ctx, Err((0, format!("connect to {addr} failed: {e}")))),
+            Err(error) => self.finish(key, ctx, Err(UpstreamError::Connect { addr, error })),
         }
     }
 
     /// Readiness on an upstream socket.
     pub fn on_ready<T>(&mut self, key: usize, scratch: &mut [u8], mut ctx: Ctx<'_, T>) {
-        let Some(exchange) = self.exchanges.get_mut(key) else {
+        let Some(get) = self.gets.get_mut(key) else {
             return;
         };
         if let Phase::Connecting {
@@ -206,23 +271,24 @@ impl Upstreams {
             addrs,
             next,
             since,
-        } = &mut exchange.phase
+        } = &mut get.phase
         {
             let error = match crate::event::connect_outcome(stream) {
                 None => return,
                 Some(result) => result.err(),
             };
-            if let Some(e) = error {
+            if let Some(error) = error {
                 let (addrs, next) = (std::mem::take(addrs), *next);
                 let _ = ctx.registry.deregister(stream);
                 if next < addrs.len() {
                     return self.connect(key, addrs, next, &mut ctx);
                 }
-                return self.finish(key, &mut ctx, Err((0, format!("connect failed: {e}"))));
+                let addr = addrs[next - 1];
+                return self.finish(key, &mut ctx, Err(UpstreamError::Connect { addr, error }));
             }
             let _ = stream.set_nodelay(true);
-            exchange.connect_ns = Some(ctx.now - *since);
-            let transport = match exchange.url.scheme {
+            get.connect_ns = Some(ctx.now - *since);
+            let transport = match get.url.scheme {
                 Scheme::Http => Ok(Transport::Plain),
                 Scheme::Https => {
                     let config = match &self.tls {
@@ -231,29 +297,28 @@ impl Upstreams {
                     };
                     config.and_then(|c| {
                         self.tls = Some(Arc::clone(&c));
-                        Transport::tls_client(&c, &exchange.url.host)
+                        Transport::tls_client(&c, &get.url.host)
                     })
                 }
             };
             let transport = match transport {
                 Ok(t) => t,
-                Err(e) => return self.finish(key, &mut ctx, Err((0, e))),
+                Err(e) => return self.finish(key, &mut ctx, Err(UpstreamError::Tls(e))),
             };
             let Phase::Connecting { stream, .. } =
-                std::mem::replace(&mut exchange.phase, Phase::Resolving)
+                std::mem::replace(&mut get.phase, Phase::Resolving)
             else {
                 return;
             };
             // The handshake is timed with fresh clock readings: its first
             // flight and the reply can fall within one loop wake-up.
-            exchange.phase = Phase::Exchanging {
+            get.phase = Phase::Exchanging {
                 stream,
                 transport,
                 handshake_since: clock::now(),
             };
         }
-        let result = pump(exchange, scratch);
-        match result {
+        match pump(get, scratch) {
             Ok(None) => {}
             Ok(Some(status)) => self.finish(key, &mut ctx, Ok(status)),
             Err(e) => self.finish(key, &mut ctx, Err(e)),
@@ -262,14 +327,14 @@ impl Upstreams {
 
     /// The timeout of an upstream request expired.
     pub fn on_timeout<T>(&mut self, timer: UpstreamTimer, mut ctx: Ctx<'_, T>) {
-        let Some(exchange) = self.exchanges.get_mut(timer.exchange) else {
+        let Some(get) = self.gets.get_mut(timer.get) else {
             return;
         };
-        if exchange.run != timer.run {
+        if get.run != timer.run {
             return;
         }
-        let limit = exchange.timeout.map_or(0, |(t, _)| t);
-        let stage = match &exchange.phase {
+        let after = get.timeout.map_or(0, |(t, _)| t);
+        let stage = match &get.phase {
             Phase::Resolving => "resolving the name",
             Phase::Connecting { .. } => "connecting",
             Phase::Exchanging { transport, .. } if transport.is_handshaking() => {
@@ -277,35 +342,42 @@ impl Upstreams {
             }
             Phase::Exchanging { .. } => "waiting for the answer",
         };
-        exchange.timeout = None;
-        let message = format!("upstream timed out after {limit} ns while {stage}");
-        self.finish(timer.exchange, &mut ctx, Err((0, message)));
+        get.timeout = None;
+        self.finish(
+            timer.get,
+            &mut ctx,
+            Err(UpstreamError::TimedOut { after, stage }),
+        );
     }
 
     fn finish<T>(&mut self, key: usize, ctx: &mut Ctx<'_, T>, result: Outcome) {
-        let mut exchange = self.exchanges.remove(key);
-        if let Some((_, timer)) = exchange.timeout {
+        let mut get = self.gets.remove(key);
+        if let Some((_, timer)) = get.timeout {
             ctx.wheel.cancel(timer);
         }
-        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream, .. } =
-            &mut exchange.phase
+        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream, .. } = &mut get.phase
         {
             let _ = ctx.registry.deregister(stream);
         }
+        let result = result.and_then(|code| match code {
+            200..=399 => Ok(code),
+            _ => Err(UpstreamError::Status(code)),
+        });
         let (code, error) = match result {
             Ok(code) => (code, None),
-            Err((code, e)) => {
-                crate::debug!("upstream {} failed: {e}", exchange.url);
-                (code, Some(e.into()))
+            Err(e) => {
+                crate::debug!("upstream {} failed: {e}", get.url);
+                (e.code(), Some(e.to_string().into()))
             }
         };
         ctx.done.push(Finished {
-            run: exchange.run,
+            run: get.run,
             outcome: UpstreamOutcome {
                 code,
-                time_ns: ctx.now.saturating_sub(exchange.started),
-                connect_ns: exchange.connect_ns,
-                tls_ns: exchange.tls_ns,
+                time_ns: ctx.now.saturating_sub(get.started),
+                dns_ns: get.dns_ns,
+                connect_ns: get.connect_ns,
+                tls_ns: get.tls_ns,
                 error,
             },
         });
@@ -314,55 +386,47 @@ impl Upstreams {
 
 /// Writes what is owed and reads what arrived; the status once the whole
 /// answer is in.
-fn pump(exchange: &mut Exchange, scratch: &mut [u8]) -> Result<Option<u16>, (u16, String)> {
+fn pump(get: &mut UpstreamGet, scratch: &mut [u8]) -> Result<Option<u16>, UpstreamError> {
     let Phase::Exchanging {
         stream,
         transport,
         handshake_since,
-    } = &mut exchange.phase
+    } = &mut get.phase
     else {
         return Ok(None);
     };
-    let http = &mut exchange.http;
-    let failed = |e: ClientError| {
-        let code = if let ClientError::BodyTooLarge { status, .. } = e {
-            status
-        } else {
-            0
-        };
-        (code, format!("upstream {e}"))
-    };
+    let http = &mut get.http;
     loop {
         // Send what is owed (with TLS, handshake records too).
-        transport
-            .send(http, stream)
-            .map_err(|e| (0, format!("sending the request failed: {e}")))?;
+        transport.send(http, stream).map_err(UpstreamError::Send)?;
         let handshaking = transport.is_handshaking();
         let read = match stream.read(scratch) {
             Ok(0) => {
                 if handshaking {
-                    return Err((0, "connection closed during the TLS handshake".into()));
+                    return Err(UpstreamError::ClosedInHandshake);
                 }
                 return match http.receive_eof() {
                     Ok(Some(r)) => Ok(Some(r.status)),
-                    Ok(None) => Err((0, "upstream closed the connection without answering".into())),
-                    Err(e) => Err(failed(e)),
+                    Ok(None) => Err(UpstreamError::ClosedWithoutAnswer),
+                    Err(e) => Err(UpstreamError::Http(e)),
                 };
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err((0, format!("reading the answer failed: {e}"))),
+            Err(e) => return Err(UpstreamError::Read(e)),
         };
-        let plain = transport.decode(&scratch[..read]).map_err(|e| (0, e))?;
+        let plain = transport
+            .decode(&scratch[..read])
+            .map_err(UpstreamError::Tls)?;
         http.receive(plain);
         if handshaking && !transport.is_handshaking() {
-            exchange.tls_ns = Some(clock::now() - *handshake_since);
+            get.tls_ns = Some(clock::now() - *handshake_since);
         }
         match http.next_response() {
             Ok(Some(r)) => return Ok(Some(r.status)),
             Ok(None) => {}
-            Err(e) => return Err(failed(e)),
+            Err(e) => return Err(UpstreamError::Http(e)),
         }
     }
 }
