@@ -1236,3 +1236,57 @@ fn transport_errors_name_their_cause() {
     let cfg = client_config(&[pki.ca.as_path()], false).unwrap();
     assert!(Transport::tls_client(&cfg, "not a name!").is_err());
 }
+
+/// A request and the client's close_notify in one TCP write: the server
+/// reads both at once and must still answer the request.
+#[test]
+fn a_request_and_close_notify_in_one_read_are_answered() {
+    let pki = Pki::new("tls-close-notify");
+    let server = tls_server(&pki, "leaf", &["localhost"]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while session.is_handshaking() {
+        session.complete_io(&mut tcp).expect("handshake");
+    }
+    session
+        .writer()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    session.send_close_notify();
+    let mut flight = Vec::new();
+    while session.wants_write() {
+        session.write_tls(&mut flight).unwrap();
+    }
+    tcp.write_all(&flight).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match session.read_tls(&mut tcp) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let state = session.process_new_packets().expect("TLS from the server");
+                let mut plain = vec![0; state.plaintext_bytes_to_read()];
+                let n = session.reader().read(&mut plain).unwrap_or(0);
+                out.extend_from_slice(&plain[..n]);
+            }
+        }
+    }
+    let replies = parse_replies(&out);
+    assert_eq!(
+        replies.first().map(|r| r.status),
+        Some(200),
+        "no answer: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}

@@ -26,6 +26,13 @@ pub struct Answer {
     pub resolved_at: Option<Nanos>,
 }
 
+/// How a name is looked up: the system's resolver, or a stand-in in tests.
+type Lookup = fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+
+fn system_lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    (host, port).to_socket_addrs().map(Iterator::collect)
+}
+
 struct Job {
     id: u64,
     host: String,
@@ -44,10 +51,15 @@ pub struct Resolver {
     idle: Arc<AtomicUsize>,
     /// Jobs sent and not yet taken by a worker.
     queued: Arc<AtomicUsize>,
+    lookup: Lookup,
 }
 
 impl Resolver {
     pub fn new(waker: Arc<mio::Waker>) -> Resolver {
+        Resolver::with_lookup(waker, system_lookup)
+    }
+
+    fn with_lookup(waker: Arc<mio::Waker>, lookup: Lookup) -> Resolver {
         let (answer_tx, answers) = channel();
         let (jobs, queue) = channel();
         Resolver {
@@ -59,6 +71,7 @@ impl Resolver {
             workers: 0,
             idle: Arc::new(AtomicUsize::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
+            lookup,
         }
     }
 
@@ -110,6 +123,7 @@ impl Resolver {
         let queued = Arc::clone(&self.queued);
         let answers = self.answer_tx.clone();
         let waker = Arc::clone(&self.waker);
+        let lookup = self.lookup;
         std::thread::Builder::new()
             .name("resolver".into())
             .spawn(move || loop {
@@ -124,7 +138,7 @@ impl Resolver {
                 let Ok(Job { id, host, port }) = job else {
                     return;
                 };
-                let result = (host.as_str(), port).to_socket_addrs().map(|a| a.collect());
+                let result = lookup(&host, port);
                 let resolved_at = Some(clock::now());
                 if answers
                     .send(Answer {
@@ -152,39 +166,85 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// Look-ups answer concurrently: a second one does not wait behind a
-    /// slow first. "localhost" resolves from /etc/hosts without a network.
-    #[test]
-    fn literals_answer_at_once_and_names_on_workers() {
-        let mut poll = mio::Poll::new().unwrap();
+    fn resolver(lookup: Lookup) -> (mio::Poll, Resolver) {
+        let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let mut resolver = Resolver::new(waker);
-        resolver.resolve(1, "127.0.0.1", 80);
-        resolver.resolve(2, "::1", 81);
-        for id in 3..3 + MAX_WORKERS as u64 * 2 {
-            resolver.resolve(id, "localhost", 82);
-        }
-        assert_eq!(
-            resolver.workers, MAX_WORKERS,
-            "a worker per waiting look-up, bounded"
-        );
+        (poll, Resolver::with_lookup(waker, lookup))
+    }
+
+    /// Waits for `n` answers, at most 20 s.
+    fn answers(poll: &mut mio::Poll, resolver: &Resolver, n: usize) -> Vec<Answer> {
         let mut got = Vec::new();
         let mut events = mio::Events::with_capacity(8);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while got.len() < 2 + MAX_WORKERS * 2 && Instant::now() < deadline {
+        while got.len() < n && Instant::now() < deadline {
             poll.poll(&mut events, Some(Duration::from_millis(100)))
                 .unwrap();
             got.extend(resolver.answers());
         }
+        got
+    }
+
+    /// A stand-in resolver: "slow" takes 2 s, as a resolver slow to fail does.
+    fn slow_or_fast(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if host == "slow" {
+            std::thread::sleep(Duration::from_secs(2));
+            return Err(io::Error::other("no such host"));
+        }
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    #[test]
+    fn a_slow_look_up_does_not_hold_the_others() {
+        let (mut poll, mut resolver) = resolver(slow_or_fast);
+        let started = Instant::now();
+        for id in 0..4 {
+            resolver.resolve(id, "slow", 80);
+        }
+        resolver.resolve(10, "fast", 80);
+        let got = answers(&mut poll, &resolver, 1);
+        assert_eq!(got.iter().map(|a| a.id).collect::<Vec<_>>(), vec![10]);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered behind the slow ones"
+        );
+        let rest = answers(&mut poll, &resolver, 4);
+        assert_eq!(rest.len(), 4);
+        assert!(rest
+            .iter()
+            .all(|a| a.result.is_err() && a.resolved_at.is_some()));
+    }
+
+    #[test]
+    fn literals_answer_at_once_and_workers_are_bounded() {
+        let (mut poll, mut resolver) = resolver(slow_or_fast);
+        resolver.resolve(1, "127.0.0.1", 80);
+        resolver.resolve(2, "::1", 81);
+        for id in 3..3 + MAX_WORKERS as u64 * 2 {
+            resolver.resolve(id, "fast", 82);
+        }
+        assert!(resolver.workers <= MAX_WORKERS);
+        let got = answers(&mut poll, &resolver, 2 + MAX_WORKERS * 2);
         assert_eq!(got.len(), 2 + MAX_WORKERS * 2);
         for a in &got {
-            let addrs = a.result.as_ref().expect("resolves");
-            assert!(addrs.iter().all(|s| s.ip().is_loopback()));
+            assert!(a
+                .result
+                .as_ref()
+                .is_ok_and(|addrs| addrs[0].ip().is_loopback()));
             assert_eq!(
                 a.resolved_at.is_none(),
                 a.id <= 2,
                 "literals need no look-up"
             );
         }
+    }
+
+    #[test]
+    fn the_system_resolver_finds_localhost() {
+        let (mut poll, mut resolver) = resolver(system_lookup);
+        resolver.resolve(1, "localhost", 80);
+        let got = answers(&mut poll, &resolver, 1);
+        let addrs = got[0].result.as_ref().expect("localhost resolves");
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
