@@ -21,7 +21,8 @@ fn group_with_runs(addr: std::net::SocketAddr, runs: usize, data: Option<&[u8]>)
     for count in 1..=runs {
         let body = match data {
             Some(d) => d.to_vec(),
-            None => format!("body-{count:08}").into_bytes(),
+            // The size of the default bodies (a UUID each).
+            None => format!("00000000-0000-4000-8000-{count:012}").into_bytes(),
         };
         s.write_all(&req(
             "POST",
@@ -46,7 +47,12 @@ fn read_one_reply(reader: &mut impl std::io::BufRead) -> Reply {
     }
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("stray bytes where an answer should start: {text:?}"));
     let headers = parse_header_lines(lines.filter(|l| !l.is_empty()));
     let mut body = Vec::new();
     if find_header(&headers, "transfer-encoding").is_some() {
