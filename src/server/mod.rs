@@ -238,6 +238,8 @@ struct ServerLoop {
     /// Connections with new output to write before the loop sleeps.
     dirty: Vec<usize>,
     fired: Vec<Timer>,
+    /// Requests read in one service call (kept for its allocation).
+    requests: Vec<Request>,
     finished: Vec<Finished>,
     no_body: Arc<[u8]>,
 }
@@ -282,6 +284,7 @@ impl ServerLoop {
             accept_paused: false,
             dirty: Vec::new(),
             fired: Vec::new(),
+            requests: Vec::new(),
             finished: Vec::new(),
             no_body: Arc::from(&[][..]),
         })
@@ -428,8 +431,19 @@ impl ServerLoop {
     /// owed, and follows the connection's life (shut, drain, close) until
     /// nothing more can be done without new readiness.
     fn service(&mut self, key: usize, now: Nanos, readable: bool) {
+        let mut requests = std::mem::take(&mut self.requests);
+        self.service_with(key, now, readable, &mut requests);
+        self.requests = requests;
+    }
+
+    fn service_with(
+        &mut self,
+        key: usize,
+        now: Nanos,
+        readable: bool,
+        requests: &mut Vec<Request>,
+    ) {
         let mut read = readable;
-        let mut requests = Vec::new();
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -437,7 +451,7 @@ impl ServerLoop {
             // Requests read before a fatal error are still carried out: a
             // run whose client reset right after sending it is recorded.
             let fatal = (read || conn.read_paused)
-                && read_requests(conn, &mut self.scratch, now, &mut requests).is_err();
+                && read_requests(conn, &mut self.scratch, now, requests).is_err();
             read = false;
             let dispatched = !requests.is_empty();
             for request in requests.drain(..) {
