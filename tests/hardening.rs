@@ -1059,8 +1059,7 @@ fn runs_against_upstream(server: &mut ServerProcess, endpoint: &str) -> Vec<Valu
         "the client should fail when every upstream fails\nstderr: {}",
         done.stderr
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report"))
-        .expect("the report is JSON");
+    let report = read_json(&report_path);
     let summary = &report["summary"];
     assert_eq!(
         summary["errors"]["upstream"].as_u64(),

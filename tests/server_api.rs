@@ -281,7 +281,7 @@ fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Small independent decoders: base64, UUID v4, RFC 3339.
+// A small independent base64 decoder.
 // ---------------------------------------------------------------------------
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -314,65 +314,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn assert_uuid_v4(s: &str) {
-    let b = s.as_bytes();
-    let shape = b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| {
-            if [8, 13, 18, 23].contains(&i) {
-                c == b'-'
-            } else {
-                c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
-            }
-        });
-    assert!(shape, "not a lowercase UUID: {s:?}");
-    assert_eq!(b[14], b'4', "not a version 4 UUID: {s}");
-    assert!(
-        matches!(b[19], b'8' | b'9' | b'a' | b'b'),
-        "not an RFC 4122 variant UUID: {s}"
-    );
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into nanoseconds since the epoch.
-fn parse_time(s: &str) -> i128 {
-    let b = s.as_bytes();
-    let digits_at = |r: std::ops::Range<usize>| {
-        r.into_iter()
-            .all(|i| b.get(i).is_some_and(u8::is_ascii_digit))
-    };
-    let ok = b.len() == 30
-        && digits_at(0..4)
-        && b[4] == b'-'
-        && digits_at(5..7)
-        && b[7] == b'-'
-        && digits_at(8..10)
-        && b[10] == b'T'
-        && digits_at(11..13)
-        && b[13] == b':'
-        && digits_at(14..16)
-        && b[16] == b':'
-        && digits_at(17..19)
-        && b[19] == b'.'
-        && digits_at(20..29)
-        && b[29] == b'Z';
-    assert!(ok, "not RFC 3339 UTC with nanoseconds: {s:?}");
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    assert!(
-        (1..=12).contains(&m) && (1..=31).contains(&d),
-        "bad date: {s}"
-    );
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-    secs as i128 * 1_000_000_000 + n(20..29) as i128
-}
-
 fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -388,9 +329,9 @@ fn assert_run_shape(run: &Value) {
             .unwrap_or_else(|| panic!("run without run_id: {run}")),
     );
     assert!(run["run_count"].as_u64().is_some(), "run_count: {run}");
-    let time = parse_time(run["time"].as_str().expect("time"));
-    let start = parse_time(run["server_start"].as_str().expect("server_start"));
-    let end = parse_time(run["server_end"].as_str().expect("server_end"));
+    let time = rfc3339_ns_exact(run["time"].as_str().expect("time"));
+    let start = rfc3339_ns_exact(run["server_start"].as_str().expect("server_start"));
+    let end = rfc3339_ns_exact(run["server_end"].as_str().expect("server_end"));
     let duration = run["server_duration_ns"]
         .as_u64()
         .unwrap_or_else(|| panic!("server_duration_ns: {run}"));
@@ -480,12 +421,6 @@ fn fake_upstream(answer: Option<&'static [u8]>) -> FakeUpstream {
     FakeUpstream { addr, heads, stop }
 }
 
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 // ---------------------------------------------------------------------------
 // POST /test-groups/create
 // ---------------------------------------------------------------------------
@@ -516,7 +451,7 @@ fn create_answers_the_group_with_its_config() {
         .is_some_and(|v| v.starts_with("application/json")));
     let g = reply.json();
     assert_uuid_v4(g["run_group_id"].as_str().expect("run_group_id"));
-    let created = parse_time(g["created_at"].as_str().expect("created_at"));
+    let created = rfc3339_ns_exact(g["created_at"].as_str().expect("created_at"));
     assert!(
         (created - before).abs() < 60 * 1_000_000_000,
         "created_at far from now: {g}"
@@ -748,7 +683,7 @@ fn get_group_shows_runs_in_arrival_order() {
                 "{absent} present without an upstream: {run}"
             );
         }
-        let start = parse_time(run["server_start"].as_str().unwrap());
+        let start = rfc3339_ns_exact(run["server_start"].as_str().unwrap());
         assert!(
             start >= last_start,
             "runs not in arrival order of server_start"
@@ -800,7 +735,7 @@ fn list_groups_gives_configs_and_run_counts_without_runs() {
     assert_eq!(gb["recorded_runs"], 0);
     for g in [ga, gb] {
         assert!(g.get("test_runs").is_none(), "the list carries runs: {g}");
-        parse_time(g["created_at"].as_str().expect("created_at"));
+        rfc3339_ns_exact(g["created_at"].as_str().expect("created_at"));
     }
 }
 

@@ -165,16 +165,6 @@ fn assert_exit_ok(done: &Finished, server: &ServerProcess) {
     );
 }
 
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
-}
-
 fn client_runs(report: &Value) -> &Vec<Value> {
     report["client_run_group"]["test_runs"]
         .as_array()
