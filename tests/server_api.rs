@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,185 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MS: u64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
-// A keep-alive client connection that reads replies one at a time.
-// ---------------------------------------------------------------------------
-
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to the server");
-    }
-
-    /// The next complete reply (interim 1xx replies included).
-    fn reply(&mut self) -> Reply {
-        self.reply_to(false)
-    }
-
-    /// The next complete reply; `head` when it answers a HEAD request.
-    fn reply_to(&mut self, head: bool) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if let Some((reply, used)) = parse_one(&self.buf, head, false) {
-                self.buf.drain(..used);
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no complete reply within 20 s; got {:?}",
-                preview(&self.buf)
-            );
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    if let Some((reply, used)) = parse_one(&self.buf, head, true) {
-                        self.buf.drain(..used);
-                        return reply;
-                    }
-                    panic!(
-                        "the server closed the connection before a complete reply; got {:?}",
-                        preview(&self.buf)
-                    );
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("reading a reply: {e}; got so far {:?}", preview(&self.buf)),
-            }
-        }
-    }
-
-    /// Reads until the server closes the connection or `limit` passes:
-    /// every byte that arrived (buffered ones included) and whether the
-    /// connection was closed (EOF or reset).
-    fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
-        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
-    }
-}
-
-fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.chars().take(600).collect()
-}
-
-/// Parses one reply from the front of `buf`: the reply and the bytes it
-/// used, or None when more bytes are needed. `eof`: the peer has closed, so
-/// a body without framing ends here.
-fn parse_one(buf: &[u8], head_only: bool, eof: bool) -> Option<(Reply, usize)> {
-    let end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    assert!(
-        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
-        "not a status line: {status_line:?} (buffer {:?})",
-        preview(buf)
-    );
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let headers = parse_header_lines(lines);
-    let get = |n: &str| find_header(&headers, n);
-    let mut at = end + 4;
-    let mut body = Vec::new();
-    let bodiless = status < 200 || status == 204 || status == 304 || head_only;
-    if bodiless {
-    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let line_end = at + find(&buf[at..], b"\r\n")?;
-            let size_text = String::from_utf8_lossy(&buf[at..line_end]);
-            let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
-            let size = usize::from_str_radix(&size_text, 16).expect("chunk size");
-            at = line_end + 2;
-            if size == 0 {
-                // Trailers up to an empty line.
-                loop {
-                    let line_end = at + find(&buf[at..], b"\r\n")?;
-                    let empty = line_end == at;
-                    at = line_end + 2;
-                    if empty {
-                        break;
-                    }
-                }
-                break;
-            }
-            if buf.len() < at + size + 2 {
-                return None;
-            }
-            body.extend_from_slice(&buf[at..at + size]);
-            at += size + 2;
-        }
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().expect("Content-Length");
-        if buf.len() < at + len {
-            return None;
-        }
-        body.extend_from_slice(&buf[at..at + len]);
-        at += len;
-    } else if eof {
-        body.extend_from_slice(&buf[at..]);
-        at = buf.len();
-    } else {
-        return None;
-    }
-    Some((
-        Reply {
-            status,
-            headers,
-            body,
-        },
-        at,
-    ))
-}
-
-// ---------------------------------------------------------------------------
 // Requests.
 // ---------------------------------------------------------------------------
 
-/// One request with extra headers on its own connection.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut headers = headers.to_vec();
-    headers.push(("Connection", "close"));
-    let mut conn = Conn::open(addr);
-    conn.send(&req(method, path, &headers, body));
-    conn.reply_to(method == "HEAD")
-}
-
-fn run_path(id: &str, count: u64) -> String {
-    format!("/test-groups/{id}/{count}")
-}
-
 fn post_run(addr: SocketAddr, id: &str, count: u64, body: &[u8]) -> Reply {
     request(addr, "POST", &run_path(id, count), body)
-}
-
-fn runs_of(group: &Value) -> Vec<Value> {
-    group["test_runs"]
-        .as_array()
-        .expect("test_runs is an array")
-        .clone()
 }
 
 fn group_runs(addr: SocketAddr, id: &str) -> Vec<Value> {
@@ -253,31 +79,6 @@ fn assert_alive_and_healthy(server: &mut ServerProcess) {
         "the server exited"
     );
     assert_eq!(request(server.addr, "GET", "/healthz", b"").status, 200);
-}
-
-/// Asserts a JSON error answer: the status, a JSON content type, a body
-/// that is exactly `{"error": "..."}`, and a message containing `needle`.
-fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
-    assert_json_error_status(reply, status);
-    let v = reply.json();
-    let obj = v
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not an object: {v}"));
-    assert_eq!(
-        obj.len(),
-        1,
-        "error body has other fields than \"error\": {v}"
-    );
-    let message = obj["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("\"error\" is not a string: {v}"))
-        .to_owned();
-    assert!(!message.is_empty(), "empty error message");
-    assert!(
-        message.contains(needle),
-        "error {message:?} does not mention {needle:?}"
-    );
-    message
 }
 
 // ---------------------------------------------------------------------------
@@ -357,6 +158,7 @@ struct FakeUpstream {
     /// Request heads received, in arrival order.
     heads: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    _listener: TestListener,
 }
 
 impl Drop for FakeUpstream {
@@ -369,56 +171,33 @@ impl Drop for FakeUpstream {
 /// is None, accepts and reads the request but never answers. Lives at most
 /// 30 s.
 fn fake_upstream(answer: Option<&'static [u8]>) -> FakeUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let (heads2, stop2) = (Arc::clone(&heads), Arc::clone(&stop));
-    thread::spawn(move || {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !stop2.load(Ordering::SeqCst) && Instant::now() < until {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let (heads, stop) = (Arc::clone(&heads2), Arc::clone(&stop2));
-                    thread::spawn(move || {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let mut got = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        while find(&got, b"\r\n\r\n").is_none() && got.len() < 64 * 1024 {
-                            match s.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => got.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        heads
-                            .lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&got).into_owned());
-                        match answer {
-                            Some(bytes) => {
-                                let _ = s.write_all(bytes);
-                                let _ = s.shutdown(std::net::Shutdown::Write);
-                                thread::sleep(Duration::from_millis(100));
-                            }
-                            None => {
-                                let until = Instant::now() + Duration::from_secs(30);
-                                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                                    thread::sleep(Duration::from_millis(10));
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(2))
-                }
-                Err(_) => thread::sleep(Duration::from_millis(2)),
+    let listener = TestListener::start_for(Duration::from_secs(30), 20_000, move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let Some(got) = read_head(&mut s) else {
+            return;
+        };
+        heads2
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&got).into_owned());
+        match answer {
+            Some(bytes) => {
+                let _ = s.write_all(bytes);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                thread::sleep(Duration::from_millis(100));
             }
+            None => hold(&stop2, Duration::from_secs(30)),
         }
     });
-    FakeUpstream { addr, heads, stop }
+    FakeUpstream {
+        addr: listener.addr,
+        heads,
+        stop,
+        _listener: listener,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1380,7 +1159,7 @@ fn http_1_0_requests_are_answered_and_closed() {
         !head.contains("transfer-encoding: chunked"),
         "chunked answer to HTTP/1.0: {head}"
     );
-    let reply = parse_one(&bytes, false, true).expect("a reply").0;
+    let reply = parse_reply(&bytes, false, true).expect("a reply").0;
     assert_eq!(reply.status, 200);
     let group = reply.json();
     assert_eq!(runs_of(&group).len(), 1);
@@ -1929,21 +1708,15 @@ fn a_refused_upstream_is_an_error_in_the_run() {
 #[test]
 fn an_https_upstream_that_fails_is_a_clear_error_not_a_crash() {
     let mut server = ServerProcess::start(&[]);
-    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
-    let plain_addr = plain.local_addr().unwrap();
-    thread::spawn(move || {
-        // At most the two runs' connections; each is answered in plain text.
-        for _ in 0..2 {
-            let Ok((mut s, _)) = plain.accept() else {
-                return;
-            };
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut chunk = [0u8; 4096];
-            let _ = s.read(&mut chunk);
-            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
+    // At most the two runs' connections; each is answered in plain text.
+    let plain = TestListener::start_for(Duration::from_secs(120), 2, |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut chunk = [0u8; 4096];
+        let _ = s.read(&mut chunk);
+        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let _ = s.shutdown(std::net::Shutdown::Write);
     });
+    let plain_addr = plain.addr;
     let id = create_group(
         server.addr,
         &format!(

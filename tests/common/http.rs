@@ -1,7 +1,8 @@
 //! A minimal independent HTTP/1.1 client over raw sockets: requests, reply
 //! parsing, and the API calls most tests share.
 
-use std::io::{Read, Write};
+use serde_json::Value;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -64,10 +65,7 @@ pub fn assert_timed_out_reply(
         replies.len(),
         1,
         "{what}: no 408 in time; got {:?}",
-        String::from_utf8_lossy(&bytes)
-            .chars()
-            .take(600)
-            .collect::<String>()
+        preview(&bytes)
     );
     check(&replies[0]);
     assert!(closed, "{what}: the connection stayed open after the 408");
@@ -254,8 +252,283 @@ pub fn create_group(addr: SocketAddr, config: &str) -> String {
         .to_owned()
 }
 
-pub fn get_group(addr: SocketAddr, id: &str) -> serde_json::Value {
+/// GET /test-groups/{id}: the group record (status 200 asserted).
+pub fn get_group(addr: SocketAddr, id: &str) -> Value {
     let reply = request(addr, "GET", &format!("/test-groups/{id}"), b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
+}
+
+/// The first 600 characters of `bytes` as text, for failure messages.
+pub fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(600).collect()
+}
+
+/// Asserts a JSON error answer: the status, a JSON content type, a body
+/// that is exactly `{"error": "..."}`, and a non-empty message containing
+/// `needle`; the message.
+pub fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
+    assert_json_error_status(reply, status);
+    let v = reply.json();
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {v}"));
+    assert_eq!(
+        obj.len(),
+        1,
+        "error body has other fields than \"error\": {v}"
+    );
+    let message = obj["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("\"error\" is not a string: {v}"))
+        .to_owned();
+    assert!(!message.is_empty(), "empty error message");
+    assert!(
+        message.contains(needle),
+        "error {message:?} does not mention {needle:?}"
+    );
+    message
+}
+
+/// Parses one reply from the front of `buf`: the reply and the bytes it
+/// used, or None when more bytes are needed. `head_only`: it answers a
+/// HEAD request (no body). `eof`: the peer has closed, so a body without
+/// framing ends here. Panics on anything but an HTTP/1.x status line.
+pub fn parse_reply(buf: &[u8], head_only: bool, eof: bool) -> Option<(Reply, usize)> {
+    let end = find(buf, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    assert!(
+        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
+        "not a status line: {status_line:?} (buffer {:?})",
+        preview(buf)
+    );
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers = parse_header_lines(lines);
+    let get = |n: &str| find_header(&headers, n);
+    let mut at = end + 4;
+    let mut body = Vec::new();
+    let bodiless = status < 200 || status == 204 || status == 304 || head_only;
+    if bodiless {
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let line_end = at + find(&buf[at..], b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&buf[at..line_end]);
+            let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
+            let size = usize::from_str_radix(&size_text, 16).expect("chunk size");
+            at = line_end + 2;
+            if size == 0 {
+                // Trailers up to an empty line.
+                loop {
+                    let line_end = at + find(&buf[at..], b"\r\n")?;
+                    let empty = line_end == at;
+                    at = line_end + 2;
+                    if empty {
+                        break;
+                    }
+                }
+                break;
+            }
+            if buf.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&buf[at..at + size]);
+            at += size + 2;
+        }
+    } else if let Some(len) = get("content-length") {
+        let len: usize = len.parse().expect("Content-Length");
+        if buf.len() < at + len {
+            return None;
+        }
+        body.extend_from_slice(&buf[at..at + len]);
+        at += len;
+    } else if eof {
+        body.extend_from_slice(&buf[at..]);
+        at = buf.len();
+    } else {
+        return None;
+    }
+    Some((
+        Reply {
+            status,
+            headers,
+            body,
+        },
+        at,
+    ))
+}
+
+/// How long [`Conn::reply`] and [`call`] wait for a whole reply.
+pub const REPLY_LIMIT: Duration = Duration::from_secs(20);
+/// How long one read may bring nothing before a reply counts as stalled,
+/// whatever is left of its limit.
+pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// A client connection that reads replies one at a time, each bounded.
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read from `stream` but not yet taken as a reply.
+    pub buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `addr` (within 5 s), with Nagle off and a read timeout
+    /// of [`STALL_LIMIT`] for direct reads of `stream`.
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(STALL_LIMIT)).unwrap();
+        Conn::from(stream)
+    }
+
+    /// A connection over an already connected `stream` (Nagle off).
+    pub fn from(stream: TcpStream) -> Conn {
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the server");
+    }
+
+    /// The next complete reply (interim 1xx replies included) within
+    /// [`REPLY_LIMIT`]; panics otherwise.
+    pub fn reply(&mut self) -> Reply {
+        self.reply_to(false)
+    }
+
+    /// [`Conn::reply`]; `head` when it answers a HEAD request.
+    pub fn reply_to(&mut self, head: bool) -> Reply {
+        self.next_reply(REPLY_LIMIT, head)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The next complete reply within `limit`; else what happened and the
+    /// bytes that did arrive.
+    pub fn reply_within(&mut self, limit: Duration) -> Result<Reply, String> {
+        self.next_reply(limit, false)
+    }
+
+    /// The next complete reply within `limit`, no read waiting longer than
+    /// [`STALL_LIMIT`]; `head` when it answers a HEAD request.
+    fn next_reply(&mut self, limit: Duration, head: bool) -> Result<Reply, String> {
+        let deadline = Instant::now() + limit;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some((reply, used)) = parse_reply(&self.buf, head, false) {
+                self.buf.drain(..used);
+                return Ok(reply);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no complete reply within {limit:?}; got {:?}",
+                    preview(&self.buf)
+                ));
+            }
+            let wait = left.min(STALL_LIMIT);
+            self.stream.set_read_timeout(Some(wait)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    if let Some((reply, used)) = parse_reply(&self.buf, head, true) {
+                        self.buf.drain(..used);
+                        return Ok(reply);
+                    }
+                    return Err(format!(
+                        "the server closed the connection before a complete reply; got {:?}",
+                        preview(&self.buf)
+                    ));
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if wait < left {
+                        return Err(format!(
+                            "nothing for {STALL_LIMIT:?} while waiting for a reply; got {:?}",
+                            preview(&self.buf)
+                        ));
+                    }
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "reading a reply: {e}; got so far {:?}",
+                        preview(&self.buf)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection or `limit` passes:
+    /// every byte that arrived (buffered ones included) and whether the
+    /// connection was closed (EOF or reset).
+    pub fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
+        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
+    }
+}
+
+/// One request on its own connection (`Connection: close` added to
+/// `headers`): connects within 2 s and reads the reply (a HEAD's without a
+/// body) within `limit`; else what went wrong.
+pub fn call_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    limit: Duration,
+) -> Result<Reply, String> {
+    let mut headers = headers.to_vec();
+    headers.push(("Connection", "close"));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut conn = Conn::from(stream);
+    conn.stream
+        .write_all(&req(method, path, &headers, body))
+        .map_err(|e| format!("write: {e}"))?;
+    conn.next_reply(limit, method == "HEAD")
+}
+
+/// [`call_within`] 10 s.
+pub fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    call_within(addr, method, path, headers, body, Duration::from_secs(10))
+}
+
+/// [`call_within`] [`REPLY_LIMIT`]; panics when there is no reply.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    call_within(addr, method, path, headers, body, REPLY_LIMIT)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The path of run `count` of group `id`.
+pub fn run_path(id: &str, count: u64) -> String {
+    format!("/test-groups/{id}/{count}")
+}
+
+/// A group record's `test_runs`.
+pub fn runs_of(group: &Value) -> Vec<Value> {
+    group["test_runs"]
+        .as_array()
+        .expect("test_runs is an array")
+        .clone()
 }

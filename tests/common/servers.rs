@@ -1,8 +1,9 @@
 //! Test-written servers on 127.0.0.1: fake upstreams and the like.
 
-use super::http::{find_header, parse_header_lines};
-use std::io::{BufRead, Write};
+use super::http::{find, find_header, parse_header_lines};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,17 +13,27 @@ pub fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A test-written TCP server on 127.0.0.1: one thread per connection
-/// running `handler`. Stops accepting on drop (and after a bounded time).
+/// A test-written TCP server on 127.0.0.1 (a fake upstream, a proxy): one
+/// thread per connection running `handler` on a blocking stream. Stops
+/// accepting on drop, and after its lifetime or its number of connections.
 pub struct TestListener {
     pub addr: SocketAddr,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     accepter: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestListener {
+    /// Accepts for 120 s and 20 000 connections at the most.
     pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> TestListener {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        Self::start_for(Duration::from_secs(120), 20_000, handler)
+    }
+
+    /// Accepts for `lifetime` and `max_connections` at the most.
+    pub fn start_for(
+        lifetime: Duration,
+        max_connections: usize,
+        handler: impl Fn(TcpStream) + Send + Sync + 'static,
+    ) -> TestListener {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind test listener");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -30,9 +41,12 @@ impl TestListener {
         let flag = Arc::clone(&stop);
         let handler = Arc::new(handler);
         let accepter = std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(120);
+            let until = Instant::now() + lifetime;
             let mut accepted = 0;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until && accepted < 20_000 {
+            while !flag.load(Ordering::Relaxed)
+                && Instant::now() < until
+                && accepted < max_connections
+            {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         accepted += 1;
@@ -54,10 +68,33 @@ impl TestListener {
 
 impl Drop for TestListener {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.accepter.take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// Reads a request head (up to its empty line, or 64 KiB at the most):
+/// the bytes read, or None when the stream ended or failed first.
+pub fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while find(&got, b"\r\n\r\n").is_none() && got.len() < 64 * 1024 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(got)
+}
+
+/// Sleeps (in 10 ms steps) until `stop` is set or `limit` passes: how a
+/// test server holds a connection without answering.
+pub fn hold(stop: &AtomicBool, limit: Duration) {
+    let until = Instant::now() + limit;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
