@@ -90,11 +90,6 @@ fn wait_for_recorded(addr: SocketAddr, id: &str, at_least: usize) -> usize {
     recorded
 }
 
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
 fn results(report: &Value) -> &Vec<Value> {
     report["results"].as_array().expect("results is an array")
 }
@@ -109,11 +104,6 @@ fn error_kinds(result: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
 /// A stand-in upstream endpoint: answers every request 200 "ok".
@@ -1010,17 +1000,6 @@ fn quiet_prints_nothing_and_the_summary_says_pass() {
 
 // ---------------------------------------------------------------------------
 // Bodies
-
-fn is_uuid_v4(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| [8, 13, 18, 23].contains(&i) || c.is_ascii_hexdigit())
-        && b[14] == b'4'
-        && b"89abAB".contains(&b[19])
-}
 
 fn server_data(server: &ServerProcess, id: &str) -> Vec<(u64, String)> {
     let group = get_group(server.addr, id);

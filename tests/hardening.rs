@@ -17,7 +17,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,142 +133,9 @@ fn raise_fd_limit() -> usize {
 // Raw HTTP
 // ---------------------------------------------------------------------------
 
-fn preview(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().take(300).collect()
-}
-
-/// The first complete reply (Content-Length framed) in `buf`, and its length.
-fn split_reply(buf: &[u8]) -> Option<(Reply, usize)> {
-    let end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    if head.contains("\r\ntransfer-encoding: chunked") {
-        // Walk the chunks to the last one.
-        let mut at = end + 4;
-        loop {
-            let line = find(&buf[at..], b"\r\n")?;
-            let size =
-                usize::from_str_radix(String::from_utf8_lossy(&buf[at..at + line]).trim(), 16)
-                    .ok()?;
-            at += line + 2;
-            if size == 0 {
-                let total = at + 2;
-                if buf.len() < total {
-                    return None;
-                }
-                let reply = parse_replies(&buf[..total]).into_iter().next()?;
-                return Some((reply, total));
-            }
-            at += size + 2;
-            if buf.len() < at {
-                return None;
-            }
-        }
-    }
-    let len: usize = match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        Some(v) => v.trim().parse().ok()?,
-        None => 0,
-    };
-    let total = end + 4 + len;
-    if buf.len() < total {
-        return None;
-    }
-    let reply = parse_replies(&buf[..total]).into_iter().next()?;
-    Some((reply, total))
-}
-
-/// A client connection that reads replies one at a time, each bounded.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Conn::from(stream)
-    }
-
-    fn from(stream: TcpStream) -> Conn {
-        let _ = stream.set_nodelay(true);
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to the server");
-    }
-
-    /// The next complete reply within `limit`; else what happened and the
-    /// bytes that did arrive.
-    fn reply(&mut self, limit: Duration) -> Result<Reply, String> {
-        let deadline = Instant::now() + limit;
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            if let Some((reply, used)) = split_reply(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(reply);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "no complete reply within {limit:?}; got {:?}",
-                    preview(&self.buf)
-                ));
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(format!(
-                        "closed before a complete reply; got {:?}",
-                        preview(&self.buf)
-                    ))
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(format!("{e}; got {:?}", preview(&self.buf))),
-            }
-        }
-    }
-
-    /// Reads until the server closes (EOF or reset) or `limit` passes:
-    /// the bytes that arrived and whether it closed.
-    fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
-        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
-    }
-}
-
-/// One request on its own connection (Connection: close), bounded.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Reply, String> {
-    let mut headers = headers.to_vec();
-    headers.push(("Connection", "close"));
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut conn = Conn::from(stream);
-    conn.stream
-        .write_all(&req(method, path, &headers, body))
-        .map_err(|e| format!("write: {e}"))?;
-    conn.reply(Duration::from_secs(10))
-}
-
 /// GET /healthz on a new connection within 2 s: its status.
 fn healthz(addr: SocketAddr) -> Result<u16, String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut conn = Conn::from(stream);
-    conn.stream
-        .write_all(&req("GET", "/healthz", &[("Connection", "close")], b""))
-        .map_err(|e| format!("write: {e}"))?;
-    conn.reply(Duration::from_secs(2)).map(|r| r.status)
+    call_within(addr, "GET", "/healthz", &[], b"", Duration::from_secs(2)).map(|r| r.status)
 }
 
 /// After `what`: within 5 s the server holds no more sockets than the
@@ -300,34 +167,6 @@ fn assert_healthy(server: &mut ServerProcess, after: &str) {
         "/healthz after {after}; log:\n{}",
         server.log_text()
     );
-}
-
-/// Asserts a JSON error answer with `status` whose message contains every
-/// needle; the message.
-fn assert_error(reply: &Reply, status: u16, needles: &[&str]) -> String {
-    assert_json_error_status(reply, status);
-    let message = reply.json()["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no \"error\" string in {}", reply.text()))
-        .to_owned();
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "the error does not mention {needle:?}: {message}"
-        );
-    }
-    message
-}
-
-fn run_path(id: &str, count: u64) -> String {
-    format!("/test-groups/{id}/{count}")
-}
-
-fn runs_of(group: &Value) -> Vec<Value> {
-    group["test_runs"]
-        .as_array()
-        .expect("test_runs is an array")
-        .clone()
 }
 
 /// A pseudo-random number generator (xorshift), seeded per use.
@@ -646,7 +485,9 @@ fn a_peer_that_keeps_sending_after_its_answer_does_not_hold_a_slot() {
     let mut server = ServerProcess::start(&["--max-connections", "1"]);
     let mut hostile = Conn::open(server.addr);
     hostile.send(&req("GET", "/healthz", &[("Connection", "close")], b""));
-    let reply = hostile.reply(Duration::from_secs(5)).expect("an answer");
+    let reply = hostile
+        .reply_within(Duration::from_secs(5))
+        .expect("an answer");
     assert_eq!(reply.status, 200);
     // A second connection waits in the backlog for the slot.
     let mut waiting = Conn::open(server.addr);
@@ -661,7 +502,7 @@ fn a_peer_that_keeps_sending_after_its_answer_does_not_hold_a_slot() {
         }
         thread::sleep(Duration::from_millis(200));
     }
-    let answered = waiting.reply(Duration::from_secs(3));
+    let answered = waiting.reply_within(Duration::from_secs(3));
     assert!(
         released.is_some(),
         "a peer sending a byte every 200 ms after its Connection: close answer was \
@@ -701,14 +542,16 @@ fn a_connection_flood_waits_beyond_the_cap_and_the_server_recovers() {
     // (b) The accepted ones keep being served.
     flood[0].send(&req("GET", "/healthz", &[], b""));
     assert_eq!(
-        flood[0].reply(Duration::from_secs(2)).map(|r| r.status),
+        flood[0]
+            .reply_within(Duration::from_secs(2))
+            .map(|r| r.status),
         Ok(200),
         "an accepted connection was not served while the flood waits"
     );
     // (a) One beyond the cap is not served while the first 50 stay open.
     let last = flood.len() - 1;
     flood[last].send(&req("GET", "/healthz", &[("Connection", "close")], b""));
-    let early = flood[last].reply(Duration::from_millis(500));
+    let early = flood[last].reply_within(Duration::from_millis(500));
     assert!(
         early.is_err(),
         "a connection beyond the cap was served: {early:?}"
@@ -716,7 +559,9 @@ fn a_connection_flood_waits_beyond_the_cap_and_the_server_recovers() {
     for i in [1, 25, 49] {
         flood[i].send(&req("GET", "/healthz", &[], b""));
         assert_eq!(
-            flood[i].reply(Duration::from_secs(2)).map(|r| r.status),
+            flood[i]
+                .reply_within(Duration::from_secs(2))
+                .map(|r| r.status),
             Ok(200),
             "accepted connection {i} was not served"
         );
@@ -725,7 +570,9 @@ fn a_connection_flood_waits_beyond_the_cap_and_the_server_recovers() {
     let mut waiting = flood.pop().unwrap();
     drop(flood);
     assert_eq!(
-        waiting.reply(Duration::from_secs(5)).map(|r| r.status),
+        waiting
+            .reply_within(Duration::from_secs(5))
+            .map(|r| r.status),
         Ok(200),
         "the connection beyond the cap was not served after the others closed"
     );
@@ -764,7 +611,7 @@ fn oversized_absurd_and_unfinished_requests_get_clear_answers() {
     let addr = server.addr;
     // A 64 KiB header block.
     let big = "h".repeat(64 * 1024);
-    let reply = call(
+    let reply = try_call(
         addr,
         "POST",
         "/test-groups/create",
@@ -772,16 +619,16 @@ fn oversized_absurd_and_unfinished_requests_get_clear_answers() {
         br#"{"run_count": 1}"#,
     )
     .expect("an answer to a 64 KiB header block");
-    assert_error(&reply, 431, &[]);
+    assert_error(&reply, 431, "");
     assert_healthy(&mut server, "a 64 KiB header block");
     // A body over --max-body.
     let config = format!(
         r#"{{"run_count": 1, "description": "{}"}}"#,
         "d".repeat(5000)
     );
-    let reply = call(addr, "POST", "/test-groups/create", &[], config.as_bytes())
+    let reply = try_call(addr, "POST", "/test-groups/create", &[], config.as_bytes())
         .expect("an answer to a body over --max-body");
-    assert_error(&reply, 413, &["4096"]);
+    assert_error(&reply, 413, "4096");
     assert_healthy(&mut server, "a body over --max-body");
     // Absurd numbers: refused, naming the field and the limit.
     for (body, field) in [
@@ -805,15 +652,15 @@ fn oversized_absurd_and_unfinished_requests_get_clear_answers() {
         (r#"{"run_count": 1e300}"#, "run_count"),
         (r#"{"run_count": 18446744073709551616}"#, "run_count"),
     ] {
-        let reply = call(addr, "POST", "/test-groups/create", &[], body.as_bytes())
+        let reply = try_call(addr, "POST", "/test-groups/create", &[], body.as_bytes())
             .unwrap_or_else(|e| panic!("{body}: {e}"));
-        let message = assert_error(&reply, 400, &[field]);
+        let message = assert_error(&reply, 400, field);
         if !body.contains("e300") && !body.contains("18446744073709551616") {
             assert!(message.contains("at most"), "{body}: {message}");
         }
         assert_healthy(&mut server, body);
     }
-    let list = call(addr, "GET", "/test-groups", &[], b"").unwrap();
+    let list = try_call(addr, "GET", "/test-groups", &[], b"").unwrap();
     assert_eq!(
         list.json(),
         serde_json::json!([]),
@@ -831,7 +678,7 @@ fn oversized_absurd_and_unfinished_requests_get_clear_answers() {
         Duration::from_secs(1),
         "a body that never finishes, read for 6 s (--request-timeout 1s)",
         |reply| {
-            assert_error(reply, 408, &[]);
+            assert_error(reply, 408, "");
         },
     );
     assert_healthy(&mut server, "a body that never finishes");
@@ -869,13 +716,11 @@ struct FakeUpstream {
     accepted: Arc<AtomicU64>,
     /// Per streamed answer: body bytes written, and how the writing ended.
     streamed: Arc<Mutex<Vec<(u64, String)>>>,
+    _listener: TestListener,
 }
 
 impl FakeUpstream {
     fn start(fault: Fault) -> FakeUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake upstream");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
         let streamed = Arc::new(Mutex::new(Vec::new()));
@@ -884,24 +729,16 @@ impl FakeUpstream {
             Arc::clone(&accepted),
             Arc::clone(&streamed),
         );
-        thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(30);
-            while !stop2.load(Ordering::SeqCst) && Instant::now() < until {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        accepted2.fetch_add(1, Ordering::SeqCst);
-                        let (stop, streamed) = (Arc::clone(&stop2), Arc::clone(&streamed2));
-                        thread::spawn(move || misbehave(fault, stream, &stop, &streamed));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
+        let listener = TestListener::start_for(Duration::from_secs(30), 20_000, move |stream| {
+            accepted2.fetch_add(1, Ordering::SeqCst);
+            misbehave(fault, stream, &stop2, &streamed2)
         });
         FakeUpstream {
-            addr,
+            addr: listener.addr,
             stop,
             accepted,
             streamed,
+            _listener: listener,
         }
     }
 
@@ -928,26 +765,6 @@ impl Drop for FakeUpstream {
     }
 }
 
-/// Reads a request head (bounded); false if none came.
-fn read_head(stream: &mut TcpStream) -> bool {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while find(&got, b"\r\n\r\n").is_none() && got.len() < 64 * 1024 {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
-fn hold(stop: &AtomicBool, limit: Duration) {
-    let until = Instant::now() + limit;
-    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn misbehave(
     fault: Fault,
     mut stream: TcpStream,
@@ -967,17 +784,17 @@ fn misbehave(
             drop(stream);
         }
         Fault::Hang => {
-            read_head(&mut stream);
+            let _ = read_head(&mut stream);
             hold(stop, Duration::from_secs(30));
         }
         Fault::Garbage => {
-            if read_head(&mut stream) {
+            if read_head(&mut stream).is_some() {
                 let _ = stream.write_all(b"HELLO\r\n\r\n");
                 hold(stop, Duration::from_secs(10));
             }
         }
         Fault::Trickle => {
-            if read_head(&mut stream) {
+            if read_head(&mut stream).is_some() {
                 for &b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" {
                     if stop.load(Ordering::SeqCst) || stream.write_all(&[b]).is_err() {
                         break;
@@ -988,7 +805,7 @@ fn misbehave(
             }
         }
         Fault::HugeLength | Fault::HugeChunked | Fault::HugeUntilClose => {
-            if !read_head(&mut stream) {
+            if read_head(&mut stream).is_none() {
                 return;
             }
             let zeros = vec![0u8; 64 * 1024];
@@ -1059,8 +876,7 @@ fn runs_against_upstream(server: &mut ServerProcess, endpoint: &str) -> Vec<Valu
         "the client should fail when every upstream fails\nstderr: {}",
         done.stderr
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report"))
-        .expect("the report is JSON");
+    let report = read_json(&report_path);
     let summary = &report["summary"];
     assert_eq!(
         summary["errors"]["upstream"].as_u64(),
@@ -1150,7 +966,7 @@ fn upstream_that_hangs_or_trickles_times_out() {
             ),
         );
         let sent = Instant::now();
-        let reply = call(server.addr, "POST", &run_path(&id, 1), &[], b"held")
+        let reply = try_call(server.addr, "POST", &run_path(&id, 1), &[], b"held")
             .expect("an answer to the run");
         let waited = sent.elapsed();
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -1230,7 +1046,7 @@ fn max_groups_answers_507_until_a_group_is_deleted() {
         .map(|_| create_group(addr, r#"{"run_count": 1}"#))
         .collect();
     for _ in 0..3 {
-        let reply = call(
+        let reply = try_call(
             addr,
             "POST",
             "/test-groups/create",
@@ -1238,11 +1054,13 @@ fn max_groups_answers_507_until_a_group_is_deleted() {
             br#"{"run_count": 1}"#,
         )
         .expect("an answer");
-        assert_error(&reply, 507, &["--max-groups"]);
+        assert_error(&reply, 507, "--max-groups");
     }
-    let list = call(addr, "GET", "/test-groups", &[], b"").unwrap().json();
+    let list = try_call(addr, "GET", "/test-groups", &[], b"")
+        .unwrap()
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
-    let deleted = call(
+    let deleted = try_call(
         addr,
         "DELETE",
         &format!("/test-groups/{}", ids[0]),
@@ -1252,7 +1070,7 @@ fn max_groups_answers_507_until_a_group_is_deleted() {
     .unwrap();
     assert_eq!(deleted.status, 200, "{}", deleted.text());
     create_group(addr, r#"{"run_count": 1}"#);
-    let reply = call(
+    let reply = try_call(
         addr,
         "POST",
         "/test-groups/create",
@@ -1260,7 +1078,7 @@ fn max_groups_answers_507_until_a_group_is_deleted() {
         br#"{"run_count": 1}"#,
     )
     .unwrap();
-    assert_error(&reply, 507, &["--max-groups"]);
+    assert_error(&reply, 507, "--max-groups");
     assert_healthy(&mut server, "--max-groups");
 }
 
@@ -1280,24 +1098,26 @@ fn max_runs_answers_507_across_groups_until_a_group_is_deleted() {
         conn.send(&bytes);
         for count in batch * 50 + 1..=batch * 50 + 50 {
             let reply = conn
-                .reply(Duration::from_secs(10))
+                .reply_within(Duration::from_secs(10))
                 .unwrap_or_else(|e| panic!("run {count}: {e}"));
             assert_eq!(reply.status, 200, "run {count}: {}", reply.text());
         }
     }
     // The 101st, in either group.
     conn.send(&req("POST", &run_path(&a, 101), &[], b"r"));
-    let reply = conn.reply(Duration::from_secs(5)).expect("an answer");
-    assert_error(&reply, 507, &["--max-runs"]);
-    let reply = call(addr, "POST", &run_path(&b, 1), &[], b"r").unwrap();
-    assert_error(&reply, 507, &["--max-runs"]);
+    let reply = conn
+        .reply_within(Duration::from_secs(5))
+        .expect("an answer");
+    assert_error(&reply, 507, "--max-runs");
+    let reply = try_call(addr, "POST", &run_path(&b, 1), &[], b"r").unwrap();
+    assert_error(&reply, 507, "--max-runs");
     assert_eq!(runs_of(&get_group(addr, &a)).len(), 100);
     assert!(runs_of(&get_group(addr, &b)).is_empty());
     // Deleting a group frees its runs.
-    let deleted = call(addr, "DELETE", &format!("/test-groups/{a}"), &[], b"").unwrap();
+    let deleted = try_call(addr, "DELETE", &format!("/test-groups/{a}"), &[], b"").unwrap();
     assert_eq!(deleted.status, 200, "{}", deleted.text());
     assert_eq!(
-        call(addr, "POST", &run_path(&b, 1), &[], b"r")
+        try_call(addr, "POST", &run_path(&b, 1), &[], b"r")
             .unwrap()
             .status,
         200
@@ -1321,7 +1141,7 @@ fn more_requests_pipelined_than_the_pipeline_limit_are_all_answered() {
     conn.send(&bytes);
     for i in 1..=200 {
         let reply = conn
-            .reply(Duration::from_secs(5))
+            .reply_within(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("pipelined request {i} of 200 not answered: {e}"));
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
     }
@@ -1339,9 +1159,11 @@ fn clients_that_never_read_cannot_grow_the_server() {
     let url = server.url();
     let done = conntest(&["run", "-r", &url, "-q", "--run-count", "2000", "-d", &body]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let list = call(addr, "GET", "/test-groups", &[], b"").unwrap().json();
+    let list = try_call(addr, "GET", "/test-groups", &[], b"")
+        .unwrap()
+        .json();
     let id = list[0]["run_group_id"].as_str().unwrap().to_owned();
-    let size = call(addr, "GET", &format!("/test-groups/{id}"), &[], b"")
+    let size = try_call(addr, "GET", &format!("/test-groups/{id}"), &[], b"")
         .unwrap()
         .body
         .len();
@@ -1384,7 +1206,7 @@ fn run_in_flight(server: &ServerProcess, delay_ns: u64) -> Conn {
     let mut conn = Conn::open(server.addr);
     conn.send(&bytes);
     assert_eq!(
-        conn.reply(Duration::from_secs(5)).map(|r| r.status),
+        conn.reply_within(Duration::from_secs(5)).map(|r| r.status),
         Ok(200)
     );
     conn
@@ -1399,7 +1221,7 @@ fn new_connections_refused(addr: SocketAddr) -> Result<(), String> {
             let _ = conn
                 .stream
                 .write_all(&req("GET", "/healthz", &[("Connection", "close")], b""));
-            match conn.reply(Duration::from_millis(300)) {
+            match conn.reply_within(Duration::from_millis(300)) {
                 Ok(reply) => Err(format!("answered {}", reply.status)),
                 Err(_) => Ok(()),
             }
@@ -1421,7 +1243,7 @@ fn first_signal_stops_accepting_and_finishes_the_run_in_flight() {
             Ok(()),
             "signal {signal}: a new connection was served while stopping"
         );
-        let reply = conn.reply(Duration::from_secs(5));
+        let reply = conn.reply_within(Duration::from_secs(5));
         assert_eq!(
             reply.as_ref().map(|r| r.status),
             Ok(200),
@@ -1503,7 +1325,7 @@ fn the_client_presents_the_token_from_flag_or_env() {
     }
     // `conntest client` on a group created with the token.
     let auth = format!("Bearer {TOKEN}");
-    let created = call(
+    let created = try_call(
         server.addr,
         "POST",
         "/test-groups/create",
@@ -1571,7 +1393,7 @@ fn logs_never_show_the_token_or_run_bodies() {
             r#"{{"run_count": 3, "data": "{GROUP_DATA}", "upstream_endpoint": "http://127.0.0.1:{}/", "upstream_timeout_ns": 200000000}}"#,
             closed_port()
         );
-        let created = call(
+        let created = try_call(
             addr,
             "POST",
             "/test-groups/create",
@@ -1583,7 +1405,7 @@ fn logs_never_show_the_token_or_run_bodies() {
         let id = created.json()["run_group_id"].as_str().unwrap().to_owned();
         // POST /test-groups/ID/COUNT on its own connection.
         let post_run = |count: u64, headers: &[(&str, &str)], body: &[u8]| {
-            call(addr, "POST", &run_path(&id, count), headers, body).unwrap()
+            try_call(addr, "POST", &run_path(&id, count), headers, body).unwrap()
         };
         for count in 1..=3 {
             let reply = post_run(count, &auth_header, GROUP_DATA.as_bytes());
@@ -1671,7 +1493,7 @@ fn burst(addr: SocketAddr, n: usize) -> usize {
         if Instant::now() >= deadline {
             break;
         }
-        if c.reply(Duration::from_secs(5))
+        if c.reply_within(Duration::from_secs(5))
             .is_ok_and(|r| r.status == 200)
         {
             ok += 1;
@@ -1805,7 +1627,7 @@ fn heavy_flood_of_100000_connection_attempts() {
                 let mut in_flight: std::collections::VecDeque<Conn> = Default::default();
                 let settle = |c: Option<Conn>| {
                     let ok = c
-                        .and_then(|mut c| c.reply(Duration::from_secs(10)).ok())
+                        .and_then(|mut c| c.reply_within(Duration::from_secs(10)).ok())
                         .is_some_and(|r| r.status == 200);
                     let counter = if ok { &answered } else { &failed };
                     counter.fetch_add(1, Ordering::Relaxed);

@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,185 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MS: u64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
-// A keep-alive client connection that reads replies one at a time.
-// ---------------------------------------------------------------------------
-
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to the server");
-    }
-
-    /// The next complete reply (interim 1xx replies included).
-    fn reply(&mut self) -> Reply {
-        self.reply_to(false)
-    }
-
-    /// The next complete reply; `head` when it answers a HEAD request.
-    fn reply_to(&mut self, head: bool) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if let Some((reply, used)) = parse_one(&self.buf, head, false) {
-                self.buf.drain(..used);
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no complete reply within 20 s; got {:?}",
-                preview(&self.buf)
-            );
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    if let Some((reply, used)) = parse_one(&self.buf, head, true) {
-                        self.buf.drain(..used);
-                        return reply;
-                    }
-                    panic!(
-                        "the server closed the connection before a complete reply; got {:?}",
-                        preview(&self.buf)
-                    );
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("reading a reply: {e}; got so far {:?}", preview(&self.buf)),
-            }
-        }
-    }
-
-    /// Reads until the server closes the connection or `limit` passes:
-    /// every byte that arrived (buffered ones included) and whether the
-    /// connection was closed (EOF or reset).
-    fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
-        read_until_close(&mut self.stream, std::mem::take(&mut self.buf), limit)
-    }
-}
-
-fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.chars().take(600).collect()
-}
-
-/// Parses one reply from the front of `buf`: the reply and the bytes it
-/// used, or None when more bytes are needed. `eof`: the peer has closed, so
-/// a body without framing ends here.
-fn parse_one(buf: &[u8], head_only: bool, eof: bool) -> Option<(Reply, usize)> {
-    let end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    assert!(
-        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
-        "not a status line: {status_line:?} (buffer {:?})",
-        preview(buf)
-    );
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let headers = parse_header_lines(lines);
-    let get = |n: &str| find_header(&headers, n);
-    let mut at = end + 4;
-    let mut body = Vec::new();
-    let bodiless = status < 200 || status == 204 || status == 304 || head_only;
-    if bodiless {
-    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let line_end = at + find(&buf[at..], b"\r\n")?;
-            let size_text = String::from_utf8_lossy(&buf[at..line_end]);
-            let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
-            let size = usize::from_str_radix(&size_text, 16).expect("chunk size");
-            at = line_end + 2;
-            if size == 0 {
-                // Trailers up to an empty line.
-                loop {
-                    let line_end = at + find(&buf[at..], b"\r\n")?;
-                    let empty = line_end == at;
-                    at = line_end + 2;
-                    if empty {
-                        break;
-                    }
-                }
-                break;
-            }
-            if buf.len() < at + size + 2 {
-                return None;
-            }
-            body.extend_from_slice(&buf[at..at + size]);
-            at += size + 2;
-        }
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().expect("Content-Length");
-        if buf.len() < at + len {
-            return None;
-        }
-        body.extend_from_slice(&buf[at..at + len]);
-        at += len;
-    } else if eof {
-        body.extend_from_slice(&buf[at..]);
-        at = buf.len();
-    } else {
-        return None;
-    }
-    Some((
-        Reply {
-            status,
-            headers,
-            body,
-        },
-        at,
-    ))
-}
-
-// ---------------------------------------------------------------------------
 // Requests.
 // ---------------------------------------------------------------------------
 
-/// One request with extra headers on its own connection.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut headers = headers.to_vec();
-    headers.push(("Connection", "close"));
-    let mut conn = Conn::open(addr);
-    conn.send(&req(method, path, &headers, body));
-    conn.reply_to(method == "HEAD")
-}
-
-fn run_path(id: &str, count: u64) -> String {
-    format!("/test-groups/{id}/{count}")
-}
-
 fn post_run(addr: SocketAddr, id: &str, count: u64, body: &[u8]) -> Reply {
     request(addr, "POST", &run_path(id, count), body)
-}
-
-fn runs_of(group: &Value) -> Vec<Value> {
-    group["test_runs"]
-        .as_array()
-        .expect("test_runs is an array")
-        .clone()
 }
 
 fn group_runs(addr: SocketAddr, id: &str) -> Vec<Value> {
@@ -255,33 +81,8 @@ fn assert_alive_and_healthy(server: &mut ServerProcess) {
     assert_eq!(request(server.addr, "GET", "/healthz", b"").status, 200);
 }
 
-/// Asserts a JSON error answer: the status, a JSON content type, a body
-/// that is exactly `{"error": "..."}`, and a message containing `needle`.
-fn assert_error(reply: &Reply, status: u16, needle: &str) -> String {
-    assert_json_error_status(reply, status);
-    let v = reply.json();
-    let obj = v
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not an object: {v}"));
-    assert_eq!(
-        obj.len(),
-        1,
-        "error body has other fields than \"error\": {v}"
-    );
-    let message = obj["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("\"error\" is not a string: {v}"))
-        .to_owned();
-    assert!(!message.is_empty(), "empty error message");
-    assert!(
-        message.contains(needle),
-        "error {message:?} does not mention {needle:?}"
-    );
-    message
-}
-
 // ---------------------------------------------------------------------------
-// Small independent decoders: base64, UUID v4, RFC 3339.
+// A small independent base64 decoder.
 // ---------------------------------------------------------------------------
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -314,65 +115,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn assert_uuid_v4(s: &str) {
-    let b = s.as_bytes();
-    let shape = b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| {
-            if [8, 13, 18, 23].contains(&i) {
-                c == b'-'
-            } else {
-                c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
-            }
-        });
-    assert!(shape, "not a lowercase UUID: {s:?}");
-    assert_eq!(b[14], b'4', "not a version 4 UUID: {s}");
-    assert!(
-        matches!(b[19], b'8' | b'9' | b'a' | b'b'),
-        "not an RFC 4122 variant UUID: {s}"
-    );
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into nanoseconds since the epoch.
-fn parse_time(s: &str) -> i128 {
-    let b = s.as_bytes();
-    let digits_at = |r: std::ops::Range<usize>| {
-        r.into_iter()
-            .all(|i| b.get(i).is_some_and(u8::is_ascii_digit))
-    };
-    let ok = b.len() == 30
-        && digits_at(0..4)
-        && b[4] == b'-'
-        && digits_at(5..7)
-        && b[7] == b'-'
-        && digits_at(8..10)
-        && b[10] == b'T'
-        && digits_at(11..13)
-        && b[13] == b':'
-        && digits_at(14..16)
-        && b[16] == b':'
-        && digits_at(17..19)
-        && b[19] == b'.'
-        && digits_at(20..29)
-        && b[29] == b'Z';
-    assert!(ok, "not RFC 3339 UTC with nanoseconds: {s:?}");
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    assert!(
-        (1..=12).contains(&m) && (1..=31).contains(&d),
-        "bad date: {s}"
-    );
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-    secs as i128 * 1_000_000_000 + n(20..29) as i128
-}
-
 fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -388,9 +130,9 @@ fn assert_run_shape(run: &Value) {
             .unwrap_or_else(|| panic!("run without run_id: {run}")),
     );
     assert!(run["run_count"].as_u64().is_some(), "run_count: {run}");
-    let time = parse_time(run["time"].as_str().expect("time"));
-    let start = parse_time(run["server_start"].as_str().expect("server_start"));
-    let end = parse_time(run["server_end"].as_str().expect("server_end"));
+    let time = rfc3339_ns_exact(run["time"].as_str().expect("time"));
+    let start = rfc3339_ns_exact(run["server_start"].as_str().expect("server_start"));
+    let end = rfc3339_ns_exact(run["server_end"].as_str().expect("server_end"));
     let duration = run["server_duration_ns"]
         .as_u64()
         .unwrap_or_else(|| panic!("server_duration_ns: {run}"));
@@ -416,6 +158,7 @@ struct FakeUpstream {
     /// Request heads received, in arrival order.
     heads: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    _listener: TestListener,
 }
 
 impl Drop for FakeUpstream {
@@ -428,62 +171,33 @@ impl Drop for FakeUpstream {
 /// is None, accepts and reads the request but never answers. Lives at most
 /// 30 s.
 fn fake_upstream(answer: Option<&'static [u8]>) -> FakeUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let (heads2, stop2) = (Arc::clone(&heads), Arc::clone(&stop));
-    thread::spawn(move || {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !stop2.load(Ordering::SeqCst) && Instant::now() < until {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let (heads, stop) = (Arc::clone(&heads2), Arc::clone(&stop2));
-                    thread::spawn(move || {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let mut got = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        while find(&got, b"\r\n\r\n").is_none() && got.len() < 64 * 1024 {
-                            match s.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => got.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        heads
-                            .lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&got).into_owned());
-                        match answer {
-                            Some(bytes) => {
-                                let _ = s.write_all(bytes);
-                                let _ = s.shutdown(std::net::Shutdown::Write);
-                                thread::sleep(Duration::from_millis(100));
-                            }
-                            None => {
-                                let until = Instant::now() + Duration::from_secs(30);
-                                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                                    thread::sleep(Duration::from_millis(10));
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(2))
-                }
-                Err(_) => thread::sleep(Duration::from_millis(2)),
+    let listener = TestListener::start_for(Duration::from_secs(30), 20_000, move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let Some(got) = read_head(&mut s) else {
+            return;
+        };
+        heads2
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&got).into_owned());
+        match answer {
+            Some(bytes) => {
+                let _ = s.write_all(bytes);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                thread::sleep(Duration::from_millis(100));
             }
+            None => hold(&stop2, Duration::from_secs(30)),
         }
     });
-    FakeUpstream { addr, heads, stop }
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    FakeUpstream {
+        addr: listener.addr,
+        heads,
+        stop,
+        _listener: listener,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -516,7 +230,7 @@ fn create_answers_the_group_with_its_config() {
         .is_some_and(|v| v.starts_with("application/json")));
     let g = reply.json();
     assert_uuid_v4(g["run_group_id"].as_str().expect("run_group_id"));
-    let created = parse_time(g["created_at"].as_str().expect("created_at"));
+    let created = rfc3339_ns_exact(g["created_at"].as_str().expect("created_at"));
     assert!(
         (created - before).abs() < 60 * 1_000_000_000,
         "created_at far from now: {g}"
@@ -748,7 +462,7 @@ fn get_group_shows_runs_in_arrival_order() {
                 "{absent} present without an upstream: {run}"
             );
         }
-        let start = parse_time(run["server_start"].as_str().unwrap());
+        let start = rfc3339_ns_exact(run["server_start"].as_str().unwrap());
         assert!(
             start >= last_start,
             "runs not in arrival order of server_start"
@@ -800,7 +514,7 @@ fn list_groups_gives_configs_and_run_counts_without_runs() {
     assert_eq!(gb["recorded_runs"], 0);
     for g in [ga, gb] {
         assert!(g.get("test_runs").is_none(), "the list carries runs: {g}");
-        parse_time(g["created_at"].as_str().expect("created_at"));
+        rfc3339_ns_exact(g["created_at"].as_str().expect("created_at"));
     }
 }
 
@@ -1445,7 +1159,7 @@ fn http_1_0_requests_are_answered_and_closed() {
         !head.contains("transfer-encoding: chunked"),
         "chunked answer to HTTP/1.0: {head}"
     );
-    let reply = parse_one(&bytes, false, true).expect("a reply").0;
+    let reply = parse_reply(&bytes, false, true).expect("a reply").0;
     assert_eq!(reply.status, 200);
     let group = reply.json();
     assert_eq!(runs_of(&group).len(), 1);
@@ -1994,21 +1708,15 @@ fn a_refused_upstream_is_an_error_in_the_run() {
 #[test]
 fn an_https_upstream_that_fails_is_a_clear_error_not_a_crash() {
     let mut server = ServerProcess::start(&[]);
-    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
-    let plain_addr = plain.local_addr().unwrap();
-    thread::spawn(move || {
-        // At most the two runs' connections; each is answered in plain text.
-        for _ in 0..2 {
-            let Ok((mut s, _)) = plain.accept() else {
-                return;
-            };
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut chunk = [0u8; 4096];
-            let _ = s.read(&mut chunk);
-            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
+    // At most the two runs' connections; each is answered in plain text.
+    let plain = TestListener::start_for(Duration::from_secs(120), 2, |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut chunk = [0u8; 4096];
+        let _ = s.read(&mut chunk);
+        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let _ = s.shutdown(std::net::Shutdown::Write);
     });
+    let plain_addr = plain.addr;
     let id = create_group(
         server.addr,
         &format!(

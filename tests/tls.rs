@@ -18,12 +18,11 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Every conntest invocation here is killed after this (and the test fails).
@@ -163,16 +162,6 @@ fn assert_exit_ok(done: &Finished, server: &ServerProcess) {
         done.stderr,
         server.log_text()
     );
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
 fn client_runs(report: &Value) -> &Vec<Value> {
@@ -881,14 +870,11 @@ struct ByteProxy {
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    accepter: Option<JoinHandle<()>>,
+    _listener: TestListener,
 }
 
 impl ByteProxy {
     fn start(target: SocketAddr) -> ByteProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
@@ -897,35 +883,25 @@ impl ByteProxy {
             Arc::clone(&connections),
             Arc::clone(&bytes),
         );
-        let accepter = std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(120);
-            let mut accepted = 0;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until && accepted < 1000 {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(1));
+        let listener = TestListener::start_for(Duration::from_secs(120), 1000, move |client| {
+            conns.fetch_add(1, Ordering::Relaxed);
+            let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+                return;
+            };
+            for (from, to) in [(&client, &server), (&server, &client)] {
+                let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                     continue;
                 };
-                accepted += 1;
-                conns.fetch_add(1, Ordering::Relaxed);
-                let _ = client.set_nonblocking(false);
-                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
-                    continue;
-                };
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
-                        continue;
-                    };
-                    let (flag, count) = (Arc::clone(&flag), Arc::clone(&count));
-                    std::thread::spawn(move || forward_bytes(from, to, &flag, &count));
-                }
+                let (flag, count) = (Arc::clone(&flag), Arc::clone(&count));
+                std::thread::spawn(move || forward_bytes(from, to, &flag, &count));
             }
         });
         ByteProxy {
-            addr,
+            addr: listener.addr,
             stop,
             connections,
             bytes,
-            accepter: Some(accepter),
+            _listener: listener,
         }
     }
 }
@@ -961,10 +937,8 @@ fn forward_bytes(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool, coun
 
 impl Drop for ByteProxy {
     fn drop(&mut self) {
+        // The forwarders stop; the listener stops accepting as it drops.
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.accepter.take() {
-            let _ = handle.join();
-        }
     }
 }
 
