@@ -12,17 +12,27 @@
 //! - [`report`]: the report file, percentiles and timestamps;
 //! - [`wire`]: the JSON contract shared by all of them.
 //!
-//! The protocol machines need no sockets, so they can be driven by hand:
+//! The protocol machines need no sockets and no clock, so they can be
+//! driven by hand, time included:
 //!
 //! ```
+//! use conntest::event::clock::{WallAnchor, SECOND};
 //! use conntest::http::server::{Response, ServerConn, ServerLimits};
 //!
-//! let mut conn = ServerConn::new(ServerLimits::default());
-//! conn.receive(b"POST /test-groups/g/1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
-//! let request = conn.next_request().expect("a whole request");
+//! let mut conn = ServerConn::new(ServerLimits::default(), WallAnchor::fixed(0, 0), 0);
+//! conn.receive(b"POST /test-groups/g/1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 0);
+//! let request = conn.next_request(0).expect("a whole request");
 //! assert_eq!(request.body, b"hi");
-//! conn.respond(request.seq, Response::empty(200));
+//! conn.respond(request.seq, Response::empty(200), 0);
 //! assert!(conn.poll_output().starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! // Part of a request, then nothing for 10 s: 408.
+//! conn.receive(b"GET /healthz HT", SECOND);
+//! assert!(conn.next_request(SECOND).is_none());
+//! assert_eq!(conn.poll_timeout(), Some(11 * SECOND));
+//! conn.handle_timeout(11 * SECOND);
+//! let out = conn.poll_output();
+//! assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! assert!(out.windows(12).any(|w| w == b"HTTP/1.1 408"));
 //! ```
 
 pub mod cli;
