@@ -253,3 +253,31 @@ impl Drop for Running {
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
     Running::spawn(cmd).finish(limit)
 }
+
+/// Runs `python3 ARGS...` (a script under tests/peers, or `-m MODULE`),
+/// bounded by `limit`, and prints its output; panics, with the output,
+/// unless it exited 0. `what` names the run in the messages.
+pub fn run_python_ok(args: &[&str], limit: Duration, what: &str) -> Finished {
+    let done = run_bounded(Command::new("python3").args(args), limit);
+    println!(
+        "{what}: exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        done.code, done.elapsed, done.stdout, done.stderr
+    );
+    assert!(
+        !done.timed_out,
+        "{what}: python3 {args:?} did not finish within {limit:?}"
+    );
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{what}: python3 {args:?} failed:\n{}{}",
+        done.stdout,
+        done.stderr
+    );
+    done
+}
+
+/// A file under tests/peers (the independent peers' scripts).
+pub fn peer_script(name: &str) -> String {
+    format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
