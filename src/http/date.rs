@@ -3,6 +3,7 @@
 //! `Sun, 06 Nov 1994 08:49:37 GMT`. It changes once a second, so each loop
 //! thread formats it once a second and copies it into every answer.
 
+use crate::event::clock::{Nanos, WallAnchor, SECOND};
 use std::cell::Cell;
 
 /// Length of an IMF-fixdate.
@@ -13,9 +14,43 @@ thread_local! {
     static CACHE: Cell<(i64, [u8; LEN])> = const { Cell::new((i64::MIN, [0; LEN])) };
 }
 
-/// Appends the IMF-fixdate of `unix_secs` (seconds since the epoch) to `out`.
-pub fn push_http_date(out: &mut Vec<u8>, unix_secs: i64) {
-    let text = CACHE.with(|cache| {
+/// The `Date` of one connection: the text and the monotonic window in which
+/// it holds, so an answer costs a comparison and a copy.
+pub struct DateClock {
+    anchor: WallAnchor,
+    /// Monotonic instants `[from, until)` within one wall-clock second.
+    from: Nanos,
+    until: Nanos,
+    text: [u8; LEN],
+}
+
+impl DateClock {
+    pub fn new(anchor: WallAnchor) -> DateClock {
+        DateClock {
+            anchor,
+            from: 1,
+            until: 0,
+            text: [0; LEN],
+        }
+    }
+
+    /// Appends the IMF-fixdate of monotonic instant `now` to `out`.
+    pub fn push(&mut self, out: &mut Vec<u8>, now: Nanos) {
+        if now < self.from || now >= self.until {
+            let wall = self.anchor.wall(now);
+            let into_second = wall.rem_euclid(SECOND as i128) as Nanos;
+            self.from = now.saturating_sub(into_second);
+            self.until = self.from.saturating_add(SECOND);
+            self.text = http_date(wall.div_euclid(SECOND as i128) as i64);
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+/// The IMF-fixdate of `unix_secs` (seconds since the epoch), formatted once
+/// a second per thread.
+fn http_date(unix_secs: i64) -> [u8; LEN] {
+    CACHE.with(|cache| {
         let (second, text) = cache.get();
         if second == unix_secs {
             return text;
@@ -23,8 +58,7 @@ pub fn push_http_date(out: &mut Vec<u8>, unix_secs: i64) {
         let text = imf_fixdate(unix_secs);
         cache.set((unix_secs, text));
         text
-    });
-    out.extend_from_slice(&text);
+    })
 }
 
 fn imf_fixdate(unix_secs: i64) -> [u8; LEN] {
@@ -60,9 +94,7 @@ mod tests {
     use super::*;
 
     fn date(secs: i64) -> String {
-        let mut out = Vec::new();
-        push_http_date(&mut out, secs);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(http_date(secs).to_vec()).unwrap()
     }
 
     #[test]
@@ -75,5 +107,30 @@ mod tests {
         // The cache answers the same second again, and a new one anew.
         assert_eq!(date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(date(-1), "Wed, 31 Dec 1969 23:59:59 GMT");
+    }
+
+    #[test]
+    fn a_connection_formats_anew_at_each_wall_second() {
+        // Monotonic 5 s is wall 784111777.75 s.
+        let anchor = WallAnchor::fixed(5 * SECOND, 784_111_777_750_000_000);
+        let mut clock = DateClock::new(anchor);
+        let at = |clock: &mut DateClock, now: Nanos| {
+            let mut out = Vec::new();
+            clock.push(&mut out, now);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(&mut clock, 5 * SECOND), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            at(&mut clock, 5 * SECOND + 249_999_999),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            at(&mut clock, 5 * SECOND + 250_000_000),
+            "Sun, 06 Nov 1994 08:49:38 GMT"
+        );
+        assert_eq!(
+            at(&mut clock, 5 * SECOND - 750_000_001),
+            "Sun, 06 Nov 1994 08:49:36 GMT"
+        );
     }
 }
