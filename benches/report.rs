@@ -14,8 +14,7 @@
 //!   (client runs, the server's runs, results, summary) to a file in the
 //!   temp directory, including its fsync and rename.
 
-use conntest::client::driver::{BodyPlan, ClientRun, DriverOutcome};
-use conntest::client::verify::{compare, Verdict};
+use conntest::client::verify::compare;
 use conntest::client::GroupJson;
 use conntest::event::clock::WallAnchor;
 use conntest::http::server::{Body, Request, Response, ServerConn, ServerLimits};
@@ -23,6 +22,7 @@ use conntest::http::Method;
 use conntest::ids::IdGen;
 use conntest::report::summary::summarize;
 use conntest::report::ReportInput;
+use conntest::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
 use conntest::server::api::{Action, Api, ApiPolicy};
 use conntest::server::store::{Run, Store, StoreLimits};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -202,8 +202,8 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
         connections_opened: 50,
     };
     let body = BodyPlan::Uuid;
-    let verdicts: Vec<Verdict> = compare(RUNS, &outcome.runs, &body, Some(&server_runs));
-    assert!(verdicts.iter().all(Verdict::is_ok));
+    let verdicts: Vec<RunVerdict> = compare(RUNS, &outcome.runs, &body, Some(&server_runs));
+    assert!(verdicts.iter().all(RunVerdict::is_ok));
     let input = ReportInput {
         header: &header,
         remote_addr: "http://127.0.0.1:8080/",

@@ -14,11 +14,12 @@
 //!   server's record, compare run by run, summarize. Group creation and
 //!   deletion are not timed.
 
-use conntest::client::driver::{self, BodyPlan, DriverConfig};
+use conntest::client::driver::{self, DriverConfig};
 use conntest::client::fetch::Endpoint;
 use conntest::client::{self, ClientOptions, Verdict};
 use conntest::event::clock::SECOND;
 use conntest::http::Method;
+use conntest::run::BodyPlan;
 use conntest::server::{Server, ServerOptions, StopSignal};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::atomic::AtomicBool;

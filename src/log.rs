@@ -43,7 +43,7 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
         Level::Info => "INFO",
         Level::Debug => "DEBUG",
     };
-    let now = crate::report::time::rfc3339(crate::event::clock::wall_now());
+    let now = crate::time::rfc3339(crate::event::clock::wall_now());
     eprintln!("{now} {tag} {args}");
 }
 

@@ -7,7 +7,7 @@
 //! present. Durations are integer nanoseconds; timestamps RFC 3339.
 
 use crate::http::url::Url;
-use crate::report::time::{parse_rfc3339, rfc3339};
+use crate::time::{parse_rfc3339, rfc3339};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

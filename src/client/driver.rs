@@ -15,7 +15,8 @@ use crate::event::Source;
 use crate::http::client::{ClientConn, ClientLimits, Response};
 use crate::http::{push_decimal, Method};
 use crate::ids::IdGen;
-use crate::report::problem::Problem;
+use crate::problem::Problem;
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure};
 use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
@@ -25,15 +26,6 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// What each run sends.
-#[derive(Debug, Clone)]
-pub enum BodyPlan {
-    /// The same bytes every run (`-d` or the group's `data`).
-    Fixed(Vec<u8>),
-    /// A fresh UUID v4 per run, so a mixed-up delivery shows.
-    Uuid,
-}
 
 pub struct DriverConfig {
     pub addr: SocketAddr,
@@ -49,43 +41,6 @@ pub struct DriverConfig {
     pub progress: bool,
     /// TLS to the server: the config and the name to verify.
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
-}
-
-/// A run's failure as the client saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub problem: Problem,
-    pub detail: Box<str>,
-}
-
-/// One run as the client saw it. Instants are monotonic; 0 means "never".
-/// When it was due follows from its position: [`DriverOutcome::due`].
-/// Kept small (64 bytes): a million-run test holds a million of these.
-#[derive(Debug, Clone)]
-pub struct ClientRun {
-    pub start: Nanos,
-    pub end: Nanos,
-    /// TCP connect time, when this run opened its connection.
-    pub connect_ns: Option<NonZeroU64>,
-    /// TLS handshake time, when this run opened a TLS connection. The run's
-    /// `start` is then the moment the handshake ended and the request left.
-    pub tls_ns: Option<NonZeroU64>,
-    pub status: u16,
-    /// The UUID sent as the body under [`BodyPlan::Uuid`].
-    pub body_uuid: Option<Uuid>,
-    pub failure: Option<Box<Failure>>,
-}
-
-pub struct DriverOutcome {
-    /// Index `n - 1` holds run `n`; runs never sent (interrupted) are absent.
-    pub runs: Vec<ClientRun>,
-    pub started: Nanos,
-    pub finished: Nanos,
-    /// The pace: run `n` was due at `started + (n - 1) * client_delay`.
-    pub client_delay: Nanos,
-    pub anchor: WallAnchor,
-    pub interrupted: bool,
-    pub connections_opened: u64,
 }
 
 enum Timer {
@@ -136,13 +91,6 @@ struct Driver<'a> {
     stop: &'a AtomicBool,
     stopping: bool,
     last_progress: (Nanos, u64),
-}
-
-impl DriverOutcome {
-    /// When run `index + 1` was due to leave.
-    pub fn due(&self, index: usize) -> Nanos {
-        self.started + index as u64 * self.client_delay
-    }
 }
 
 /// Drives the whole test; returns every run's record.

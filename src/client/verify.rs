@@ -7,38 +7,9 @@
 //! The server's records are indexed by a sorted array of positions (4 bytes
 //! a run) and walked in run order, so a million runs cost no hash map.
 
-use super::driver::{BodyPlan, ClientRun};
-use crate::report::problem::Problem;
+use crate::problem::Problem;
+use crate::run::{BodyPlan, ClientRun, RunVerdict};
 use crate::wire::RecordedRun;
-
-/// The verdict on one run, 24 bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub run_count: u64,
-    /// The server record it was matched with (the first, if several).
-    pub server_index: Option<u32>,
-    /// A thin pointer (8 bytes, where a boxed slice is 16): most verdicts
-    /// have no problem, and a million-run test holds a million verdicts.
-    #[allow(clippy::box_collection)]
-    problems: Option<Box<Vec<(Problem, String)>>>,
-}
-
-impl Verdict {
-    pub fn problems(&self) -> &[(Problem, String)] {
-        self.problems.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_none()
-    }
-
-    /// A server record of a run this client never sent.
-    pub fn is_unexpected(&self) -> bool {
-        self.problems()
-            .iter()
-            .any(|(p, _)| *p == Problem::Unexpected)
-    }
-}
 
 /// Verdicts for client runs 1..=run_count in order, then one for each
 /// server record of a count never sent.
@@ -50,7 +21,7 @@ pub fn compare(
     client: &[ClientRun],
     body: &BodyPlan,
     server: Option<&[RecordedRun]>,
-) -> Vec<Verdict> {
+) -> Vec<RunVerdict> {
     let verified = server.is_some();
     let server = server.unwrap_or(&[]);
     // Server records by run count, then arrival.
@@ -113,7 +84,7 @@ pub fn compare(
                 format!("recorded {} times by the server", matches.len()),
             ));
         }
-        verdicts.push(verdict(n, matches.first().copied(), problems));
+        verdicts.push(RunVerdict::new(n, matches.first().copied(), problems));
     }
     // Whatever the walk did not reach was never sent: count 0 sorts first,
     // counts past run_count last.
@@ -124,17 +95,13 @@ pub fn compare(
     for &i in never_sent {
         let count = server[i as usize].run_count;
         let why = format!("the server recorded run {count} which this client never sent");
-        verdicts.push(verdict(count, Some(i), vec![(Problem::Unexpected, why)]));
+        verdicts.push(RunVerdict::new(
+            count,
+            Some(i),
+            vec![(Problem::Unexpected, why)],
+        ));
     }
     verdicts
-}
-
-fn verdict(run_count: u64, server_index: Option<u32>, problems: Vec<(Problem, String)>) -> Verdict {
-    Verdict {
-        run_count,
-        server_index,
-        problems: (!problems.is_empty()).then(|| Box::new(problems)),
-    }
 }
 
 /// Where two bodies first differ, in words; None when equal.
@@ -157,7 +124,7 @@ fn difference(sent: &[u8], recorded: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::driver::Failure;
+    use crate::run::Failure;
     use crate::wire::UpstreamOutcome;
     use std::sync::Arc;
 
@@ -189,7 +156,7 @@ mod tests {
         }
     }
 
-    fn kinds(v: &Verdict) -> Vec<Problem> {
+    fn kinds(v: &RunVerdict) -> Vec<Problem> {
         v.problems().iter().map(|p| p.0).collect()
     }
 
@@ -253,7 +220,7 @@ mod tests {
         let server = [record(1, ta.as_bytes()), record(2, tb.as_bytes())];
         assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server))
             .iter()
-            .all(Verdict::is_ok));
+            .all(RunVerdict::is_ok));
     }
 
     #[test]
@@ -291,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_verdict_is_small() {
-        assert_eq!(std::mem::size_of::<Verdict>(), 24);
+        assert_eq!(std::mem::size_of::<RunVerdict>(), 24);
         assert!(std::mem::size_of::<ClientRun>() <= 64);
     }
 }

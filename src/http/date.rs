@@ -69,7 +69,7 @@ fn imf_fixdate(unix_secs: i64) -> [u8; LEN] {
     ];
     let days = unix_secs.div_euclid(86_400);
     let secs = unix_secs.rem_euclid(86_400);
-    let (year, month, day) = crate::report::time::civil_from_days(days);
+    let (year, month, day) = crate::time::civil_from_days(days);
     // Four digits: years outside 0..=9999 cannot be written in this form.
     let year = year.clamp(0, 9999) as u32;
     let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";

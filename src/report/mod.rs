@@ -7,13 +7,11 @@
 //! a reader never sees half a report and a million runs never sit in memory
 //! as one JSON text.
 
-pub mod problem;
 pub mod summary;
-pub mod time;
 
-use crate::client::driver::{BodyPlan, ClientRun, DriverOutcome};
-use crate::client::verify::Verdict;
 use crate::event::clock::WallAnchor;
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
+use crate::time::Rfc3339;
 use crate::wire::{data_fields, run_json, GroupHeader, RecordedRun};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -22,7 +20,6 @@ use std::io::{self, BufWriter, Write};
 use std::num::NonZeroU64;
 use std::path::Path;
 use summary::Summary;
-use time::Rfc3339;
 use uuid::Uuid;
 
 /// Everything a report is made of.
@@ -33,7 +30,7 @@ pub struct ReportInput<'a> {
     pub body: &'a BodyPlan,
     /// The server's runs, or None when they could not be fetched.
     pub server_runs: Option<&'a [RecordedRun]>,
-    pub verdicts: &'a [Verdict],
+    pub verdicts: &'a [RunVerdict],
 }
 
 #[derive(Serialize)]
@@ -109,7 +106,7 @@ pub fn average_response_time_ns(runs: &[ClientRun]) -> u64 {
     }
 }
 
-fn problems_text(verdict: &Verdict) -> Option<String> {
+fn problems_text(verdict: &RunVerdict) -> Option<String> {
     if verdict.is_ok() {
         return None;
     }

@@ -2,9 +2,9 @@
 //! from HDR histograms (4 significant digits, 1 ns to 2 hours: a 10 ms
 //! value is resolved to about 1 us).
 
-use super::problem::Problem;
 use super::{client_duration, ReportInput};
 use crate::event::clock::SECOND;
+use crate::problem::Problem;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;

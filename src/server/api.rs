@@ -7,7 +7,7 @@ use crate::event::clock::Nanos;
 use crate::http::server::{BodySource, Request, Response};
 use crate::http::url::Url;
 use crate::http::Method;
-use crate::report::time::rfc3339;
+use crate::time::rfc3339;
 pub use crate::wire::run_json;
 use crate::wire::{GroupConfig, GroupHeader};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -108,7 +108,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
 }
 
 // Howard Hinnant's algorithms, exact over the proleptic Gregorian calendar.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
