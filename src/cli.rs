@@ -17,6 +17,7 @@ use std::time::Duration;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERNAL: i32 = 3;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -100,12 +101,50 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   -q, --quiet                 no progress line and no summary
 ";
 
-/// A usage or setup error, reported as one line with exit status 2.
-struct UsageError(String);
+/// Why a command could not do its job, reported as one line on stderr.
+#[derive(Debug)]
+enum CliError {
+    /// Bad flags, or a setup the user can put right: an unreachable server,
+    /// an unknown group, a port in use (exit status 2).
+    Usage(String),
+    /// This machine refused the process a resource it needs: a thread, a
+    /// poll instance (exit status 3).
+    Internal(String),
+}
 
-impl<T: std::fmt::Display> From<T> for UsageError {
-    fn from(e: T) -> UsageError {
-        UsageError(e.to_string())
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Internal(_) => EXIT_INTERNAL,
+        }
+    }
+
+    fn internal(what: &str) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |e| CliError::Internal(format!("{what}: {e}"))
+    }
+}
+
+/// Flag parsing errors name the flag.
+impl From<pico_args::Error> for CliError {
+    fn from(e: pico_args::Error) -> CliError {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<client::RunError> for CliError {
+    fn from(e: client::RunError) -> CliError {
+        match e {
+            client::RunError::Setup(message) => CliError::Usage(message),
+            client::RunError::Internal(message) => CliError::Internal(message),
+        }
+    }
+}
+
+/// Setup errors come in words from the client and the logger.
+impl From<String> for CliError {
+    fn from(message: String) -> CliError {
+        CliError::Usage(message)
     }
 }
 
@@ -113,14 +152,17 @@ pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match dispatch(args) {
         Ok(code) => code,
-        Err(UsageError(message)) => {
-            eprintln!("conntest: {message}");
-            EXIT_USAGE
+        Err(e) => {
+            match &e {
+                CliError::Usage(message) => eprintln!("conntest: {message}"),
+                CliError::Internal(message) => eprintln!("conntest: internal error: {message}"),
+            }
+            e.exit_code()
         }
     }
 }
 
-fn dispatch(args: Vec<OsString>) -> Result<i32, UsageError> {
+fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
     crate::log::init_from_env()?;
     let mut args = Arguments::from_vec(args);
     let command = args.subcommand()?;
@@ -144,29 +186,29 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, UsageError> {
         Some("server") => server(args),
         Some("client") => client_command(args),
         Some("run") => run_command(args),
-        Some(other) => Err(UsageError(format!(
+        Some(other) => Err(CliError::Usage(format!(
             "unknown command '{other}' (expected server, client or run; see --help)"
         ))),
     }
 }
 
-fn print_help(text: &str) -> Result<i32, UsageError> {
+fn print_help(text: &str) -> Result<i32, CliError> {
     print!("{text}");
     Ok(EXIT_OK)
 }
 
-fn finish(args: Arguments) -> Result<(), UsageError> {
+fn finish(args: Arguments) -> Result<(), CliError> {
     let rest = args.finish();
     match rest.first() {
         None => Ok(()),
-        Some(arg) => Err(UsageError(format!(
+        Some(arg) => Err(CliError::Usage(format!(
             "unexpected argument '{}' (see --help)",
             arg.to_string_lossy()
         ))),
     }
 }
 
-fn server(mut args: Arguments) -> Result<i32, UsageError> {
+fn server(mut args: Arguments) -> Result<i32, CliError> {
     let defaults = ServerOptions::default();
     let port: u16 = args.opt_value_from_str(["-p", "--port"])?.unwrap_or(8080);
     let bind: Option<IpAddr> = args.opt_value_from_str("--bind")?;
@@ -203,7 +245,11 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
     options.tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
         (None, None) => None,
-        _ => return Err(UsageError("--tls-cert and --tls-key go together".into())),
+        _ => {
+            return Err(CliError::Usage(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
     };
     let upstream_ca: Option<PathBuf> =
         args.opt_value_from_os_str("--upstream-cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
@@ -240,7 +286,7 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
             })
         }
     }
-    .map_err(|e| UsageError(format!("cannot listen on port {port}: {e}")))?;
+    .map_err(|e| CliError::Usage(format!("cannot listen on port {port}: {e}")))?;
     for addr in server.local_addrs() {
         crate::info!("conntest server {VERSION} listening on {addr}");
     }
@@ -250,15 +296,13 @@ fn server(mut args: Arguments) -> Result<i32, UsageError> {
             crate::info!("conntest server stopped");
             Ok(EXIT_OK)
         }
-        Err(e) => {
-            crate::error!("server: {e}");
-            Ok(EXIT_FAILED)
-        }
+        // A loop that could not start or poll: the machine refused it.
+        Err(e) => Err(CliError::Internal(format!("server: {e}"))),
     }
 }
 
 /// The options `client` and `run` share.
-fn client_options(args: &mut Arguments) -> Result<ClientOptions, UsageError> {
+fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
     let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(os_bytes(s)))?;
     Ok(ClientOptions {
         group: String::new(),
@@ -275,20 +319,20 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, UsageError> {
 }
 
 /// `--cacert FILE` and `--insecure`, for an https server.
-fn tls_options(args: &mut Arguments) -> Result<TlsOptions, UsageError> {
+fn tls_options(args: &mut Arguments) -> Result<TlsOptions, CliError> {
     Ok(TlsOptions {
         cacert: args.opt_value_from_os_str("--cacert", |s| Ok::<_, String>(PathBuf::from(s)))?,
         insecure: args.contains("--insecure"),
     })
 }
 
-fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
-    let remote: String = args
-        .value_from_str(["-r", "--remote"])
-        .map_err(|_| UsageError("-r URL is required (the server, e.g. http://host:8080)".into()))?;
+fn client_command(mut args: Arguments) -> Result<i32, CliError> {
+    let remote: String = args.value_from_str(["-r", "--remote"]).map_err(|_| {
+        CliError::Usage("-r URL is required (the server, e.g. http://host:8080)".into())
+    })?;
     let group: String = args
         .value_from_str(["-g", "--group"])
-        .map_err(|_| UsageError("-g ID is required (the run_group_id)".into()))?;
+        .map_err(|_| CliError::Usage("-g ID is required (the run_group_id)".into()))?;
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
@@ -299,7 +343,7 @@ fn client_command(mut args: Arguments) -> Result<i32, UsageError> {
     run_test(&endpoint, &options)
 }
 
-fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
+fn run_command(mut args: Arguments) -> Result<i32, CliError> {
     let remote: Option<String> = args.opt_value_from_str(["-r", "--remote"])?;
     let mut config = serde_json::Map::new();
     config.insert(
@@ -331,24 +375,25 @@ fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
     let tls = tls_options(&mut args)?;
     options.insecure = tls.insecure;
     finish(args)?;
-    let config = serde_json::to_vec(&config)?;
+    let config = serde_json::Value::Object(config).to_string().into_bytes();
 
     let (endpoint, local) = match remote {
         Some(remote) => (Endpoint::resolve(&remote, token, &tls)?, None),
         None => {
             let server = Server::bind(ServerOptions::default())
-                .map_err(|e| UsageError(format!("cannot start the local server: {e}")))?;
+                .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
             let addr = server.local_addrs()[0];
             let stop = StopSignal::default();
             let loop_stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name("server".into())
-                .spawn(move || server.run(loop_stop))?;
+                .spawn(move || server.run(loop_stop))
+                .map_err(CliError::internal("starting the local server's thread"))?;
             (Endpoint::local(addr), Some((stop, handle)))
         }
     };
     let result = client::create_group(&endpoint, &config, options.timeout)
-        .map_err(UsageError)
+        .map_err(CliError::Usage)
         .and_then(|id| {
             options.group = id;
             run_test(&endpoint, &options)
@@ -360,7 +405,7 @@ fn run_command(mut args: Arguments) -> Result<i32, UsageError> {
     result
 }
 
-fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, UsageError> {
+fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, CliError> {
     let stop = crate::signals::install();
     match client::run(endpoint, options, &stop)? {
         Verdict::Passed => Ok(EXIT_OK),
@@ -369,7 +414,7 @@ fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, UsageEr
     }
 }
 
-fn token(args: &mut Arguments) -> Result<Option<String>, UsageError> {
+fn token(args: &mut Arguments) -> Result<Option<String>, CliError> {
     let flag: Option<String> = args.opt_value_from_str("--token")?;
     Ok(flag
         .or_else(|| std::env::var("CONNTEST_TOKEN").ok())
@@ -426,6 +471,20 @@ fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setup_and_internal_errors_have_distinct_exit_codes() {
+        let setup = CliError::from(client::RunError::Setup("no test group 'x'".into()));
+        assert_eq!(setup.exit_code(), EXIT_USAGE);
+        let internal = CliError::from(client::RunError::Internal("event loop: EMFILE".into()));
+        assert_eq!(internal.exit_code(), EXIT_INTERNAL);
+        let spawn = CliError::internal("starting a thread")(std::io::Error::other("EAGAIN"));
+        assert!(matches!(&spawn, CliError::Internal(m) if m == "starting a thread: EAGAIN"));
+        let flag = CliError::from(pico_args::Error::MissingOption(pico_args::Keys::from(
+            "--x",
+        )));
+        assert_eq!(flag.exit_code(), EXIT_USAGE);
+    }
 
     #[test]
     fn durations() {

@@ -158,5 +158,8 @@ fn the_cycle_finder_finds_cycles() {
     let cycle = find_cycle(&graph).expect("a cycle");
     assert_eq!(cycle.first(), cycle.last());
     assert_eq!(cycle.len(), 4);
-    assert_eq!(paths_after("use $crate::log; crate::wire::x", "crate::"), ["wire"]);
+    assert_eq!(
+        paths_after("use $crate::log; crate::wire::x", "crate::"),
+        ["wire"]
+    );
 }

@@ -92,12 +92,27 @@ pub fn create_group(
     Ok(header.run_group_id.to_string())
 }
 
-/// Runs a whole test against `endpoint`. `Err` is a setup error (no report).
+/// Why a test could not run (no report is written).
+#[derive(Debug)]
+pub enum RunError {
+    /// The server, the group or the report path is not usable, in words.
+    Setup(String),
+    /// This machine refused a resource the client needs (its event loop).
+    Internal(String),
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> RunError {
+        RunError::Setup(message)
+    }
+}
+
+/// Runs a whole test against `endpoint`.
 pub fn run(
     endpoint: &Endpoint,
     options: &ClientOptions,
     stop: &AtomicBool,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, RunError> {
     let group = fetch_group(endpoint, &options.group, options.timeout)?;
     let header = group.header;
     let config = &header.config;
@@ -110,7 +125,7 @@ pub fn run(
     let needed = concurrency as u64 + 64;
     let limit = crate::event::raise_fd_limit();
     if limit < needed {
-        return Err(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)"));
+        return Err(RunError::Setup(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)")));
     }
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
@@ -131,7 +146,8 @@ pub fn run(
             .as_ref()
             .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
     };
-    let outcome = driver::drive(cfg, stop).map_err(|e| format!("event loop: {e}"))?;
+    let outcome =
+        driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
 
     // The server's record, compared run by run. Each phase's time is logged
     // at debug level.
