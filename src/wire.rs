@@ -215,13 +215,19 @@ impl RecordedRun {
         json: ServerRunJson<'_>,
         previous: Option<&Arc<[u8]>>,
     ) -> Result<RecordedRun, String> {
-        let time = |field: &str, s: &str| {
-            parse_rfc3339(s).map(|ns| ns as i64).ok_or_else(|| {
+        let time = |field: &str, s: &str| match parse_rfc3339(s) {
+            None => Err(format!(
+                "run {}: {field} '{s}' is not an RFC 3339 time",
+                json.run_count
+            )),
+            // An i64 of nanoseconds spans 1677-09-21 to 2262-04-11.
+            Some(ns) => i64::try_from(ns).map_err(|_| {
                 format!(
-                    "run {}: {field} '{s}' is not an RFC 3339 time",
+                    "run {}: {field} '{s}' is outside the times conntest can hold \
+                     (1677-09-21 to 2262-04-11)",
                     json.run_count
                 )
-            })
+            }),
         };
         let server_start = time("server_start", &json.server_start)?;
         let server_end = time("server_end", &json.server_end)?;
@@ -324,6 +330,36 @@ pub struct GroupHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recorded(server_start: &str) -> Result<RecordedRun, String> {
+        let json = format!(
+            r#"{{"run_id": "6f1c2b1e-0f6e-4a51-9c7e-2b1d3f4a5b6c", "run_count": 7,
+                "time": "{server_start}", "data": "x", "server_start": "{server_start}",
+                "server_end": "2026-11-25T08:00:00Z", "server_duration_ns": 0}}"#
+        );
+        let json: ServerRunJson<'_> = serde_json::from_str(&json).unwrap();
+        RecordedRun::from_json(json, None)
+    }
+
+    #[test]
+    fn times_beyond_an_i64_of_nanoseconds_are_errors_not_wrapped() {
+        let ok = recorded("2262-04-11T23:47:16.854775807Z").unwrap();
+        assert_eq!(ok.server_start, i64::MAX);
+        let ok = recorded("1677-09-21T00:12:43.145224192Z").unwrap();
+        assert_eq!(ok.server_start, i64::MIN);
+        for far in [
+            "2262-04-11T23:47:16.854775808Z",
+            "2300-01-01T00:00:00Z",
+            "1500-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let e = recorded(far).unwrap_err();
+            assert!(
+                e.contains("run 7: server_start") && e.contains("outside"),
+                "{far}: {e}"
+            );
+        }
+    }
 
     fn err(body: &str) -> String {
         GroupConfig::from_json(body.as_bytes()).unwrap_err()

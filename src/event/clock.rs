@@ -48,6 +48,12 @@ pub fn wall_now() -> i128 {
     }
 }
 
+/// A wall-clock time as the i64 of nanoseconds records hold. A host clock
+/// outside 1677-09-21..2262-04-11 reads as the nearest end, never wraps.
+pub fn wall_i64(wall: i128) -> i64 {
+    wall.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
 /// Maps monotonic instants to wall-clock time through one paired reading.
 #[derive(Debug, Clone, Copy)]
 pub struct WallAnchor {

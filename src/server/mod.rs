@@ -549,8 +549,8 @@ impl ServerLoop {
         let record = Run {
             run_id: self.ids.uuid(),
             run_count: pending.order.run_count,
-            server_start: self.anchor.wall(pending.start) as i64,
-            server_end: self.anchor.wall(now) as i64,
+            server_start: clock::wall_i64(self.anchor.wall(pending.start)),
+            server_end: clock::wall_i64(self.anchor.wall(now)),
             // The store puts the body in (sharing it with the previous run's
             // when equal); until then the loop's one empty body stands in.
             data: Arc::clone(&self.no_body),
