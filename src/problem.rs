@@ -28,6 +28,9 @@ pub enum Problem {
     /// The server's upstream request for this run failed (the server
     /// recorded an error: refused, timed out, unresolvable...).
     Upstream,
+    /// The server's upstream answered outside 200-399 (the code is in the
+    /// record): the path behind the server is broken.
+    UpstreamStatus,
     // What the comparison with the server's record found.
     /// Sent and answered, but the server has no record of it.
     Missing,
@@ -40,7 +43,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 14] = [
+    pub const ALL: [Problem; 15] = [
         Problem::Refused,
         Problem::Reset,
         Problem::Timeout,
@@ -51,6 +54,7 @@ impl Problem {
         Problem::Io,
         Problem::Interrupted,
         Problem::Upstream,
+        Problem::UpstreamStatus,
         Problem::Missing,
         Problem::Corrupted,
         Problem::Duplicated,
@@ -78,6 +82,7 @@ impl Problem {
             Problem::Io => "io",
             Problem::Interrupted => "interrupted",
             Problem::Upstream => "upstream",
+            Problem::UpstreamStatus => "upstream_status",
             Problem::Missing => "missing",
             Problem::Corrupted => "corrupted",
             Problem::Duplicated => "duplicated",

@@ -298,3 +298,48 @@ fn upstream_answers_outside_200_to_399_are_errors_and_names_are_timed() {
     let total = run["upstream_response_time_ns"].as_u64().unwrap();
     assert!(dns > 0 && dns <= total, "{run}");
 }
+
+/// `conntest run` against an upstream answering `status` through `host`;
+/// the exit code and the report.
+fn run_through_upstream(host: &str, status: u16) -> (Option<i32>, serde_json::Value) {
+    let (upstream, seen) = recording_upstream(status);
+    let dir = TempDir::new("upstream-status");
+    let report = dir.path("report.json");
+    let endpoint = format!("http://{host}:{}/check?x=1", upstream.addr.port());
+    let done = run_bounded(
+        std::process::Command::new(bin()).args([
+            "run",
+            "--run-count",
+            "20",
+            "--concurrency",
+            "4",
+            "--upstream-endpoint",
+            &endpoint,
+            "-q",
+            "-f",
+            report.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(seen.lock().unwrap().len(), 20, "{}", done.stderr);
+    (done.code, read_json(&report))
+}
+
+#[test]
+fn an_upstream_answering_503_fails_the_test_by_upstream_status() {
+    let (code, report) = run_through_upstream("127.0.0.1", 503);
+    assert_eq!(code, Some(1), "{}", report["summary"]);
+    let summary = &report["summary"];
+    assert_eq!(summary["errors"]["upstream_status"], 20, "{summary}");
+    assert_eq!(summary["passed"], false);
+    let first = &report["results"][0]["error"];
+    assert!(
+        first.as_str().unwrap_or_default().contains("503"),
+        "{first}"
+    );
+
+    let (code, report) = run_through_upstream("localhost", 200);
+    assert_eq!(code, Some(0), "{}", report["summary"]);
+    let dns = &report["summary"]["upstream_dns_ns"];
+    assert!(dns["p50"].as_u64().is_some_and(|ns| ns > 0), "{dns}");
+}

@@ -71,12 +71,22 @@ pub fn compare(
                 problems.push((Problem::Corrupted, format!("data differs: {why}")));
             }
         }
-        let upstream_error = matches
+        let upstream = matches
             .first()
-            .and_then(|&i| server[i as usize].upstream.as_ref())
-            .and_then(|u| u.error.as_deref());
-        if let Some(e) = upstream_error {
-            problems.push((Problem::Upstream, e.to_owned()));
+            .and_then(|&i| server[i as usize].upstream.as_deref());
+        if let Some(u) = upstream {
+            // An answer outside 200-399 is a status problem; anything else
+            // the server recorded (no answer, a bad one) an upstream error.
+            let status = (100..600).contains(&u.code) && !(200..400).contains(&u.code);
+            match (&u.error, status) {
+                (Some(e), true) => problems.push((Problem::UpstreamStatus, e.to_string())),
+                (None, true) => problems.push((
+                    Problem::UpstreamStatus,
+                    format!("upstream answered {} (outside 200-399)", u.code),
+                )),
+                (Some(e), false) => problems.push((Problem::Upstream, e.to_string())),
+                (None, false) => {}
+            }
         }
         if matches.len() > 1 {
             problems.push((
@@ -236,6 +246,31 @@ mod tests {
         }));
         let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
         assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
+    }
+
+    #[test]
+    fn upstream_answers_outside_200_to_399_fail_the_run_by_status() {
+        let outcome = |code: u16, error: Option<&str>| {
+            let mut r = record(1, b"");
+            r.upstream = Some(Box::new(UpstreamOutcome {
+                code,
+                time_ns: 5,
+                dns_ns: None,
+                connect_ns: None,
+                tls_ns: None,
+                error: error.map(Into::into),
+            }));
+            let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+            kinds(&v[0])
+        };
+        let answered = "upstream answered 503 Service Unavailable (outside 200-399)";
+        assert_eq!(outcome(503, Some(answered)), vec![Problem::UpstreamStatus]);
+        // A record from a server that did not call it an error.
+        assert_eq!(outcome(404, None), vec![Problem::UpstreamStatus]);
+        assert_eq!(outcome(200, None), vec![]);
+        assert_eq!(outcome(302, None), vec![]);
+        let too_big = "upstream response body (status 200) larger than 1 bytes";
+        assert_eq!(outcome(200, Some(too_big)), vec![Problem::Upstream]);
     }
 
     #[test]

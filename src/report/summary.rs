@@ -97,6 +97,7 @@ pub struct Summary {
     /// The server's upstream GETs, from its record: the whole exchange, its
     /// TCP connect and its TLS handshake.
     pub upstream_response_time_ns: Option<Percentiles>,
+    pub upstream_dns_ns: Option<Percentiles>,
     pub upstream_connect_ns: Option<Percentiles>,
     pub upstream_tls_ns: Option<Percentiles>,
     /// The server's certificate was not verified (`--insecure`).
@@ -149,6 +150,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         Distribution::new(),
         Distribution::new(),
         Distribution::new(),
+        Distribution::new(),
     ];
     for u in input
         .server_runs
@@ -156,14 +158,14 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         .flatten()
         .filter_map(|r| r.upstream.as_deref())
     {
-        let timings = [Some(u.time_ns), u.connect_ns, u.tls_ns];
+        let timings = [Some(u.time_ns), u.dns_ns, u.connect_ns, u.tls_ns];
         for (histogram, value) in upstream.iter_mut().zip(timings) {
             if let Some(v) = value {
                 histogram.record(v);
             }
         }
     }
-    let [upstream_time, upstream_connect, upstream_tls] = upstream;
+    let [upstream_time, upstream_dns, upstream_connect, upstream_tls] = upstream;
     let (mut first_start, mut last_start) = (u64::MAX, 0);
     for (i, run) in outcome.runs.iter().enumerate() {
         let due = outcome.due(i);
@@ -227,6 +229,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         connect_ns: connect.percentiles(),
         tls_handshake_ns: handshake.percentiles(),
         upstream_response_time_ns: upstream_time.percentiles(),
+        upstream_dns_ns: upstream_dns.percentiles(),
         upstream_connect_ns: upstream_connect.percentiles(),
         upstream_tls_ns: upstream_tls.percentiles(),
         tls_insecure: false,
