@@ -24,10 +24,13 @@ use std::time::Duration;
 /// 80-170 us on this machine kind, a fixed 100 us at up to 620 us when the
 /// host was busy.)
 const MIN_SPIN: Nanos = 50 * MICROSECOND;
+#[cfg(target_os = "linux")]
 const MAX_SPIN: Nanos = 1_000 * MICROSECOND;
 
 impl WakeTimer {
-    /// Learns from a timer wake-up that landed `late` after it was due.
+    /// Learns from a timer wake-up that landed `late` after it was due
+    /// (only the timerfd reports that).
+    #[cfg(target_os = "linux")]
     fn learn(&mut self, late: Nanos) {
         let wanted = (late + late / 2).clamp(MIN_SPIN, MAX_SPIN);
         if wanted > self.spin {
