@@ -1,33 +1,35 @@
 //! SIGINT and SIGTERM: the first asks the running loop to stop cleanly, a
-//! second ends the process at once.
+//! second ends the process at once with 128 + the signal's number.
+//!
+//! signal-hook runs the handlers; ours are only its flag actions, which run
+//! in registration order: first "exit at once if a signal came before", then
+//! "a signal came", then "stop". The "a signal came" flag is our own, not the
+//! stop flag, because the program also sets the stop flag itself (a server
+//! loop that ends stops the others), and that must not turn the user's first
+//! signal into an abrupt exit.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
-#[cfg(unix)]
-extern "C" fn on_signal(signal: libc::c_int) {
-    // Only async-signal-safe work here: atomics and _exit.
-    if RECEIVED.fetch_add(1, Ordering::SeqCst) >= 1 {
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(128 + signal) };
-    }
-    if let Some(flag) = STOP.get() {
-        flag.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Installs the handlers; the returned flag turns true at the first signal.
+/// Installs the handlers (once per process); the returned flag turns true at
+/// the first signal.
 pub fn install() -> Arc<AtomicBool> {
-    let flag = Arc::clone(STOP.get_or_init(|| Arc::new(AtomicBool::new(false))));
-    #[cfg(unix)]
-    // SAFETY: the handler only touches atomics and calls _exit.
-    unsafe {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
-    flag
+    let stop = STOP.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [SIGINT, SIGTERM] {
+            let installed = flag::register_conditional_shutdown(signal, 128 + signal, &SIGNALLED)
+                .and_then(|_| flag::register(signal, &SIGNALLED))
+                .and_then(|_| flag::register(signal, Arc::clone(&stop)));
+            if let Err(e) = installed {
+                crate::warn!("cannot handle signal {signal}: {e}");
+            }
+        }
+        stop
+    });
+    Arc::clone(stop)
 }

@@ -20,12 +20,7 @@ pub const SECOND: Nanos = 1_000_000_000;
 /// Reads the monotonic clock.
 #[cfg(target_os = "linux")]
 pub fn now() -> Nanos {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * SECOND + ts.tv_nsec as u64
 }
 

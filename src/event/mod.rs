@@ -63,28 +63,21 @@ pub fn connect_outcome(stream: &mio::net::TcpStream) -> Option<std::io::Result<(
 pub fn raise_fd_limit() -> u64 {
     #[cfg(unix)]
     {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit write and read a valid rlimit struct.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return 1024;
-            }
-            if lim.rlim_cur < lim.rlim_max {
-                let want = libc::rlimit {
-                    rlim_cur: lim.rlim_max,
-                    rlim_max: lim.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
-                }
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        // `None` is unlimited (RLIM_INFINITY), the highest limit of all.
+        let lim = getrlimit(Resource::Nofile);
+        let current = lim.current.unwrap_or(u64::MAX);
+        let maximum = lim.maximum.unwrap_or(u64::MAX);
+        if current < maximum {
+            let want = Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            };
+            if setrlimit(Resource::Nofile, want).is_ok() {
+                return maximum;
             }
         }
-        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
-        let limit = lim.rlim_cur as u64;
-        limit
+        current
     }
     #[cfg(not(unix))]
     {
@@ -108,5 +101,15 @@ mod tests {
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit_and_reported() {
+        use rustix::process::{getrlimit, Resource};
+        let limit = raise_fd_limit();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(now.current.unwrap_or(u64::MAX), limit);
+        assert_eq!(now.current, now.maximum);
     }
 }

@@ -24,10 +24,13 @@ use std::time::Duration;
 /// 80-170 us on this machine kind, a fixed 100 us at up to 620 us when the
 /// host was busy.)
 const MIN_SPIN: Nanos = 50 * MICROSECOND;
+#[cfg(target_os = "linux")]
 const MAX_SPIN: Nanos = 1_000 * MICROSECOND;
 
 impl WakeTimer {
-    /// Learns from a timer wake-up that landed `late` after it was due.
+    /// Learns from a timer wake-up that landed `late` after it was due
+    /// (only the timerfd reports that).
+    #[cfg(target_os = "linux")]
     fn learn(&mut self, late: Nanos) {
         let wanted = (late + late / 2).clamp(MIN_SPIN, MAX_SPIN);
         if wanted > self.spin {
@@ -78,19 +81,15 @@ pub struct WakeTimer {
 #[cfg(target_os = "linux")]
 impl WakeTimer {
     pub fn new(registry: &Registry, token: Token) -> io::Result<WakeTimer> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        // SAFETY: plain syscalls; the fd is owned by OwnedFd right away.
-        let fd = unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-            let raw = libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            );
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(raw)
-        };
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        use std::os::fd::AsRawFd;
+        // The kernel's default slack of 50 us would batch our wake-up with
+        // others. Best effort, as before: a failure only costs precision.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
         registry.register(
             &mut mio::unix::SourceFd(&fd.as_raw_fd()),
             token,
@@ -106,35 +105,23 @@ impl WakeTimer {
     /// Arms the timer for `deadline` (or disarms it). Only calls into the
     /// kernel when the deadline changes.
     fn arm(&mut self, deadline: Option<Nanos>) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
         if deadline == self.armed {
             return Ok(());
         }
         let at = deadline.unwrap_or(0);
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
+        let spec = Itimerspec {
+            it_interval: Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             },
-            it_value: libc::timespec {
-                tv_sec: (at / 1_000_000_000) as libc::time_t,
+            it_value: Timespec {
+                tv_sec: (at / 1_000_000_000) as _,
                 // A zero it_value disarms: a deadline of exactly 0 ns is moved to 1.
-                tv_nsec: (at % 1_000_000_000).max(u64::from(deadline.is_some() && at == 0))
-                    as libc::c_long,
+                tv_nsec: (at % 1_000_000_000).max(u64::from(deadline.is_some() && at == 0)) as _,
             },
         };
-        // SAFETY: valid fd and itimerspec; old value not requested.
-        let rc = unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        timerfd_settime(&self.fd, TimerfdTimerFlags::ABSTIME, &spec)?;
         self.armed = deadline;
         Ok(())
     }
@@ -145,16 +132,9 @@ impl WakeTimer {
         if let Some(at) = self.armed {
             self.learn(now.saturating_sub(at));
         }
-        use std::os::fd::AsRawFd;
-        let mut expirations = 0u64;
-        // SAFETY: reads 8 bytes into a u64 from our own nonblocking timerfd.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut expirations as *mut u64).cast(),
-                8,
-            );
-        }
+        // The expiry count (8 bytes); nothing to read (EAGAIN) is fine.
+        let mut expirations = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut expirations);
         self.armed = None;
     }
 
