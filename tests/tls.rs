@@ -252,14 +252,8 @@ fn assert_tls_timings(report: &Value, expect_connections: Option<u64>) {
 // ---------------------------------------------------------------------------
 // An independent https client (rustls directly, with its own trust)
 
-fn https_request(
-    port: u16,
-    host: &str,
-    ca: &CertificateDer<'static>,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Reply {
+/// A TLS client session trusting only `ca`, for `host`.
+fn client_session(ca: &CertificateDer<'static>, host: &str) -> rustls::ClientConnection {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).expect("CA into the root store");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -270,7 +264,18 @@ fn https_request(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned()).expect("server name");
-    let session = rustls::ClientConnection::new(Arc::new(config), name).expect("session");
+    rustls::ClientConnection::new(Arc::new(config), name).expect("session")
+}
+
+fn https_request(
+    port: u16,
+    host: &str,
+    ca: &CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Reply {
+    let session = client_session(ca, host);
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
@@ -1217,17 +1222,7 @@ fn transport_errors_name_their_cause() {
 fn a_request_and_close_notify_in_one_read_are_answered() {
     let pki = Pki::new("tls-close-notify");
     let server = tls_server(&pki, "leaf", &["localhost"]);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut session = client_session(&pki.ca_der, "localhost");
     let mut tcp = TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     while session.is_handshaking() {

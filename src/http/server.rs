@@ -937,10 +937,11 @@ mod tests {
     #[test]
     fn http10_keep_alive_is_honoured() {
         let mut conn = conn();
-        conn.receive(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0);
-        let r = conn.next_request(0).unwrap();
-        conn.respond(r.seq, Response::empty(200), 0);
-        assert!(output(&mut conn).contains("Connection: keep-alive"));
+        let out = answer_one(
+            &mut conn,
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        );
+        assert!(out.contains("Connection: keep-alive"));
         assert!(!conn.is_finished());
     }
 
@@ -1204,13 +1205,18 @@ mod tests {
         assert!(conn.is_closed());
     }
 
+    /// Feeds one whole request at time 0, answers it 200 and drains the output.
+    fn answer_one(conn: &mut ServerConn, request: &[u8]) -> String {
+        conn.receive(request, 0);
+        let r = conn.next_request(0).expect("a whole request");
+        conn.respond(r.seq, Response::empty(200), 0);
+        output(conn)
+    }
+
     #[test]
     fn a_closing_connection_drains_for_at_most_the_drain_timeout() {
         let mut conn = conn();
-        conn.receive(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
-        let r = conn.next_request(0).unwrap();
-        conn.respond(r.seq, Response::empty(200), 0);
-        output(&mut conn);
+        answer_one(&mut conn, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(conn.is_finished());
         conn.shut_down(SECOND);
         assert!(conn.wants_input(), "leftovers are read out");
@@ -1223,10 +1229,7 @@ mod tests {
         conn.handle_timeout(3 * SECOND);
         assert!(conn.is_closed());
         let mut conn = self::conn();
-        conn.receive(b"GET / HTTP/1.0\r\n\r\n", 0);
-        let r = conn.next_request(0).unwrap();
-        conn.respond(r.seq, Response::empty(200), 0);
-        output(&mut conn);
+        answer_one(&mut conn, b"GET / HTTP/1.0\r\n\r\n");
         conn.shut_down(0);
         conn.receive_eof();
         assert!(conn.is_closed(), "the peer's close ends the drain");
