@@ -206,8 +206,11 @@ pub struct RecordedRun {
 }
 
 impl RecordedRun {
+    /// 0 when the record ends before it starts. In i128, so a record from
+    /// 1677 to 2262 gives its true length rather than an overflow.
     pub fn server_duration_ns(&self) -> u64 {
-        (self.server_end - self.server_start).max(0) as u64
+        let ns = self.server_end as i128 - self.server_start as i128;
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
     }
 
     /// Reads a run from its JSON, sharing `previous`'s body if equal.
@@ -359,6 +362,16 @@ mod tests {
                 "{far}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn durations_across_the_whole_range_do_not_overflow() {
+        let mut run = recorded("1677-09-21T00:12:43.145224192Z").unwrap();
+        run.server_end = i64::MAX;
+        assert_eq!(run.server_duration_ns(), u64::MAX);
+        run.server_end = i64::MIN;
+        run.server_start = i64::MAX;
+        assert_eq!(run.server_duration_ns(), 0);
     }
 
     fn err(body: &str) -> String {
