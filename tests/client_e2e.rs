@@ -438,6 +438,9 @@ struct Misbehaviour {
     duplicate: Option<u64>,
     /// Lists a run of this count, which the client never sends.
     unexpected: Option<u64>,
+    /// Lists this run as started in the year 2300, beyond an i64 of
+    /// nanoseconds.
+    far_future: Option<u64>,
     /// Answers this run 503 (and does not record it).
     unavailable: Option<u64>,
     /// Answers every run whose count is a multiple of this with
@@ -490,6 +493,9 @@ fn start_mock(run_count: u64, concurrency: u64, bad: Misbehaviour) -> MockServer
                 data[0] ^= 1;
             }
             list.push(mock_run(count, &data, list.len()));
+            if bad.far_future == Some(count) {
+                list.last_mut().unwrap()["server_start"] = "2300-01-01T00:00:00Z".into();
+            }
             if bad.duplicate == Some(count) {
                 list.push(mock_run(count, &data, list.len()));
             }
@@ -689,6 +695,23 @@ fn a_non_200_answer_is_an_http_status_error() {
             assert!(r.get("error").is_none(), "{r}");
         }
     }
+}
+
+#[test]
+fn a_record_time_beyond_an_i64_of_nanoseconds_is_an_error_not_wrapped() {
+    let bad = Misbehaviour {
+        far_future: Some(3),
+        ..Misbehaviour::default()
+    };
+    let (_mock, report) = quiet_client_against_mock(5, 1, bad, "mock2300", 1);
+    let summary = &report["summary"];
+    assert_eq!(summary["verified"], false, "{summary}");
+    let error = summary["server_fetch_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("run 3: server_start '2300-01-01T00:00:00Z' is outside"),
+        "{summary}"
+    );
+    assert_eq!(report["server_run_group"], Value::Null);
 }
 
 #[test]
