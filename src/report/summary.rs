@@ -95,7 +95,8 @@ pub struct Summary {
     /// TLS handshake time of the runs that opened a TLS connection.
     pub tls_handshake_ns: Option<Percentiles>,
     /// The server's upstream GETs, from its record: the whole exchange, its
-    /// TCP connect and its TLS handshake.
+    /// name resolution (absent when the host was an address), its TCP
+    /// connect and its TLS handshake.
     pub upstream_response_time_ns: Option<Percentiles>,
     pub upstream_dns_ns: Option<Percentiles>,
     pub upstream_connect_ns: Option<Percentiles>,
@@ -313,6 +314,94 @@ mod tests {
         assert!((989_000..=991_000).contains(&p.p99), "{}", p.p99);
         assert!((999_000..=1_001_000).contains(&p.max));
         assert!(Distribution::new().percentiles().is_none());
+    }
+
+    /// A three-run test whose server record has an upstream with a name,
+    /// one with an address (no look-up), and none.
+    #[test]
+    fn upstream_timings_from_the_server_record_including_dns() {
+        use crate::event::clock::WallAnchor;
+        use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
+        use crate::wire::{GroupHeader, RecordedRuns};
+
+        let header: GroupHeader = serde_json::from_str(
+            r#"{"run_group_id": "5e0c1f00-0000-4000-8000-00000000beef",
+                "created_at": "2026-01-01T00:00:00Z", "description": "",
+                "run_count": 3, "concurrency": 1, "client_delay_ns": 0,
+                "server_delay_ns": 0, "upstream_endpoint": "http://up"}"#,
+        )
+        .unwrap();
+        let run = |n: u32, upstream: &str| {
+            format!(
+                r#"{{"run_id": "00000000-0000-4000-8000-00000000000{n}", "run_count": {n},
+                    "time": "2026-01-01T00:00:00Z", "data": "x",
+                    "server_start": "2026-01-01T00:00:00Z",
+                    "server_end": "2026-01-01T00:00:00.000001Z",
+                    "server_duration_ns": 1000{upstream}}}"#
+            )
+        };
+        let records = format!(
+            "[{}, {}, {}]",
+            run(
+                1,
+                r#", "upstream_response_code": 200, "upstream_response_time_ns": 10000,
+                   "upstream_dns_ns": 2000, "upstream_connect_ns": 3000, "upstream_tls_ns": 4000"#
+            ),
+            run(
+                2,
+                r#", "upstream_response_code": 200, "upstream_response_time_ns": 9000,
+                   "upstream_connect_ns": 5000"#
+            ),
+            run(3, ""),
+        );
+        let RecordedRuns(server_runs) = serde_json::from_str(&records).unwrap();
+        let dns: Vec<_> = server_runs
+            .iter()
+            .map(|r| r.upstream.as_ref().and_then(|u| u.dns_ns))
+            .collect();
+        assert_eq!(dns, [Some(2000), None, None]);
+
+        let client_run = |start| ClientRun {
+            start,
+            end: start + 50_000,
+            connect_ns: None,
+            tls_ns: None,
+            status: 200,
+            body_uuid: None,
+            failure: None,
+        };
+        let outcome = DriverOutcome {
+            runs: vec![client_run(1_000), client_run(2_000), client_run(3_000)],
+            started: 1_000,
+            finished: 60_000,
+            client_delay: 0,
+            anchor: WallAnchor::fixed(0, 0),
+            interrupted: false,
+            connections_opened: 1,
+        };
+        let verdicts: Vec<_> = (0..3)
+            .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))
+            .collect();
+        let input = ReportInput {
+            header: &header,
+            remote_addr: "http://server",
+            outcome: &outcome,
+            body: &BodyPlan::Fixed(b"x".to_vec()),
+            server_runs: Some(&server_runs),
+            verdicts: &verdicts,
+        };
+        let summary = summarize(&input, None);
+        assert!(summary.passed);
+        let count_and_max = |p: &Option<Percentiles>| p.as_ref().map(|p| (p.count, p.max));
+        assert_eq!(count_and_max(&summary.upstream_dns_ns), Some((1, 2000)));
+        assert_eq!(count_and_max(&summary.upstream_connect_ns), Some((2, 5000)));
+        assert_eq!(count_and_max(&summary.upstream_tls_ns), Some((1, 4000)));
+        assert_eq!(
+            count_and_max(&summary.upstream_response_time_ns),
+            Some((2, 10000))
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["upstream_dns_ns"]["p50"], 2000);
     }
 
     #[test]
