@@ -141,13 +141,6 @@ impl From<client::RunError> for CliError {
     }
 }
 
-/// Setup errors come in words from the client and the logger.
-impl From<String> for CliError {
-    fn from(message: String) -> CliError {
-        CliError::Usage(message)
-    }
-}
-
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match dispatch(args) {
@@ -163,7 +156,7 @@ pub fn main() -> i32 {
 }
 
 fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
-    crate::log::init_from_env()?;
+    crate::log::init_from_env().map_err(CliError::Usage)?;
     let mut args = Arguments::from_vec(args);
     let command = args.subcommand()?;
     let help = args.contains(["-h", "--help"]);
@@ -243,7 +236,9 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     let tls_key: Option<PathBuf> =
         args.opt_value_from_os_str("--tls-key", |s| Ok::<_, String>(PathBuf::from(s)))?;
     options.tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::server_config(&cert, &key).map_err(CliError::Usage)?)
+        }
         (None, None) => None,
         _ => {
             return Err(CliError::Usage(
@@ -254,7 +249,8 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     let upstream_ca: Option<PathBuf> =
         args.opt_value_from_os_str("--upstream-cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
     if let Some(ca) = &upstream_ca {
-        options.upstream_tls = Some(crate::tls::client_config(&[ca.as_path()], false)?);
+        options.upstream_tls =
+            Some(crate::tls::client_config(&[ca.as_path()], false).map_err(CliError::Usage)?);
     }
     options.policy.upstream_allow = args
         .opt_value_from_str::<_, String>("--upstream-allow")?
@@ -339,7 +335,7 @@ fn client_command(mut args: Arguments) -> Result<i32, CliError> {
     finish(args)?;
     options.group = group;
     options.insecure = tls.insecure;
-    let endpoint = Endpoint::resolve(&remote, token, &tls)?;
+    let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
     run_test(&endpoint, &options)
 }
 
@@ -378,7 +374,10 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
     let config = serde_json::Value::Object(config).to_string().into_bytes();
 
     let (endpoint, local) = match remote {
-        Some(remote) => (Endpoint::resolve(&remote, token, &tls)?, None),
+        Some(remote) => (
+            Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?,
+            None,
+        ),
         None => {
             let server = Server::bind(ServerOptions::default())
                 .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;

@@ -101,19 +101,13 @@ pub enum RunError {
     Internal(String),
 }
 
-impl From<String> for RunError {
-    fn from(message: String) -> RunError {
-        RunError::Setup(message)
-    }
-}
-
 /// Runs a whole test against `endpoint`.
 pub fn run(
     endpoint: &Endpoint,
     options: &ClientOptions,
     stop: &AtomicBool,
 ) -> Result<Verdict, RunError> {
-    let group = fetch_group(endpoint, &options.group, options.timeout)?;
+    let group = fetch_group(endpoint, &options.group, options.timeout).map_err(RunError::Setup)?;
     let header = group.header;
     let config = &header.config;
     let body = match (&options.data, &config.data) {
@@ -184,7 +178,7 @@ pub fn run(
     if let Some(path) = &options.report {
         let phase = std::time::Instant::now();
         crate::report::write(path, &input, &summary)
-            .map_err(|e| format!("writing the report {}: {e}", path.display()))?;
+            .map_err(|e| RunError::Setup(format!("writing the report {}: {e}", path.display())))?;
         crate::debug!("wrote the report in {:?}", phase.elapsed());
     }
     if !options.quiet {
