@@ -9,7 +9,10 @@
 //! - [`event`]: clock, timer wheel, precise wake-ups, resolver, tokens;
 //! - [`server`]: the test-group API and the server loop;
 //! - [`client`]: the load driver, verification and the one-command run;
-//! - [`report`]: the report file, percentiles and timestamps;
+//! - [`report`]: the report file and the summary's percentiles;
+//! - [`run`]: the client's runs and the verdict on each, which the report reads;
+//! - [`problem`]: every kind of thing that can be wrong with a run;
+//! - [`time`]: RFC 3339 timestamps;
 //! - [`wire`]: the JSON contract shared by all of them.
 //!
 //! The protocol machines need no sockets and no clock, so they can be
