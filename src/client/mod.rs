@@ -203,7 +203,9 @@ pub fn run(
     .into_iter()
     .map(Duration::from_nanos)
     .fold(options.timeout, Duration::max);
-    wait_until_recorded(endpoint, &options.group, phase + longest);
+    if !outcome.interrupted {
+        wait_until_recorded(endpoint, &options.group, phase + longest);
+    }
     let fetched = fetch_group(
         endpoint,
         &options.group,
