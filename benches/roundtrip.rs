@@ -85,10 +85,11 @@ fn roundtrip(c: &mut Criterion) {
                         timeout: 10 * SECOND,
                         body: BodyPlan::Fixed(BODY.as_bytes().to_vec()),
                         progress: false,
+                        keep_going: false,
                         tls: None,
                     };
                     let start = Instant::now();
-                    let outcome = driver::drive(cfg, &never).expect("event loop");
+                    let (outcome, _) = driver::drive(cfg, &never).expect("event loop");
                     total += start.elapsed();
                     assert_eq!(outcome.runs.len() as u64, runs);
                     assert!(outcome

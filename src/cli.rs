@@ -71,6 +71,7 @@ Usage: conntest client -r URL -g ID [options]
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
   --insecure            do not verify the server's certificate (said so in the report)
+  --keep-going          do not stop early when every run is refused for 3 s (server gone)
   -q, --quiet           no progress line and no summary
 
 Exit status: 0 every run succeeded and matched the server's record; 1 the test
@@ -98,6 +99,7 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
   --cacert FILE               trust this CA (PEM) for an https:// server
   --insecure                  do not verify the server's certificate
+  --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
 ";
 
@@ -311,6 +313,7 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
         ),
         quiet: args.contains(["-q", "--quiet"]),
         insecure: false,
+        keep_going: args.contains("--keep-going"),
     })
 }
 

@@ -12,7 +12,7 @@ use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
-use crate::http::client::{ClientConn, ClientLimits, Response};
+use crate::http::client::{ClientConn, ClientError, ClientLimits, Response};
 use crate::http::{push_decimal, Method};
 use crate::ids::IdGen;
 use crate::problem::Problem;
@@ -39,6 +39,8 @@ pub struct DriverConfig {
     pub timeout: Nanos,
     pub body: BodyPlan,
     pub progress: bool,
+    /// Go on even when every run has been refused for [`GONE_AFTER`].
+    pub keep_going: bool,
     /// TLS to the server: the config and the name to verify.
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
@@ -66,10 +68,17 @@ struct Slot {
     connect_started: Nanos,
     serial: u64,
     timer: Option<TimerKey>,
+    /// The run last answered on this connection: an answer that follows it
+    /// with no request outstanding is charged to it.
+    last_answered: Option<usize>,
 }
 
 /// How long runs in flight may finish after an interrupt.
 const INTERRUPT_GRACE: Nanos = 2 * SECOND;
+
+/// A test stops early when every run has been refused for this long and
+/// none succeeded in between: the server is gone (unless `--keep-going`).
+pub const GONE_AFTER: Nanos = 3 * SECOND;
 
 struct Driver<'a> {
     cfg: DriverConfig,
@@ -91,10 +100,15 @@ struct Driver<'a> {
     stop: &'a AtomicBool,
     stopping: bool,
     last_progress: (Nanos, u64),
+    /// Since when every finished run was refused (None after any other end).
+    refused_since: Option<Nanos>,
+    /// Why the test stopped before its last run, when the server is gone.
+    gave_up: Option<String>,
 }
 
-/// Drives the whole test; returns every run's record.
-pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> {
+/// Drives the whole test; returns every run's record, and why it stopped
+/// early when it did (the server is gone).
+pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome, Option<String>)> {
     let poll = Poll::new()?;
     let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
     let concurrency = cfg.concurrency.max(1);
@@ -119,6 +133,8 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> 
         stop,
         stopping: false,
         last_progress: (now, 0),
+        refused_since: None,
+        gave_up: None,
         cfg,
     };
     if driver.cfg.progress {
@@ -130,7 +146,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> 
     if driver.cfg.progress {
         eprint!("\r\x1b[K");
     }
-    Ok(DriverOutcome {
+    let outcome = DriverOutcome {
         runs: driver.runs,
         started: driver.started,
         finished: clock::now(),
@@ -138,7 +154,8 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<DriverOutcome> 
         anchor,
         interrupted,
         connections_opened: driver.connections_opened,
-    })
+    };
+    Ok((outcome, driver.gave_up))
 }
 
 impl Driver<'_> {
@@ -152,6 +169,10 @@ impl Driver<'_> {
         {
             let now = clock::now();
             if !self.stopping && self.stop.load(Ordering::Relaxed) {
+                self.stopping = true;
+                grace_until = Some(now + INTERRUPT_GRACE);
+            }
+            if !self.stopping && self.server_gone(now) {
                 self.stopping = true;
                 grace_until = Some(now + INTERRUPT_GRACE);
             }
@@ -201,7 +222,24 @@ impl Driver<'_> {
             }
             self.dispatch(now);
         }
-        Ok(self.stopping)
+        Ok(self.stopping && self.gave_up.is_none())
+    }
+
+    /// Whether every run has been refused for [`GONE_AFTER`] with none
+    /// succeeding; says why in `gave_up` when so.
+    fn server_gone(&mut self, now: Nanos) -> bool {
+        let Some(since) = self.refused_since else {
+            return false;
+        };
+        if self.cfg.keep_going || now - since < GONE_AFTER {
+            return false;
+        }
+        self.gave_up = Some(format!(
+            "stopped early: every run was refused for {} s and none succeeded; the server at {} seems gone (--keep-going to go on)",
+            GONE_AFTER / SECOND,
+            self.cfg.addr
+        ));
+        true
     }
 
     /// Starts every run that is due while a connection is free.
@@ -401,8 +439,16 @@ impl Driver<'_> {
                     let Some(http) = s.http.as_mut() else {
                         return;
                     };
+                    if s.busy.is_none() {
+                        if let Some(answer) = unsolicited_answer(http) {
+                            return self.unexpected_answer(slot, &answer);
+                        }
+                    }
                     match http.next_response() {
-                        Ok(Some(response)) => return self.answered(slot, response, now),
+                        // Read on: bytes already here after the answer,
+                        // before the slot's next run leaves (the loop
+                        // dispatches after its events), answer no request.
+                        Ok(Some(response)) => self.answered(slot, response, now),
                         Ok(None) => {}
                         Err(e) => return self.fail(slot, Problem::Malformed, &e.to_string(), now),
                     }
@@ -428,6 +474,11 @@ impl Driver<'_> {
         if let Some(t) = s.timer.take() {
             self.wheel.cancel(t);
         }
+        self.refused_since = None;
+        s.last_answered = Some(index);
+        // Bytes already here answer no request (the path answered twice):
+        // they must not pass for the answer to the slot's next run.
+        let unsolicited = s.http.as_mut().and_then(unsolicited_answer);
         let run = &mut self.runs[index];
         run.end = now;
         run.status = response.status;
@@ -440,11 +491,34 @@ impl Driver<'_> {
             self.failed_runs += 1;
         }
         self.finished_runs += 1;
+        if let Some(answer) = unsolicited {
+            self.unexpected_answer(slot, &answer);
+        }
         if response.close {
             self.close(slot);
         }
         self.free.push(slot);
-        self.dispatch(now);
+    }
+
+    /// An answer came on the slot's connection with no request outstanding:
+    /// an error on that connection, charged to the run answered on it last
+    /// (kind `malformed`); the connection is replaced.
+    fn unexpected_answer(&mut self, slot: usize, answer: &str) {
+        self.close(slot);
+        let Some(index) = self.slots[slot].last_answered.take() else {
+            return;
+        };
+        let run = &mut self.runs[index];
+        if run.failure.is_none() {
+            self.failed_runs += 1;
+        }
+        run.failure = Some(Box::new(Failure {
+            problem: Problem::Malformed,
+            detail: format!(
+                "an answer to no request followed this run's answer on its connection ({answer}); the connection was replaced"
+            )
+            .into(),
+        }));
     }
 
     /// Records a failure for the slot's run (if any) and drops its connection.
@@ -455,6 +529,10 @@ impl Driver<'_> {
             self.wheel.cancel(t);
         }
         if let Some(index) = s.busy.take() {
+            self.refused_since = match problem {
+                Problem::Refused => self.refused_since.or(Some(now)),
+                _ => None,
+            };
             let run = &mut self.runs[index];
             if run.start != 0 {
                 run.end = now;
@@ -503,6 +581,21 @@ impl Driver<'_> {
             self.finished_runs, self.cfg.run_count, rate, self.failed_runs
         );
     }
+}
+
+/// When bytes are buffered with no request outstanding: the first line of
+/// that unexpected answer, for the error.
+fn unsolicited_answer(http: &mut ClientConn) -> Option<String> {
+    if http.in_flight() > 0 || !matches!(http.next_response(), Err(ClientError::Unsolicited)) {
+        return None;
+    }
+    let bytes = http.unread();
+    let line = bytes
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(bytes);
+    let line = String::from_utf8_lossy(&line[..line.len().min(80)]);
+    Some(format!("{} bytes starting '{line}'", bytes.len()))
 }
 
 /// Whether progress lines suit stderr (a terminal).

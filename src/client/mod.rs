@@ -29,6 +29,8 @@ pub struct ClientOptions {
     pub quiet: bool,
     /// Certificates are not verified (`--insecure`): said in the summary.
     pub insecure: bool,
+    /// Go on when the server seems gone (`--keep-going`).
+    pub keep_going: bool,
 }
 
 impl Default for ClientOptions {
@@ -40,6 +42,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(30),
             quiet: false,
             insecure: false,
+            keep_going: false,
         }
     }
 }
@@ -70,6 +73,45 @@ pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<G
         Err((status, message)) => Err(format!(
             "fetching group {id}: server answered {status}: {message}"
         )),
+    }
+}
+
+/// A group that already holds recorded runs would mix two tests' runs:
+/// every run would come out duplicated. Refused here, in one place.
+fn refuse_used_group(group: &GroupJson) -> Result<(), String> {
+    match group.test_runs.0.len() {
+        0 => Ok(()),
+        n => Err(format!(
+            "group {} already holds {n} recorded runs: create a new group for each test",
+            group.header.run_group_id
+        )),
+    }
+}
+
+/// `GET /test-groups/{id}/status`: runs received and not yet recorded.
+#[derive(Deserialize)]
+struct GroupStatus {
+    runs_in_progress: u64,
+}
+
+/// Waits until the server holds no run of the group in progress (its
+/// upstream GET or delay under way), or until `deadline`. A server without
+/// the status route is not waited for.
+fn wait_until_recorded(endpoint: &Endpoint, id: &str, deadline: std::time::Instant) {
+    let route = format!("/test-groups/{id}/status");
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let status = endpoint.get_json::<GroupStatus>(&route, left.max(Duration::from_secs(1)));
+        match status {
+            Ok(Ok(s)) if s.runs_in_progress > 0 && !left.is_zero() => {
+                crate::debug!(
+                    "{} runs still in progress on the server",
+                    s.runs_in_progress
+                );
+                std::thread::sleep(left.min(Duration::from_millis(10)));
+            }
+            _ => return,
+        }
     }
 }
 
@@ -108,6 +150,7 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Verdict, RunError> {
     let group = fetch_group(endpoint, &options.group, options.timeout).map_err(RunError::Setup)?;
+    refuse_used_group(&group).map_err(RunError::Setup)?;
     let header = group.header;
     let config = &header.config;
     let body = match (&options.data, &config.data) {
@@ -135,17 +178,28 @@ pub fn run(
         timeout: (options.timeout.as_nanos() as u64).max(1),
         body: body.clone(),
         progress,
+        keep_going: options.keep_going,
         tls: endpoint
             .tls
             .as_ref()
             .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
     };
-    let outcome =
+    let (outcome, gave_up) =
         driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
 
-    // The server's record, compared run by run. Each phase's time is logged
-    // at debug level.
+    // The server's record, once it holds no run of this test in progress,
+    // compared run by run. Each phase's time is logged at debug level.
     let phase = std::time::Instant::now();
+    let longest = [
+        config.server_delay_ns,
+        config.upstream_timeout_ns.unwrap_or(0),
+    ]
+    .into_iter()
+    .map(Duration::from_nanos)
+    .fold(options.timeout, Duration::max);
+    if !outcome.interrupted {
+        wait_until_recorded(endpoint, &options.group, phase + longest);
+    }
     let fetched = fetch_group(
         endpoint,
         &options.group,
@@ -175,6 +229,10 @@ pub fn run(
     };
     let mut summary = summarize(&input, fetch_error);
     summary.tls_insecure = options.insecure;
+    if gave_up.is_some() {
+        summary.passed = false;
+        summary.stopped_early = gave_up;
+    }
     if let Some(path) = &options.report {
         let phase = std::time::Instant::now();
         crate::report::write(path, &input, &summary)

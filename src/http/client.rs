@@ -114,6 +114,12 @@ impl ClientConn {
         }
     }
 
+    /// Bytes received and not yet taken into a response (what an answer to
+    /// no request consists of).
+    pub fn unread(&self) -> &[u8] {
+        &self.input
+    }
+
     /// Requests sent (or queued to send) and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.awaiting.len()

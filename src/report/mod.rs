@@ -93,17 +93,14 @@ pub fn sent_body<'a>(body: &'a BodyPlan, run: &ClientRun, uuid_text: &'a mut Str
     }
 }
 
-/// Mean client duration over the runs that were answered; 0 when none was.
-pub fn average_response_time_ns(runs: &[ClientRun]) -> u64 {
+/// Mean client duration over the runs that were answered; None (null in
+/// the report) when none was.
+pub fn average_response_time_ns(runs: &[ClientRun]) -> Option<u64> {
     let (sum, n) = runs
         .iter()
         .filter_map(client_duration)
         .fold((0u128, 0u64), |(s, n), d| (s + d as u128, n + 1));
-    if n == 0 {
-        0
-    } else {
-        (sum / n as u128) as u64
-    }
+    (n > 0).then(|| (sum / n as u128) as u64)
 }
 
 fn problems_text(verdict: &RunVerdict) -> Option<String> {
@@ -233,7 +230,10 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
     write!(
         out,
         "],\"average_response_time_ns\":{},\"interrupted\":{},\"summary\":",
-        average_response_time_ns(&input.outcome.runs),
+        // null, not 0, when no run succeeded.
+        serde_json::Value::from(
+            average_response_time_ns(&input.outcome.runs).filter(|_| summary.succeeded > 0)
+        ),
         input.outcome.interrupted
     )?;
     serde_json::to_writer(&mut *out, summary)?;

@@ -65,8 +65,13 @@ pub struct Summary {
     pub interrupted: bool,
     /// Whether the server's record could be fetched and compared.
     pub verified: bool,
+    /// The group's `run_count`: `succeeded + failed`.
     pub runs: u64,
+    /// Runs with no problem at all.
     pub succeeded: u64,
+    /// Runs with at least one problem (an error or a discrepancy). Server
+    /// records of runs never sent are not runs: they are counted under
+    /// `discrepancies.unexpected` only.
     pub failed: u64,
     /// Client-side errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
@@ -103,6 +108,9 @@ pub struct Summary {
     pub upstream_tls_ns: Option<Percentiles>,
     /// The server's certificate was not verified (`--insecure`).
     pub tls_insecure: bool,
+    /// Why the test stopped before its last run (the server is gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
     /// Why the server's record could not be compared, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_fetch_error: Option<String>,
@@ -129,7 +137,8 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         .take(client_runs as usize)
         .filter(|v| v.is_ok())
         .count() as u64;
-    let failed = input.verdicts.iter().filter(|v| !v.is_ok()).count() as u64;
+    let failed = client_runs - succeeded;
+    let unexpected = input.verdicts.len() as u64 - client_runs.min(input.verdicts.len() as u64);
     for v in input.verdicts {
         for (p, _) in v.problems() {
             let map = if p.is_discrepancy() {
@@ -205,7 +214,10 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     };
     let delay = input.header.config.client_delay_ns;
     Summary {
-        passed: failed == 0 && server_fetch_error.is_none() && !outcome.interrupted,
+        passed: failed == 0
+            && unexpected == 0
+            && server_fetch_error.is_none()
+            && !outcome.interrupted,
         interrupted: outcome.interrupted,
         verified: server_fetch_error.is_none(),
         runs: client_runs,
@@ -234,6 +246,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         upstream_connect_ns: upstream_connect.percentiles(),
         upstream_tls_ns: upstream_tls.percentiles(),
         tls_insecure: false,
+        stopped_early: None,
         server_fetch_error,
     }
 }
@@ -293,7 +306,16 @@ pub fn render(summary: &Summary) -> String {
     if let Some(e) = &summary.server_fetch_error {
         out.push_str(&format!("\nthe server's record could not be fetched: {e}"));
     }
-    out.push_str(if summary.passed { "\nPASS" } else { "\nFAIL" });
+    if let Some(why) = &summary.stopped_early {
+        out.push_str(&format!("\n{why}"));
+    }
+    out.push_str(if summary.interrupted {
+        "\nINTERRUPTED"
+    } else if summary.passed {
+        "\nPASS"
+    } else {
+        "\nFAIL"
+    });
     out
 }
 

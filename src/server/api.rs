@@ -76,6 +76,7 @@ impl Api {
             }
             ["test-groups", "create"] => method_not_allowed(&segments),
             ["test-groups", id] if get => self.show(id),
+            ["test-groups", id, "status"] if get => self.status(id),
             ["test-groups", id] if method == Method::Delete => self.delete(id),
             ["test-groups", id, count] if method == Method::Post => {
                 return match self.run_order(id, count, request.body) {
@@ -179,14 +180,14 @@ impl Api {
                 ))
             }
         };
-        let store = self.store();
+        let mut store = self.store();
         let group = Uuid::parse_str(id).ok().and_then(|uuid| store.get(&uuid));
         let Some(group) = group else {
             return Err(unknown_group(id));
         };
         store.check_room().map_err(store_error)?;
         let config = &group.header.config;
-        Ok(RunOrder {
+        let order = RunOrder {
             group_id: group.header.run_group_id,
             run_count,
             body,
@@ -196,7 +197,27 @@ impl Api {
                 .and_then(|e| Url::parse(e).ok()),
             upstream_timeout: config.upstream_timeout_ns,
             delay: config.server_delay_ns,
-        })
+        };
+        // In progress until the loop records it (`Store::record`).
+        store.begin(&order.group_id);
+        Ok(order)
+    }
+
+    /// How many runs the group holds and how many are still in progress
+    /// (received, not yet recorded): a client compares once none is.
+    fn status(&self, id: &str) -> Response {
+        let store = self.store();
+        let Some(group) = Uuid::parse_str(id).ok().and_then(|uuid| store.get(&uuid)) else {
+            return unknown_group(id);
+        };
+        let body = serde_json::json!({
+            "run_group_id": group.header.run_group_id,
+            "recorded_runs": group.runs.len(),
+            "runs_in_progress": group.in_progress,
+        });
+        let mut body = serde_json::to_vec(&body).unwrap_or_default();
+        body.push(b'\n');
+        Response::json(200, body)
     }
 }
 

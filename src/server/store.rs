@@ -33,6 +33,9 @@ pub use crate::wire::{RecordedRun as Run, UpstreamOutcome};
 pub struct Group {
     pub header: GroupHeader,
     pub runs: Vec<Run>,
+    /// Runs received and not yet recorded (upstream or delay under way),
+    /// across every loop thread.
+    pub in_progress: u64,
     /// Creation order, for listing.
     created: u64,
 }
@@ -80,6 +83,7 @@ impl Store {
                 config,
             },
             runs: Vec::new(),
+            in_progress: 0,
             created: self.created,
         };
         Ok(self.groups.entry(id).or_insert(group))
@@ -106,6 +110,14 @@ impl Store {
         all
     }
 
+    /// A run of the group was received: it is in progress until recorded
+    /// (or refused) by [`Store::record`].
+    pub fn begin(&mut self, group_id: &Uuid) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            group.in_progress += 1;
+        }
+    }
+
     /// Whether one more run may be recorded.
     pub fn check_room(&self) -> Result<(), StoreError> {
         if self.total_runs >= self.limits.max_runs {
@@ -119,12 +131,16 @@ impl Store {
 
     /// Appends a run to its group. The body shares the previous run's
     /// allocation when it is the same bytes (a fixed `-d` body).
+    /// The run is no longer in progress, recorded or not.
     pub fn record(&mut self, group_id: &Uuid, mut run: Run, body: &[u8]) -> Result<(), StoreError> {
-        self.check_room()?;
         let group = self
             .groups
             .get_mut(group_id)
             .ok_or(StoreError::UnknownGroup)?;
+        group.in_progress = group.in_progress.saturating_sub(1);
+        if self.total_runs >= self.limits.max_runs {
+            return self.check_room();
+        }
         run.data = match group.runs.last() {
             Some(prev) if *prev.data == *body => Arc::clone(&prev.data),
             _ => Arc::from(body),
@@ -158,14 +174,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_in_arrival_order_and_shares_equal_bodies() {
-        let mut store = Store::new(StoreLimits::default());
+    /// A store with these limits and one group in it.
+    fn store_with_a_group(limits: StoreLimits) -> (Store, Uuid) {
+        let mut store = Store::new(limits);
         let id = store
             .create(config(), String::new())
             .unwrap()
             .header
             .run_group_id;
+        (store, id)
+    }
+
+    #[test]
+    fn records_in_arrival_order_and_shares_equal_bodies() {
+        let (mut store, id) = store_with_a_group(StoreLimits::default());
         store.record(&id, run(2), b"same").unwrap();
         store.record(&id, run(1), b"same").unwrap();
         store.record(&id, run(1), b"other").unwrap();
@@ -184,15 +206,10 @@ mod tests {
 
     #[test]
     fn limits_hold_and_delete_frees() {
-        let mut store = Store::new(StoreLimits {
+        let (mut store, id) = store_with_a_group(StoreLimits {
             max_groups: 1,
             max_runs: 2,
         });
-        let id = store
-            .create(config(), String::new())
-            .unwrap()
-            .header
-            .run_group_id;
         assert!(
             matches!(store.create(config(), String::new()), Err(StoreError::Full(m)) if m.contains("--max-groups"))
         );
@@ -204,5 +221,25 @@ mod tests {
         assert!(store.delete(&id));
         assert_eq!(store.total_runs(), 0);
         assert!(store.create(config(), String::new()).is_ok());
+    }
+
+    #[test]
+    fn a_run_is_in_progress_until_recorded_or_refused() {
+        let (mut store, id) = store_with_a_group(StoreLimits {
+            max_groups: 1,
+            max_runs: 1,
+        });
+        let in_progress = |store: &Store| store.get(&id).unwrap().in_progress;
+        store.begin(&id);
+        store.begin(&id);
+        assert_eq!(in_progress(&store), 2);
+        store.record(&id, run(1), b"").unwrap();
+        assert_eq!(in_progress(&store), 1);
+        assert!(store.record(&id, run(2), b"").is_err(), "the store is full");
+        assert_eq!(
+            in_progress(&store),
+            0,
+            "a refused run is no longer in progress"
+        );
     }
 }
