@@ -68,6 +68,10 @@ pub struct Summary {
     pub runs: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Runs never sent because the test was interrupted: one count, not a
+    /// result each, so the report of an interrupted test is as small as
+    /// the runs actually sent.
+    pub not_sent: u64,
     /// Client-side errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
     /// Differences between what was sent and what the server recorded.
@@ -210,6 +214,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         runs: client_runs,
         succeeded,
         failed,
+        not_sent: client_runs.saturating_sub(outcome.runs.len() as u64),
         errors,
         discrepancies,
         wall_time_ns: wall,
@@ -237,6 +242,15 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     }
 }
 
+impl Summary {
+    /// A stop signal came after the runs (while the record was fetched or
+    /// the report written): the test is interrupted, so it did not pass.
+    pub fn interrupt(&mut self) {
+        self.interrupted = true;
+        self.passed = false;
+    }
+}
+
 /// Nanoseconds for people: `950 ns`, `95.1 us`, `2.30 ms`, `1.20 s`.
 pub fn human_ns(ns: u64) -> String {
     let f = ns as f64;
@@ -261,6 +275,9 @@ pub fn render(summary: &Summary) -> String {
         summary.succeeded,
         summary.failed
     );
+    if summary.not_sent > 0 {
+        out.push_str(&format!(", {} not sent", summary.not_sent));
+    }
     let kinds: Vec<String> = summary
         .errors
         .iter()
