@@ -7,14 +7,15 @@ pub mod verify;
 
 use crate::http::Method;
 use crate::report::summary::{render, summarize};
-use crate::report::ReportInput;
+use crate::report::{ReportFile, ReportInput};
 use crate::run::BodyPlan;
 use crate::wire::{GroupHeader, RecordedRuns};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,13 @@ pub fn run(
     if limit < needed {
         return Err(RunError::Setup(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)")));
     }
+    // The report's path is checked before the first run is sent.
+    let report = match &options.report {
+        Some(path) => {
+            Some(ReportFile::open(path).map_err(|e| format!("-f {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
@@ -148,23 +156,26 @@ pub fn run(
     };
     let outcome =
         driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
+    crate::debug!("the runs are done; fetching the server's record");
 
     // The server's record, compared run by run. Each phase's time is logged
     // at debug level.
     let phase = std::time::Instant::now();
-    let fetched = fetch_group(
+    let fetched = fetch_record(
         endpoint,
         &options.group,
         options.timeout.max(Duration::from_secs(10)),
+        stop,
     );
     let (server_runs, fetch_error) = match fetched {
-        Ok(g) => (Some(g.test_runs.0), None),
+        Ok(runs) => (Some(runs.0), None),
         Err(e) => (None, Some(e)),
     };
     crate::debug!("fetched the server's record in {:?}", phase.elapsed());
     let phase = std::time::Instant::now();
+    // Runs never sent get no verdict: the summary counts them (not_sent).
     let verdicts = verify::compare(
-        config.run_count,
+        outcome.runs.len() as u64,
         &outcome.runs,
         &body,
         server_runs.as_deref(),
@@ -181,20 +192,66 @@ pub fn run(
     };
     let mut summary = summarize(&input, fetch_error);
     summary.tls_insecure = options.insecure;
-    if let Some(path) = &options.report {
-        let phase = std::time::Instant::now();
-        crate::report::write(path, &input, &summary)
-            .map_err(|e| format!("writing the report {}: {e}", path.display()))?;
-        crate::debug!("wrote the report in {:?}", phase.elapsed());
+    if stop.load(Ordering::Relaxed) {
+        summary.interrupt();
     }
-    if !options.quiet {
+    let written = match report {
+        Some(report) => {
+            let phase = std::time::Instant::now();
+            let written = report.write(&input, &mut summary, stop);
+            crate::debug!("wrote the report in {:?}", phase.elapsed());
+            written
+        }
+        None => Ok(()),
+    };
+    // A report that could not be written: the summary is all that is left.
+    if !options.quiet || written.is_err() {
         eprintln!("{}", render(&summary));
     }
-    Ok(if outcome.interrupted {
+    if let (Err(e), Some(path)) = (written, &options.report) {
+        return Err(RunError::Setup(format!(
+            "writing the report {}: {e}",
+            path.display()
+        )));
+    }
+    // A signal in any phase, even after the report was finished, ends the
+    // test as interrupted.
+    Ok(if summary.interrupted || stop.load(Ordering::Relaxed) {
         Verdict::Interrupted
     } else if summary.passed {
         Verdict::Passed
     } else {
         Verdict::Failed
     })
+}
+
+/// Fetches the server's record on a thread of its own, so that a stop
+/// signal that comes during the fetch ends the wait at once: the test is
+/// then reported without it. (After a signal during the runs, the record
+/// of the runs sent is still fetched; a second signal exits.)
+fn fetch_record(
+    endpoint: &Endpoint,
+    id: &str,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<RecordedRuns, String> {
+    let (tx, rx) = mpsc::channel();
+    let (endpoint, id) = (endpoint.clone(), id.to_owned());
+    std::thread::Builder::new()
+        .name("fetch".into())
+        .spawn(move || {
+            let _ = tx.send(fetch_group(&endpoint, &id, timeout).map(|g| g.test_runs));
+        })
+        .map_err(|e| format!("starting the fetch: {e}"))?;
+    let stopped_before = stop.load(Ordering::Relaxed);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(fetched) => return fetched,
+            Err(RecvTimeoutError::Timeout) if !stopped_before && stop.load(Ordering::Relaxed) => {
+                return Err("interrupted while fetching it".into())
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err("the fetch ended unanswered".into()),
+        }
+    }
 }
