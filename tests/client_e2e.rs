@@ -24,15 +24,6 @@ fn repo_scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
 }
 
-fn conntest_cmd(cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("CONNTEST_TOKEN")
-        .env_remove("LOG_LEVEL");
-    cmd
-}
-
 /// Runs `conntest ARGS` in `cwd` to completion (bounded).
 fn conntest(cwd: &Path, args: &[&str]) -> Finished {
     let done = run_bounded(&mut conntest_cmd(cwd, args), LIMIT);

@@ -9,6 +9,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use std::fs::FileType;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -19,15 +20,6 @@ use std::time::{Duration, Instant};
 
 /// Every conntest invocation here is killed after this.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn conntest_cmd(cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("CONNTEST_TOKEN")
-        .env_remove("LOG_LEVEL");
-    cmd
-}
 
 /// `conntest run --run-count 20 -q -f REPORT` in `dir`, bounded.
 fn small_run(dir: &Path, report: &str) -> Finished {
@@ -57,6 +49,19 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp"))
         .collect()
+}
+
+/// `path` is still the kind of file it was (`is_kind`), and nothing was
+/// left beside it.
+fn assert_kept(path: &Path, is_kind: fn(&FileType) -> bool) {
+    let kind = std::fs::symlink_metadata(path).unwrap().file_type();
+    assert!(is_kind(&kind), "{} was replaced: {kind:?}", path.display());
+    assert_eq!(leftovers(path.parent().unwrap()), Vec::<String>::new());
+}
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
 }
 
 fn kill(signal: &str, pid: u32) {
@@ -95,8 +100,7 @@ fn a_symlink_is_followed_and_its_target_replaced_in_its_own_folder() {
 fn a_fifo_is_written_in_place_while_a_reader_reads_it() {
     let dir = TempDir::new("fifo");
     let fifo = dir.path("pipe");
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
-    assert!(made.success());
+    mkfifo(&fifo);
     let (tx, rx) = mpsc::channel();
     let path = fifo.clone();
     // If the client never opens the FIFO this thread stays blocked; the
@@ -114,9 +118,7 @@ fn a_fifo_is_written_in_place_while_a_reader_reads_it() {
         .expect("reading the FIFO");
     let report: Value = serde_json::from_str(&text).expect("the FIFO carried a JSON report");
     assert_full_report(&report, "FIFO");
-    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
-    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
-    assert_eq!(leftovers(&dir.0), Vec::<String>::new());
+    assert_kept(&fifo, FileType::is_fifo);
 }
 
 #[test]
@@ -132,9 +134,7 @@ fn a_character_device_is_written_in_place() {
     assert!(made.success(), "mknod needs root");
     let done = small_run(&dir.0, "null");
     assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let kind = std::fs::symlink_metadata(&device).unwrap().file_type();
-    assert!(kind.is_char_device(), "the device was replaced: {kind:?}");
-    assert_eq!(leftovers(&dir.0), Vec::<String>::new());
+    assert_kept(&device, FileType::is_char_device);
 }
 
 #[test]
@@ -186,11 +186,7 @@ fn an_unwritable_report_path_fails_before_the_first_run() {
 fn a_report_that_fails_at_the_end_still_prints_the_summary() {
     let dir = TempDir::new("broken-pipe");
     let fifo = dir.path("pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo")
-        .success());
+    mkfifo(&fifo);
     // A reader that goes away at once: writing the report then fails.
     let path = fifo.clone();
     thread::spawn(move || drop(std::fs::File::open(path)));
