@@ -10,7 +10,7 @@
 //!   runs with the server's 100 000 records.
 //! - `client_summarize_100k`: the summary (percentiles, counts) of a
 //!   100 000-run test.
-//! - `client_report_write_100k`: `report::write` of the 100 000-run report
+//! - `client_report_write_100k`: `ReportFile` writing the 100 000-run report
 //!   (client runs, the server's runs, results, summary) to a file in the
 //!   temp directory, including its fsync and rename.
 
@@ -21,13 +21,14 @@ use conntest::http::server::{Body, Request, Response, ServerConn, ServerLimits};
 use conntest::http::Method;
 use conntest::ids::IdGen;
 use conntest::report::summary::summarize;
-use conntest::report::ReportInput;
+use conntest::report::{ReportFile, ReportInput};
 use conntest::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
 use conntest::server::api::{Action, Api, ApiPolicy};
 use conntest::server::store::{Run, Store, StoreLimits};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use std::hint::black_box;
 use std::num::NonZeroU64;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -202,7 +203,7 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
         connections_opened: 50,
     };
     let body = BodyPlan::Uuid;
-    let verdicts: Vec<RunVerdict> = compare(RUNS, &outcome.runs, &body, Some(&server_runs));
+    let verdicts: Vec<RunVerdict> = compare(&outcome.runs, &body, Some(&server_runs));
     assert!(verdicts.iter().all(RunVerdict::is_ok));
     let input = ReportInput {
         header: &header,
@@ -220,19 +221,24 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
     group.throughput(Throughput::Elements(RUNS));
 
     group.bench_function("client_compare_100k", |b| {
-        b.iter(|| black_box(compare(RUNS, &outcome.runs, &body, Some(&server_runs))))
+        b.iter(|| black_box(compare(&outcome.runs, &body, Some(&server_runs))))
     });
 
     group.bench_function("client_summarize_100k", |b| {
         b.iter(|| black_box(summarize(&input, None)))
     });
 
-    let summary = summarize(&input, None);
+    let mut summary = summarize(&input, None);
     assert!(summary.passed, "the benched report is of a passing test");
     let path =
         std::env::temp_dir().join(format!("conntest-bench-report-{}.json", std::process::id()));
+    let stop = AtomicBool::new(false);
     group.bench_function("client_report_write_100k", |b| {
-        b.iter(|| conntest::report::write(&path, &input, &summary).expect("report written"))
+        b.iter(|| {
+            ReportFile::open(&path)
+                .and_then(|report| report.write(&input, &mut summary, &stop))
+                .expect("report written")
+        })
     });
     if let Ok(meta) = std::fs::metadata(&path) {
         eprintln!("client report of {RUNS} runs: {} bytes", meta.len());

@@ -7,14 +7,15 @@ pub mod verify;
 
 use crate::http::Method;
 use crate::report::summary::{render, summarize};
-use crate::report::ReportInput;
+use crate::report::{ReportFile, ReportInput};
 use crate::run::BodyPlan;
 use crate::wire::{GroupHeader, RecordedRuns};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,9 +98,15 @@ struct GroupStatus {
 /// Waits until the server holds no run of the group in progress (its
 /// upstream GET or delay under way), or until `deadline`. A server without
 /// the status route is not waited for.
-fn wait_until_recorded(endpoint: &Endpoint, id: &str, deadline: std::time::Instant) {
+fn wait_until_recorded(
+    endpoint: &Endpoint,
+    id: &str,
+    deadline: std::time::Instant,
+    stop: &AtomicBool,
+) {
     let route = format!("/test-groups/{id}/status");
-    loop {
+    // A signal ends the wait: the test is then reported as interrupted.
+    while !stop.load(Ordering::Relaxed) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let status = endpoint.get_json::<GroupStatus>(&route, left.max(Duration::from_secs(1)));
         match status {
@@ -164,6 +171,14 @@ pub fn run(
     if limit < needed {
         return Err(RunError::Setup(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)")));
     }
+    // The report's path is checked before the first run is sent.
+    let report = match &options.report {
+        Some(path) => Some(
+            ReportFile::open(path)
+                .map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
@@ -186,6 +201,7 @@ pub fn run(
     };
     let (outcome, gave_up) =
         driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
+    crate::debug!("the runs are done; fetching the server's record");
 
     // The server's record, once it holds no run of this test in progress,
     // compared run by run. Each phase's time is logged at debug level.
@@ -198,25 +214,22 @@ pub fn run(
     .map(Duration::from_nanos)
     .fold(options.timeout, Duration::max);
     if !outcome.interrupted {
-        wait_until_recorded(endpoint, &options.group, phase + longest);
+        wait_until_recorded(endpoint, &options.group, phase + longest, stop);
     }
-    let fetched = fetch_group(
+    let fetched = fetch_record(
         endpoint,
         &options.group,
         options.timeout.max(Duration::from_secs(10)),
+        stop,
     );
     let (server_runs, fetch_error) = match fetched {
-        Ok(g) => (Some(g.test_runs.0), None),
+        Ok(runs) => (Some(runs.0), None),
         Err(e) => (None, Some(e)),
     };
     crate::debug!("fetched the server's record in {:?}", phase.elapsed());
     let phase = std::time::Instant::now();
-    let verdicts = verify::compare(
-        config.run_count,
-        &outcome.runs,
-        &body,
-        server_runs.as_deref(),
-    );
+    // Runs never sent get no verdict: the summary counts them (not_sent).
+    let verdicts = verify::compare(&outcome.runs, &body, server_runs.as_deref());
     crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
     let remote = endpoint.url.to_string();
     let input = ReportInput {
@@ -233,20 +246,66 @@ pub fn run(
         summary.passed = false;
         summary.stopped_early = gave_up;
     }
-    if let Some(path) = &options.report {
-        let phase = std::time::Instant::now();
-        crate::report::write(path, &input, &summary)
-            .map_err(|e| RunError::Setup(format!("writing the report {}: {e}", path.display())))?;
-        crate::debug!("wrote the report in {:?}", phase.elapsed());
+    if stop.load(Ordering::Relaxed) {
+        summary.interrupt();
     }
-    if !options.quiet {
+    let written = match report {
+        Some(report) => {
+            let phase = std::time::Instant::now();
+            let written = report.write(&input, &mut summary, stop);
+            crate::debug!("wrote the report in {:?}", phase.elapsed());
+            written
+        }
+        None => Ok(()),
+    };
+    // A report that could not be written: the summary is all that is left.
+    if !options.quiet || written.is_err() {
         eprintln!("{}", render(&summary));
     }
-    Ok(if outcome.interrupted {
+    if let (Err(e), Some(path)) = (written, &options.report) {
+        return Err(RunError::Setup(format!(
+            "writing the report {}: {e}",
+            path.display()
+        )));
+    }
+    // A signal in any phase, even after the report was finished, ends the
+    // test as interrupted.
+    Ok(if summary.interrupted || stop.load(Ordering::Relaxed) {
         Verdict::Interrupted
     } else if summary.passed {
         Verdict::Passed
     } else {
         Verdict::Failed
     })
+}
+
+/// Fetches the server's record on a thread of its own, so that a stop
+/// signal that comes during the fetch ends the wait at once: the test is
+/// then reported without it. (After a signal during the runs, the record
+/// of the runs sent is still fetched; a second signal exits.)
+fn fetch_record(
+    endpoint: &Endpoint,
+    id: &str,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<RecordedRuns, String> {
+    let (tx, rx) = mpsc::channel();
+    let (endpoint, id) = (endpoint.clone(), id.to_owned());
+    std::thread::Builder::new()
+        .name("fetch".into())
+        .spawn(move || {
+            let _ = tx.send(fetch_group(&endpoint, &id, timeout).map(|g| g.test_runs));
+        })
+        .map_err(|e| format!("starting the fetch: {e}"))?;
+    let stopped_before = stop.load(Ordering::Relaxed);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(fetched) => return fetched,
+            Err(RecvTimeoutError::Timeout) if !stopped_before && stop.load(Ordering::Relaxed) => {
+                return Err("interrupted while fetching it".into())
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err("the fetch ended unanswered".into()),
+        }
+    }
 }

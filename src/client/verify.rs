@@ -11,13 +11,13 @@ use crate::problem::Problem;
 use crate::run::{BodyPlan, ClientRun, RunVerdict};
 use crate::wire::RecordedRun;
 
-/// Verdicts for client runs 1..=run_count in order, then one for each
-/// server record of a count never sent.
+/// Verdicts for the runs sent, `client[n - 1]` being run `n`, in order,
+/// then one for each server record of a count never sent. Runs an interrupt
+/// kept from being sent get no verdict: the summary counts them.
 ///
 /// `server` is None when the server's record could not be fetched: then only
 /// the client's own failures are reported.
 pub fn compare(
-    run_count: u64,
     client: &[ClientRun],
     body: &BodyPlan,
     server: Option<&[RecordedRun]>,
@@ -28,48 +28,38 @@ pub fn compare(
     let mut order: Vec<u32> = (0..server.len() as u32).collect();
     order.sort_unstable_by_key(|&i| (server[i as usize].run_count, i));
     let mut cursor = order.partition_point(|&i| server[i as usize].run_count < 1);
-    let mut verdicts = Vec::with_capacity(run_count as usize + 1);
+    let run_count = client.len() as u64;
+    let mut verdicts = Vec::with_capacity(client.len() + 1);
     let mut uuid_text = [0u8; 36];
-    for n in 1..=run_count {
+    for (run, n) in client.iter().zip(1u64..) {
         let first = cursor;
         while cursor < order.len() && server[order[cursor] as usize].run_count == n {
             cursor += 1;
         }
         let matches = &order[first..cursor];
         let mut problems = Vec::new();
-        let run = client.get(n as usize - 1);
-        match run {
-            None => problems.push((
-                Problem::Interrupted,
-                "not sent: the test was interrupted".to_owned(),
-            )),
-            Some(run) => {
-                if let Some(f) = &run.failure {
-                    problems.push((f.problem, f.detail.to_string()));
-                }
-            }
+        if let Some(f) = &run.failure {
+            problems.push((f.problem, f.detail.to_string()));
         }
-        let answered = run.is_some_and(|r| r.failure.is_none());
+        let answered = run.failure.is_none();
         if verified && matches.is_empty() && answered {
             problems.push((
                 Problem::Missing,
                 "missing on the server: answered 200 but not recorded".to_owned(),
             ));
         }
-        if let Some(run) = run {
-            let sent: &[u8] = match (body, run.body_uuid) {
-                (BodyPlan::Fixed(bytes), _) => bytes,
-                (BodyPlan::Uuid, Some(uuid)) => {
-                    uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
-                }
-                (BodyPlan::Uuid, None) => b"",
-            };
-            if let Some(why) = matches
-                .iter()
-                .find_map(|&i| difference(sent, &server[i as usize].data))
-            {
-                problems.push((Problem::Corrupted, format!("data differs: {why}")));
+        let sent: &[u8] = match (body, run.body_uuid) {
+            (BodyPlan::Fixed(bytes), _) => bytes,
+            (BodyPlan::Uuid, Some(uuid)) => {
+                uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
             }
+            (BodyPlan::Uuid, None) => b"",
+        };
+        if let Some(why) = matches
+            .iter()
+            .find_map(|&i| difference(sent, &server[i as usize].data))
+        {
+            problems.push((Problem::Corrupted, format!("data differs: {why}")));
         }
         let upstream = matches
             .first()
@@ -188,7 +178,7 @@ mod tests {
             record(5, b"hello"),
             record(0, b"hello"),
         ];
-        let v = compare(5, &client, &body, Some(&server));
+        let v = compare(&client, &body, Some(&server));
         assert_eq!(v.len(), 7);
         assert!(v[0].is_ok());
         assert_eq!(v[0].server_index, Some(2));
@@ -224,11 +214,11 @@ mod tests {
         let (ta, tb) = (text(&a), text(&b));
         // The server swapped the two bodies: both runs are corrupted.
         let server = [record(1, tb.as_bytes()), record(2, ta.as_bytes())];
-        let v = compare(2, &[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
+        let v = compare(&[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Corrupted]);
         assert_eq!(kinds(&v[1]), vec![Problem::Corrupted]);
         let server = [record(1, ta.as_bytes()), record(2, tb.as_bytes())];
-        assert!(compare(2, &[a, b], &BodyPlan::Uuid, Some(&server))
+        assert!(compare(&[a, b], &BodyPlan::Uuid, Some(&server))
             .iter()
             .all(RunVerdict::is_ok));
     }
@@ -244,7 +234,7 @@ mod tests {
             tls_ns: None,
             error: Some("connect failed: refused".into()),
         }));
-        let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+        let v = compare(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
         assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
     }
 
@@ -260,7 +250,7 @@ mod tests {
                 tls_ns: None,
                 error: error.map(Into::into),
             }));
-            let v = compare(1, &[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+            let v = compare(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
             kinds(&v[0])
         };
         let answered = "upstream answered 503 Service Unavailable (outside 200-399)";
@@ -276,7 +266,6 @@ mod tests {
     #[test]
     fn without_the_server_record_only_client_failures_count() {
         let v = compare(
-            2,
             &[run(None), run(Some(Problem::Refused))],
             &BodyPlan::Uuid,
             None,
@@ -286,9 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn unsent_runs_are_reported_as_interrupted() {
-        let v = compare(2, &[run(None)], &BodyPlan::Uuid, Some(&[record(1, b"")]));
-        assert_eq!(kinds(&v[1]), vec![Problem::Interrupted]);
+    fn unsent_runs_get_no_verdict_and_their_records_are_unexpected() {
+        let v = compare(&[run(None)], &BodyPlan::Uuid, Some(&[record(2, b"")]));
+        assert_eq!(v.len(), 2);
+        assert_eq!(kinds(&v[1]), vec![Problem::Unexpected]);
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! Top-level fields follow the original tool: `client_run_group`,
 //! `server_run_group`, `results`, `average_response_time_ns`; `summary` adds
-//! counts by problem kind and percentiles. The file is streamed element by
-//! element to a temporary file next to the target, then renamed over it, so
-//! a reader never sees half a report and a million runs never sit in memory
-//! as one JSON text.
+//! counts by problem kind and percentiles. The report is streamed element
+//! by element, so a million runs never sit in memory as one JSON text. A
+//! regular file (or a new path) is written to a temporary file in its
+//! folder, then renamed over it, so a reader never sees half a report; a
+//! symlink is followed first. Anything else (standard output, a FIFO, a
+//! device) is written in place, as a shell's `>` would.
 
 pub mod summary;
 
@@ -15,10 +17,11 @@ use crate::time::Rfc3339;
 use crate::wire::{data_fields, run_json, GroupHeader, RecordedRun};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use summary::Summary;
 use uuid::Uuid;
 
@@ -119,31 +122,139 @@ fn wall(anchor: &WallAnchor, mono: u64) -> Rfc3339 {
     Rfc3339(anchor.wall(mono))
 }
 
-/// Writes the report to `path` atomically.
-pub fn write(path: &Path, input: &ReportInput<'_>, summary: &Summary) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report.json".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        write_json(&mut out, input, summary)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Where `-f` writes, opened before the first run is sent so that a path
+/// that cannot be written fails the test before it starts.
+pub struct ReportFile {
+    /// None: standard output.
+    file: Option<File>,
+    /// The temporary file `file` is, and the path it replaces once
+    /// complete; removed if the report is never completed.
+    rename: Option<(PathBuf, PathBuf)>,
 }
 
-fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) -> io::Result<()> {
+impl ReportFile {
+    /// Opens `path`: `-` and `/dev/stdout` are standard output; a symlink
+    /// is followed; a regular file or a new path gets a temporary file
+    /// beside it (registered with [`crate::signals`], so a second signal
+    /// removes it); anything else is opened for writing in place.
+    pub fn open(path: &Path) -> io::Result<ReportFile> {
+        if path == Path::new("-") || path == Path::new("/dev/stdout") {
+            return Ok(ReportFile {
+                file: None,
+                rename: None,
+            });
+        }
+        let target = resolve(path)?;
+        let in_place = match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ))
+            }
+            // A link under /proc names an open descriptor, not a file.
+            Ok(m) => !m.is_file() || target.starts_with("/proc"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if in_place {
+            let file = OpenOptions::new().write(true).open(&target)?;
+            return Ok(ReportFile {
+                file: Some(file),
+                rename: None,
+            });
+        }
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "report.json".into());
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", tmp.display()))
+            })?;
+        crate::signals::set_temporary(Some(tmp.clone()));
+        Ok(ReportFile {
+            file: Some(file),
+            rename: Some((tmp, target)),
+        })
+    }
+
+    /// Writes the report; a regular file is synced and renamed into place.
+    /// A stop signal that arrives before the report's end marks it (and
+    /// `summary`) interrupted.
+    pub fn write(
+        mut self,
+        input: &ReportInput<'_>,
+        summary: &mut Summary,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
+        match &self.file {
+            None => write_json(
+                &mut BufWriter::with_capacity(1 << 20, io::stdout().lock()),
+                input,
+                summary,
+                stop,
+            )?,
+            Some(file) => write_json(
+                &mut BufWriter::with_capacity(1 << 20, file),
+                input,
+                summary,
+                stop,
+            )?,
+        }
+        if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
+            file.sync_all()?;
+            std::fs::rename(tmp, target)?;
+            self.rename = None;
+            crate::signals::set_temporary(None);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReportFile {
+    /// A report never completed leaves no temporary file.
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.rename.take() {
+            crate::signals::set_temporary(None);
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Follows `path`'s symlinks (a relative target from the link's folder),
+/// at most 40 as the kernel does, and stops at one into /proc: `/dev/fd/N`
+/// and its like name open descriptors, not files.
+fn resolve(path: &Path) -> io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link || current.starts_with("/proc") {
+            return Ok(current);
+        }
+        let target = std::fs::read_link(&current)?;
+        current = match current.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
+    Err(io::Error::other("too many levels of symbolic links"))
+}
+
+fn write_json(
+    out: &mut impl Write,
+    input: &ReportInput<'_>,
+    summary: &mut Summary,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let header = input.header;
     let anchor = &input.outcome.anchor;
     let group_id = header.run_group_id;
@@ -227,6 +338,9 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
         };
         serde_json::to_writer(&mut *out, &json)?;
     }
+    if stop.load(Ordering::Relaxed) {
+        summary.interrupt();
+    }
     write!(
         out,
         "],\"average_response_time_ns\":{},\"interrupted\":{},\"summary\":",
@@ -234,9 +348,9 @@ fn write_json(out: &mut impl Write, input: &ReportInput<'_>, summary: &Summary) 
         serde_json::Value::from(
             average_response_time_ns(&input.outcome.runs).filter(|_| summary.succeeded > 0)
         ),
-        input.outcome.interrupted
+        summary.interrupted
     )?;
-    serde_json::to_writer(&mut *out, summary)?;
+    serde_json::to_writer(&mut *out, &*summary)?;
     out.write_all(b"}\n")?;
     out.flush()
 }

@@ -65,7 +65,7 @@ pub struct Summary {
     pub interrupted: bool,
     /// Whether the server's record could be fetched and compared.
     pub verified: bool,
-    /// The group's `run_count`: `succeeded + failed`.
+    /// The group's `run_count`: `succeeded + failed + not_sent`.
     pub runs: u64,
     /// Runs with no problem at all.
     pub succeeded: u64,
@@ -73,6 +73,10 @@ pub struct Summary {
     /// records of runs never sent are not runs: they are counted under
     /// `discrepancies.unexpected` only.
     pub failed: u64,
+    /// Runs never sent because the test was interrupted: one count, not a
+    /// result each, so the report of an interrupted test is as small as
+    /// the runs actually sent.
+    pub not_sent: u64,
     /// Client-side errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
     /// Differences between what was sent and what the server recorded.
@@ -128,17 +132,19 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         };
         map.insert(p.name(), 0);
     }
-    // The first run_count verdicts are the client's runs; any after them
-    // are server records of runs never sent.
+    // The first verdicts are the runs sent, one each; any after them are
+    // server records of runs never sent. Runs never sent have no verdict.
     let client_runs = input.header.config.run_count;
+    let sent = outcome.runs.len() as u64;
     let succeeded = input
         .verdicts
         .iter()
-        .take(client_runs as usize)
+        .take(sent as usize)
         .filter(|v| v.is_ok())
         .count() as u64;
-    let failed = client_runs - succeeded;
-    let unexpected = input.verdicts.len() as u64 - client_runs.min(input.verdicts.len() as u64);
+    let failed = sent - succeeded;
+    let not_sent = client_runs.saturating_sub(sent);
+    let unexpected = input.verdicts.len() as u64 - sent.min(input.verdicts.len() as u64);
     for v in input.verdicts {
         for (p, _) in v.problems() {
             let map = if p.is_discrepancy() {
@@ -223,6 +229,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         runs: client_runs,
         succeeded,
         failed,
+        not_sent,
         errors,
         discrepancies,
         wall_time_ns: wall,
@@ -251,6 +258,15 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     }
 }
 
+impl Summary {
+    /// A stop signal came after the runs (while the record was fetched or
+    /// the report written): the test is interrupted, so it did not pass.
+    pub fn interrupt(&mut self) {
+        self.interrupted = true;
+        self.passed = false;
+    }
+}
+
 /// Nanoseconds for people: `950 ns`, `95.1 us`, `2.30 ms`, `1.20 s`.
 pub fn human_ns(ns: u64) -> String {
     let f = ns as f64;
@@ -275,6 +291,9 @@ pub fn render(summary: &Summary) -> String {
         summary.succeeded,
         summary.failed
     );
+    if summary.not_sent > 0 {
+        out.push_str(&format!(", {} not sent", summary.not_sent));
+    }
     let kinds: Vec<String> = summary
         .errors
         .iter()

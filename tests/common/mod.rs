@@ -21,13 +21,24 @@ pub use servers::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_conntest"))
+}
+
+/// `conntest ARGS` run in `cwd`, untouched by the caller's token and log
+/// level.
+pub fn conntest_cmd(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("CONNTEST_TOKEN")
+        .env_remove("LOG_LEVEL");
+    cmd
 }
 
 /// A `conntest server` child process, killed on drop.
