@@ -53,15 +53,12 @@ impl GroupConfig {
     pub fn from_json(body: &[u8]) -> Result<GroupConfig, String> {
         // A UTF-8 byte order mark, as some editors write, is skipped.
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let map = match serde_json::from_slice::<TopLevel>(body) {
-            Ok(TopLevel::Object(map)) => map,
-            Ok(TopLevel::Other) => return Err("the test group must be a JSON object".into()),
-            // The only data error TopLevel raises: a key given twice.
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return Err(e.to_string())
-            }
-            Err(e) => return Err(format!("invalid JSON: {e}")),
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Object(map) = value else {
+            return Err("the test group must be a JSON object".into());
         };
+        serde_json::from_slice::<KeysOnce>(body).map_err(|e| e.to_string())?;
         if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(format!(
                 "unknown field '{unknown}' (expected one of: {})",
@@ -92,64 +89,35 @@ impl GroupConfig {
     }
 }
 
-/// A create body: an object whose keys are each given once, or anything
-/// else (refused by the caller).
-enum TopLevel {
-    Object(Map<String, Value>),
-    Other,
-}
+/// Reads a JSON object's keys and fails on the first one given twice
+/// (serde_json keeps the last silently).
+struct KeysOnce;
 
-impl<'de> Deserialize<'de> for TopLevel {
+impl<'de> Deserialize<'de> for KeysOnce {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Top;
-        impl<'de> serde::de::Visitor<'de> for Top {
-            type Value = TopLevel;
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = KeysOnce;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value")
+                f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut access: A,
-            ) -> Result<TopLevel, A::Error> {
-                let mut map = Map::new();
+            ) -> Result<KeysOnce, A::Error> {
+                let mut seen = std::collections::HashSet::new();
                 while let Some(key) = access.next_key::<String>()? {
-                    if map.contains_key(&key) {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                    if !seen.insert(key.clone()) {
                         return Err(serde::de::Error::custom(format!(
                             "field '{key}' is given twice"
                         )));
                     }
-                    let value = access.next_value::<Value>()?;
-                    map.insert(key, value);
                 }
-                Ok(TopLevel::Object(map))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<TopLevel, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(TopLevel::Other)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
-            }
-            fn visit_unit<E>(self) -> Result<TopLevel, E> {
-                Ok(TopLevel::Other)
+                Ok(KeysOnce)
             }
         }
-        d.deserialize_any(Top)
+        d.deserialize_map(Keys)
     }
 }
 
