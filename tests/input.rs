@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -19,29 +19,33 @@ use std::time::Duration;
 /// Every conntest invocation here is killed after this.
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// `conntest ARGS` in `cwd`, without the caller's token or log level.
-fn conntest_cmd(cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("CONNTEST_TOKEN")
-        .env_remove("LOG_LEVEL");
-    cmd
-}
-
-/// Runs `cmd` to completion (bounded).
-fn finish(cmd: &mut Command) -> Finished {
-    let done = run_bounded(cmd, LIMIT);
-    assert!(
-        !done.timed_out,
-        "{cmd:?} did not finish within {LIMIT:?}\nstderr: {}",
-        done.stderr
-    );
-    done
+/// `conntest ARGS` in `cwd` with `env` (and not the caller's token or log
+/// level), killed after LIMIT: a hang shows as no exit code.
+fn conntest_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    run_bounded(
+        Command::new(bin())
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("CONNTEST_TOKEN")
+            .env_remove("LOG_LEVEL")
+            .envs(env.iter().copied()),
+        LIMIT,
+    )
 }
 
 fn conntest(cwd: &Path, args: &[&str]) -> Finished {
-    finish(&mut conntest_cmd(cwd, args))
+    conntest_env(cwd, args, &[])
+}
+
+/// `conntest run --run-count 3 -f report.json EXTRA...` in `dir`, which
+/// passes; the report's path.
+fn run_with_report(dir: &TempDir, extra: &[&str]) -> PathBuf {
+    let report = dir.path("report.json");
+    let mut args = vec!["run", "--run-count", "3", "-f", report.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let done = conntest(&dir.0, &args);
+    assert_eq!(done.code, Some(0), "{args:?}: {}", done.stderr);
+    report
 }
 
 /// Asserts a usage error: exit 2 and exactly one line on stderr, holding
@@ -77,6 +81,18 @@ fn recorded_bodies(server: &ServerProcess, id: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Creates a group of `runs` runs, runs `conntest client -q EXTRA...` on
+/// it, which passes, and returns the bodies the server recorded.
+fn client_sends(server: &ServerProcess, dir: &TempDir, runs: u64, extra: &[&str]) -> Vec<Vec<u8>> {
+    let id = create_group(server.addr, &format!(r#"{{"run_count": {runs}}}"#));
+    let url = server.url();
+    let mut args = vec!["client", "-r", &url, "-g", &id, "-q"];
+    args.extend_from_slice(extra);
+    let done = conntest(&dir.0, &args);
+    assert_eq!(done.code, Some(0), "{args:?}: {}", done.stderr);
+    recorded_bodies(server, &id)
+}
+
 #[test]
 fn data_from_a_file_or_standard_input_is_sent_byte_for_byte() {
     let server = ServerProcess::start(&[]);
@@ -86,13 +102,10 @@ fn data_from_a_file_or_standard_input_is_sent_byte_for_byte() {
     // Trailing newlines and NULs, which "$(<file)" loses.
     let text = b"first line\n\0second\0line\n\n\n".to_vec();
     std::fs::write(dir.path("text.txt"), &text).unwrap();
-    let id = create_group(server.addr, r#"{"run_count": 3, "concurrency": 2}"#);
-    let done = conntest(
-        &dir.0,
-        &["client", "-r", &url, "-g", &id, "-q", "-d", "@text.txt"],
+    assert_eq!(
+        client_sends(&server, &dir, 3, &["-d", "@text.txt"]),
+        vec![text; 3]
     );
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
-    assert_eq!(recorded_bodies(&server, &id), vec![text; 3]);
 
     // Standard input, with bytes that are not UTF-8 (data_base64).
     let binary = b"\xff\xfe\0binary\x80\n\n".to_vec();
@@ -102,11 +115,12 @@ fn data_from_a_file_or_standard_input_is_sent_byte_for_byte() {
         "exec '{}' client -r {url} -g {id} -q -d @- < binary.bin",
         bin().display()
     );
-    let done = finish(
+    let done = run_bounded(
         Command::new("sh")
             .args(["-c", &script])
             .current_dir(&dir.0)
             .env_remove("CONNTEST_TOKEN"),
+        LIMIT,
     );
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     assert_eq!(recorded_bodies(&server, &id), vec![binary; 2]);
@@ -114,39 +128,19 @@ fn data_from_a_file_or_standard_input_is_sent_byte_for_byte() {
     // 600 KB: more than an argument can hold.
     let big: Vec<u8> = (0..600 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
     std::fs::write(dir.path("big.txt"), &big).unwrap();
-    let id = create_group(server.addr, r#"{"run_count": 2}"#);
-    let report = dir.path("big.json");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &url,
-            "-g",
-            &id,
-            "-q",
-            "-d",
-            "@big.txt",
-            "-f",
-            report.to_str().unwrap(),
-        ],
+    assert_eq!(
+        client_sends(&server, &dir, 2, &["-d", "@big.txt"]),
+        vec![big; 2]
     );
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
-    assert_eq!(recorded_bodies(&server, &id), vec![big; 2]);
 
     // A value without '@' is the body itself, as in the seed's usage.
-    let id = create_group(server.addr, r#"{"run_count": 1}"#);
-    let done = conntest(
-        &dir.0,
-        &["client", "-r", &url, "-g", &id, "-q", "-d", "literal body"],
-    );
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     assert_eq!(
-        recorded_bodies(&server, &id),
+        client_sends(&server, &dir, 1, &["-d", "literal body"]),
         vec![b"literal body".to_vec()]
     );
 
     // A file that is not there: one line naming -d and the file.
+    let id = create_group(server.addr, r#"{"run_count": 1}"#);
     let done = conntest(
         &dir.0,
         &["client", "-r", &url, "-g", &id, "-d", "@absent.txt"],
@@ -157,45 +151,20 @@ fn data_from_a_file_or_standard_input_is_sent_byte_for_byte() {
 #[test]
 fn insecure_over_plain_http_warns_of_nothing() {
     let dir = TempDir::new("input-insecure");
-    let report = dir.path("report.json");
-    let done = conntest(
-        &dir.0,
-        &[
-            "run",
-            "--insecure",
-            "--run-count",
-            "3",
-            "-f",
-            report.to_str().unwrap(),
-        ],
-    );
+    let report = read_json(&run_with_report(&dir, &["--insecure"]));
+    assert_eq!(report["summary"]["tls_insecure"], Value::Bool(false));
+    let done = conntest(&dir.0, &["run", "--insecure", "--run-count", "3"]);
     assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
     assert!(
         !done.stderr.contains("WARNING") && !done.stderr.contains("certificate"),
         "no certificate warning over http: {}",
         done.stderr
     );
-    let report = read_json(&report);
-    assert_eq!(report["summary"]["tls_insecure"], Value::Bool(false));
 
     let server = ServerProcess::start(&[]);
-    let id = create_group(server.addr, r#"{"run_count": 2}"#);
     let report = dir.path("client.json");
-    let done = conntest(
-        &dir.0,
-        &[
-            "client",
-            "-r",
-            &server.url(),
-            "-g",
-            &id,
-            "--insecure",
-            "-f",
-            report.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
-    assert!(!done.stderr.contains("WARNING"), "{}", done.stderr);
+    let report_arg = report.to_str().unwrap();
+    client_sends(&server, &dir, 2, &["--insecure", "-f", report_arg]);
     assert_eq!(
         read_json(&report)["summary"]["tls_insecure"],
         Value::Bool(false)
@@ -205,22 +174,18 @@ fn insecure_over_plain_http_warns_of_nothing() {
 #[test]
 fn empty_tokens_are_refused_at_start() {
     let dir = TempDir::new("input-empty-token");
-    let bounded = Duration::from_secs(10);
+    let empty: &[(&str, &str)] = &[("CONNTEST_TOKEN", "")];
     for (args, env, needle) in [
-        (vec!["server", "-p", "0", "--token", ""], None, "--token"),
-        (vec!["server", "-p", "0"], Some(""), "CONNTEST_TOKEN"),
+        (vec!["server", "-p", "0", "--token", ""], &[][..], "--token"),
+        (vec!["server", "-p", "0"], empty, "CONNTEST_TOKEN"),
         (
             vec!["run", "--run-count", "1", "--token", ""],
-            None,
+            &[],
             "--token",
         ),
-        (vec!["run", "--run-count", "1"], Some(""), "CONNTEST_TOKEN"),
+        (vec!["run", "--run-count", "1"], empty, "CONNTEST_TOKEN"),
     ] {
-        let mut cmd = conntest_cmd(&dir.0, &args);
-        if let Some(value) = env {
-            cmd.env("CONNTEST_TOKEN", value);
-        }
-        let done = run_bounded(&mut cmd, bounded);
+        let done = conntest_env(&dir.0, &args, env);
         assert!(!done.timed_out, "{args:?} started instead of refusing");
         assert_one_line_usage_error(&done, &[needle, "empty"]);
     }
@@ -254,13 +219,23 @@ fn the_bearer_scheme_is_matched_in_any_case() {
             "Authorization: {header}"
         );
     }
-    let log = server.log_text();
+    let log = start_line(&server);
     assert!(log.contains("bearer token required"), "{log}");
     assert!(!log.contains("s3cret"), "the token is never logged: {log}");
 
     let open = ServerProcess::start(&[]);
-    let log = open.log_text();
+    let log = start_line(&open);
     assert!(log.contains("no token required"), "{log}");
+}
+
+/// The server's log once its start line is in (the address reaches the
+/// harness a moment before the line does).
+fn start_line(server: &ServerProcess) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.log_text().contains("listening on") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.log_text()
 }
 
 #[test]
@@ -391,28 +366,16 @@ fn create_body_messages() {
 #[test]
 fn a_multi_line_description_gives_a_plot() {
     let dir = TempDir::new("input-plot");
-    let report = dir.path("report.json");
-    let done = conntest(
-        &dir.0,
-        &[
-            "run",
-            "--run-count",
-            "5",
-            "-q",
-            "--description",
-            "first line\nsecond line\r\n\tand 'quotes'",
-            "-f",
-            report.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
+    let description = "first line\nsecond line\r\n\tand 'quotes'";
+    let report = run_with_report(&dir, &["-q", "--description", description]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/plot.sh");
-    let done = finish(
+    let done = run_bounded(
         Command::new("bash")
             .arg(&script)
             .current_dir(&dir.0)
             .env("REPORT_FILE", &report)
             .env("TMPDIR", &dir.0),
+        LIMIT,
     );
     assert_eq!(done.code, Some(0), "plot.sh failed: {}", done.stderr);
     let png = std::fs::read(dir.path("roundtrip-plot.png")).expect("the plot is written");
