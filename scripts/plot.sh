@@ -62,7 +62,9 @@ has_server=$(awk -F '\t' '$3 != "-"' "$tmp/durations.tsv" | wc -l | tr -d ' ')
 
 # gnuplot single-quoted strings: a quote is written twice.
 gp_quote() { printf "'%s'" "${1//\'/\'\'}"; }
-description=$(jq -r '.client_run_group.description // ""' "$REPORT_FILE" 2>/dev/null || true)
+# The title is one line: newlines, tabs and other control characters in the
+# description become single spaces (gnuplot refuses a newline in a string).
+description=$(jq -r '.client_run_group.description // "" | gsub("[[:cntrl:]]+"; " ")' "$REPORT_FILE" 2>/dev/null || true)
 average=$(jq -r '(.average_response_time_ns // 0) / 1000 | . * 10 | round / 10' "$REPORT_FILE" 2>/dev/null || echo "?")
 title="conntest round trips"
 [ -n "$description" ] && title="$title: $description"

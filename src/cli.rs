@@ -8,8 +8,9 @@ use crate::client::fetch::{Endpoint, TlsOptions};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
 use crate::server::{Server, ServerOptions, StopSignal};
-use pico_args::Arguments;
-use std::ffi::OsString;
+use pico_args::{Arguments, Keys};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,9 +65,10 @@ const CLIENT_HELP: &str = "\
 Usage: conntest client -r URL -g ID [options]
 
   -r, --remote URL      the server, http://host:port with an optional path prefix
-  -g, --group ID        the run_group_id to run
+  -g, --group ID        the run_group_id to run (a UUID)
   -f, --file FILE       write the report here (JSON)
-  -d, --data DATA       the body of every run (default: the group's data, else a UUID per run)
+  -d, --data DATA       the body of every run (default: the group's data, else a UUID per run);
+                        @FILE reads it from a file, @- from standard input, byte for byte
   --timeout DURATION    per-request timeout (default 30s)
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
@@ -93,7 +95,8 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --upstream-endpoint URL     the server GETs this on each run
   --upstream-timeout-ns NS    bound on each upstream GET
   --description TEXT          the group's description
-  -d, --data DATA             the body of every run (default: a UUID per run)
+  -d, --data DATA             the body of every run (default: a UUID per run);
+                              @FILE reads it from a file, @- from standard input
   -f, --file FILE             write the report here (JSON)
   --timeout DURATION          per-request timeout (default 30s)
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
@@ -205,34 +208,33 @@ fn finish(args: Arguments) -> Result<(), CliError> {
 
 fn server(mut args: Arguments) -> Result<i32, CliError> {
     let defaults = ServerOptions::default();
-    let port: u16 = args.opt_value_from_str(["-p", "--port"])?.unwrap_or(8080);
+    let port: u16 = flag(&mut args, &["-p", "--port"], port)?.unwrap_or(8080);
     let bind: Option<IpAddr> = args.opt_value_from_str("--bind")?;
     let mut options = ServerOptions {
-        threads: args.opt_value_from_fn("--threads", positive)?.unwrap_or(1) as usize,
-        max_connections: args
-            .opt_value_from_fn("--max-connections", positive)?
+        threads: flag(&mut args, &["--threads"], positive)?.unwrap_or(1) as usize,
+        max_connections: flag(&mut args, &["--max-connections"], positive)?
             .unwrap_or(defaults.max_connections as u64) as usize,
-        upstream_max_body: args
-            .opt_value_from_fn("--upstream-max-body", positive)?
+        upstream_max_body: flag(&mut args, &["--upstream-max-body"], positive)?
             .unwrap_or(defaults.upstream_max_body),
         ..defaults
     };
-    options.http.idle_timeout = args
-        .opt_value_from_fn("--idle-timeout", parse_duration)?
-        .unwrap_or(options.http.idle_timeout);
-    options.http.request_timeout = args
-        .opt_value_from_fn("--request-timeout", parse_duration)?
+    options.http.idle_timeout =
+        flag(&mut args, &["--idle-timeout"], parse_duration)?.unwrap_or(options.http.idle_timeout);
+    options.http.request_timeout = flag(&mut args, &["--request-timeout"], parse_duration)?
         .unwrap_or(options.http.request_timeout);
-    options.http.max_body = args
-        .opt_value_from_fn("--max-body", positive)?
-        .unwrap_or(options.http.max_body);
-    options.store.max_groups = args
-        .opt_value_from_fn("--max-groups", positive)?
+    options.http.max_body =
+        flag(&mut args, &["--max-body"], positive)?.unwrap_or(options.http.max_body);
+    options.store.max_groups = flag(&mut args, &["--max-groups"], positive)?
         .unwrap_or(options.store.max_groups as u64) as usize;
-    options.store.max_runs = args
-        .opt_value_from_fn("--max-runs", positive)?
-        .unwrap_or(options.store.max_runs);
+    options.store.max_runs =
+        flag(&mut args, &["--max-runs"], positive)?.unwrap_or(options.store.max_runs);
     options.policy.token = token(&mut args)?;
+    // The start line says whether a token is required, never the token.
+    let access = if options.policy.token.is_some() {
+        "bearer token required"
+    } else {
+        "no token required"
+    };
     let tls_cert: Option<PathBuf> =
         args.opt_value_from_os_str("--tls-cert", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let tls_key: Option<PathBuf> =
@@ -286,7 +288,7 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     }
     .map_err(|e| CliError::Usage(format!("cannot listen on port {port}: {e}")))?;
     for addr in server.local_addrs() {
-        crate::info!("conntest server {VERSION} listening on {addr}");
+        crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
     }
     let stop = StopSignal::from_flag(crate::signals::install());
     match server.run(stop) {
@@ -301,15 +303,14 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
 
 /// The options `client` and `run` share.
 fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
-    let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(os_bytes(s)))?;
+    let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(s.to_owned()))?;
     Ok(ClientOptions {
         group: String::new(),
         report: args
             .opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
-        data,
+        data: data.as_deref().map(data_argument).transpose()?,
         timeout: Duration::from_nanos(
-            args.opt_value_from_fn("--timeout", parse_duration)?
-                .unwrap_or(30 * SECOND),
+            flag(args, &["--timeout"], parse_duration)?.unwrap_or(30 * SECOND),
         ),
         quiet: args.contains(["-q", "--quiet"]),
         insecure: false,
@@ -326,61 +327,60 @@ fn tls_options(args: &mut Arguments) -> Result<TlsOptions, CliError> {
 }
 
 fn client_command(mut args: Arguments) -> Result<i32, CliError> {
-    let remote: String = args.value_from_str(["-r", "--remote"]).map_err(|_| {
+    let remote: String = flag(&mut args, &["-r", "--remote"], text)?.ok_or_else(|| {
         CliError::Usage("-r URL is required (the server, e.g. http://host:8080)".into())
     })?;
-    let group: String = args
-        .value_from_str(["-g", "--group"])
-        .map_err(|_| CliError::Usage("-g ID is required (the run_group_id)".into()))?;
+    let group = flag(&mut args, &["-g", "--group"], group_id)?
+        .ok_or_else(|| CliError::Usage("-g ID is required (the run_group_id)".into()))?;
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
     finish(args)?;
     options.group = group;
-    options.insecure = tls.insecure;
     let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+    options.insecure = insecure(&endpoint, &tls);
     run_test(&endpoint, &options)
 }
 
 fn run_command(mut args: Arguments) -> Result<i32, CliError> {
-    let remote: Option<String> = args.opt_value_from_str(["-r", "--remote"])?;
+    let remote: Option<String> = flag(&mut args, &["-r", "--remote"], text)?;
     let mut config = serde_json::Map::new();
     config.insert(
         "run_count".into(),
-        args.opt_value_from_str::<_, u64>("--run-count")?
+        flag(&mut args, &["--run-count"], whole)?
             .unwrap_or(1000)
             .into(),
     );
-    for (flag, field) in [
+    for (name, field) in [
         ("--concurrency", "concurrency"),
         ("--client-delay-ns", "client_delay_ns"),
         ("--server-delay-ns", "server_delay_ns"),
         ("--upstream-timeout-ns", "upstream_timeout_ns"),
     ] {
-        if let Some(v) = args.opt_value_from_str::<_, u64>(flag)? {
+        if let Some(v) = flag(&mut args, &[name], whole)? {
             config.insert(field.into(), v.into());
         }
     }
-    for (flag, field) in [
+    for (name, field) in [
         ("--upstream-endpoint", "upstream_endpoint"),
         ("--description", "description"),
     ] {
-        if let Some(v) = args.opt_value_from_str::<_, String>(flag)? {
+        if let Some(v) = flag(&mut args, &[name], text)? {
             config.insert(field.into(), v.into());
         }
     }
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
-    options.insecure = tls.insecure;
     finish(args)?;
     let config = serde_json::Value::Object(config).to_string().into_bytes();
 
     let (endpoint, local) = match remote {
-        Some(remote) => (
-            Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?,
-            None,
-        ),
+        Some(remote) => {
+            let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+            options.insecure = insecure(&endpoint, &tls);
+            (endpoint, None)
+        }
         None => {
             let server = Server::bind(ServerOptions::default())
                 .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
@@ -416,18 +416,109 @@ fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, CliErro
     }
 }
 
+/// `--insecure` means something only for an https server.
+fn insecure(endpoint: &Endpoint, tls: &TlsOptions) -> bool {
+    tls.insecure && endpoint.tls.is_some()
+}
+
+/// `--token`, else `CONNTEST_TOKEN`; an empty one is refused, as it would
+/// silently turn authentication off.
 fn token(args: &mut Arguments) -> Result<Option<String>, CliError> {
-    let flag: Option<String> = args.opt_value_from_str("--token")?;
-    Ok(flag
-        .or_else(|| std::env::var("CONNTEST_TOKEN").ok())
-        .filter(|t| !t.is_empty()))
+    let empty = |what: &str, fix: &str| {
+        Err(CliError::Usage(format!(
+            "{what} is empty (give a token, or {fix} to run without one)"
+        )))
+    };
+    match flag(args, &["--token"], text)? {
+        Some(t) if t.is_empty() => empty("--token", "leave --token out"),
+        Some(t) => Ok(Some(t)),
+        None => match std::env::var_os("CONNTEST_TOKEN") {
+            None => Ok(None),
+            Some(t) if t.is_empty() => empty("CONNTEST_TOKEN", "unset it"),
+            Some(t) => t
+                .into_string()
+                .map(Some)
+                .map_err(|_| CliError::Usage("CONNTEST_TOKEN is not UTF-8".into())),
+        },
+    }
+}
+
+/// The value of an option (`keys`: the option's names, the short one
+/// first), parsed by `parse`; every error names the option, as written in
+/// the help (the short name when it has one).
+fn flag<T>(
+    args: &mut Arguments,
+    keys: &[&'static str],
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, CliError> {
+    let (name, keys) = match *keys {
+        [short, long] => (short, Keys::from([short, long])),
+        [name, ..] => (name, Keys::from(name)),
+        [] => return Ok(None),
+    };
+    let named = |message: String| CliError::Usage(format!("{name}: {message}"));
+    match args.opt_value_from_str::<_, String>(keys) {
+        Ok(None) => Ok(None),
+        Ok(Some(value)) => parse(&value).map(Some).map_err(named),
+        Err(pico_args::Error::OptionWithoutAValue(_)) => Err(named("needs a value".into())),
+        Err(pico_args::Error::NonUtf8Argument) => Err(named("the value is not UTF-8".into())),
+        Err(e) => Err(named(e.to_string())),
+    }
+}
+
+fn text(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
+}
+
+fn whole(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("'{s}' is not a whole number"))
 }
 
 fn positive(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
+    match whole(s) {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("'{s}' is not a positive whole number")),
     }
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .map_err(|_| format!("'{s}' is not a port (0 to 65535; 0 picks a free one)"))
+}
+
+/// `-g`: a run_group_id is a UUID; anything else (spaces, CR/LF) would go
+/// into the request line.
+fn group_id(s: &str) -> Result<String, String> {
+    uuid::Uuid::try_parse(s)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| {
+            format!(
+                "'{}' is not a UUID (the run_group_id that create answered)",
+                s.escape_debug()
+            )
+        })
+}
+
+/// `-d DATA`: the body itself; `-d @FILE` the file's bytes, exactly;
+/// `-d @-` standard input's (as curl does).
+fn data_argument(value: &OsStr) -> Result<Vec<u8>, CliError> {
+    let bytes = os_bytes(value);
+    let Some(source) = bytes.strip_prefix(b"@") else {
+        return Ok(bytes);
+    };
+    let unreadable =
+        |what: &str, e: std::io::Error| CliError::Usage(format!("-d: cannot read {what}: {e}"));
+    if source == b"-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut body)
+            .map_err(|e| unreadable("standard input", e))?;
+        return Ok(body);
+    }
+    let path = PathBuf::from(os_from_bytes(source));
+    std::fs::read(&path).map_err(|e| unreadable(&format!("'{}'", path.display()), e))
 }
 
 /// `500us`, `250ms`, `10s`, `2m`, or a bare number of seconds.
@@ -468,6 +559,17 @@ fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
 #[cfg(not(unix))]
 fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
     s.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn os_from_bytes(b: &[u8]) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    OsStr::from_bytes(b).to_owned()
+}
+
+#[cfg(not(unix))]
+fn os_from_bytes(b: &[u8]) -> OsString {
+    String::from_utf8_lossy(b).into_owned().into()
 }
 
 #[cfg(test)]

@@ -51,11 +51,14 @@ impl GroupConfig {
     /// Parses and checks a create request's body; the error names the
     /// problem and the field.
     pub fn from_json(body: &[u8]) -> Result<GroupConfig, String> {
+        // A UTF-8 byte order mark, as some editors write, is skipped.
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         let value: Value =
             serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
         let Value::Object(map) = value else {
             return Err("the test group must be a JSON object".into());
         };
+        serde_json::from_slice::<KeysOnce>(body).map_err(|e| e.to_string())?;
         if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(format!(
                 "unknown field '{unknown}' (expected one of: {})",
@@ -86,16 +89,50 @@ impl GroupConfig {
     }
 }
 
+/// Reads a JSON object's keys and fails on the first one given twice
+/// (serde_json keeps the last silently).
+struct KeysOnce;
+
+impl<'de> Deserialize<'de> for KeysOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = KeysOnce;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<KeysOnce, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field '{key}' is given twice"
+                        )));
+                    }
+                }
+                Ok(KeysOnce)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
 fn uint(map: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, String> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) if v <= max => Ok(Some(v)),
-            Some(_) => Err(format!("{field} must be at most {max}")),
-            None if n.as_i64().is_some_and(|v| v < 0) => {
-                Err(format!("{field} must not be negative"))
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) if v <= max => Ok(Some(v)),
+            (Some(_), _) => Err(format!("{field} must be at most {max}")),
+            (None, Some(f)) if f < 0.0 => Err(format!("{field} must not be negative")),
+            // Past 64 bits, JSON numbers arrive as floats.
+            (None, Some(f)) if f.fract() == 0.0 && f > max as f64 => {
+                Err(format!("{field} must be at most {max}"))
             }
-            None => Err(format!("{field} must be a whole number")),
+            (None, _) => Err(format!("{field} must be a whole number")),
         },
         Some(other) => Err(format!("{field} must be a number, not {}", kind(other))),
     }
@@ -422,6 +459,21 @@ mod tests {
             .contains("server_delay_ns must not be negative"));
         assert!(err(r#"{"run_count": 1.5}"#).contains("run_count must be a whole number"));
         assert!(err(r#"{"run_count": 1000000000}"#).contains("at most 100000000"));
+        for huge in ["100000000000000000000", "1e300"] {
+            let e = err(&format!(r#"{{"run_count": {huge}}}"#));
+            assert!(e.contains("run_count must be at most 100000000"), "{e}");
+        }
+        assert!(err(r#"{"run_count": -1e30}"#).contains("must not be negative"));
+        let e = err(r#"{"run_count": 1, "run_count": 2}"#);
+        assert!(e.contains("field 'run_count' is given twice"), "{e}");
+        assert!(err("[1, 2]").contains("JSON object"));
+        assert!(err("\u{feff}").starts_with("invalid JSON"));
+        assert_eq!(
+            GroupConfig::from_json(b"\xEF\xBB\xBF{\"run_count\": 3}")
+                .unwrap()
+                .run_count,
+            3
+        );
         assert!(err(r#"{"run_count": 1, "upstream_endpoint": "ftp://x"}"#)
             .starts_with("upstream_endpoint:"));
         assert!(

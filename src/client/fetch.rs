@@ -140,6 +140,12 @@ impl Endpoint {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(stream);
                 }
+                Err(e) if is_timeout(&e) => {
+                    last_error = format!(
+                        "cannot connect to {} ({}) within {timeout:?} (--timeout)",
+                        self.url, self.addrs[i]
+                    )
+                }
                 Err(e) => {
                     last_error = format!("cannot connect to {} ({}): {e}", self.url, self.addrs[i])
                 }
@@ -177,13 +183,21 @@ impl Endpoint {
             None => Transport::Plain,
             Some(config) => Transport::tls_client(config, &self.url.host)?,
         };
+        // What the messages name: the method and the whole URL.
+        let what = format!("{} {}{}", method.as_str(), self.url, route);
         // A blocking socket takes everything (TLS keeps the request until
         // the handshake is done; `fill` sends it then).
-        let n = transport
-            .write(http.poll_output(), &mut stream)
-            .map_err(|e| format!("{} {}: {e}", method.as_str(), self.url.join(route)))?;
+        let n = match transport.write(http.poll_output(), &mut stream) {
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => {
+                return Err(format!("{what}: not sent within {timeout:?} (--timeout)"))
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        };
         http.advance_output(n);
         Ok(Exchange {
+            what,
+            timeout,
             stream,
             transport,
             http,
@@ -198,6 +212,9 @@ impl Endpoint {
 /// One request in progress on a blocking socket; reads its answer whole
 /// ([`Exchange::rest`]) or as a stream of body bytes (`Read`).
 struct Exchange {
+    /// The request, as messages name it (`GET http://host:port/route`).
+    what: String,
+    timeout: Duration,
     stream: TcpStream,
     transport: Transport,
     http: ClientConn,
@@ -212,16 +229,16 @@ struct Exchange {
 impl Exchange {
     /// Reads from the socket into the machine; false at end of stream.
     fn fill(&mut self) -> Result<(), String> {
-        let n = self
-            .stream
-            .read(&mut self.buf)
-            .map_err(|e| match e.kind() {
-                // The socket's read timeout.
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    "no answer from the server within the timeout (--timeout)".to_owned()
-                }
-                _ => format!("reading the answer: {e}"),
-            })?;
+        let n = self.stream.read(&mut self.buf).map_err(|e| {
+            if is_timeout(&e) {
+                format!(
+                    "no answer to {} within {:?} (--timeout)",
+                    self.what, self.timeout
+                )
+            } else {
+                format!("reading the answer to {}: {e}", self.what)
+            }
+        })?;
         if n == 0 && self.transport.is_handshaking() {
             return Err("the connection closed during the TLS handshake".into());
         }
@@ -293,10 +310,44 @@ impl Read for Exchange {
     }
 }
 
-/// The `error` of a JSON error answer, or the body as text.
+/// A blocking socket's timeout (the error kind differs by platform).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Longest answer text shown as it is; a longer one (an HTML error page from
+/// something that is not a conntest server) is described instead.
+const SHOWN_TEXT: usize = 200;
+
+/// The `error` of a JSON error answer, or a short answer's text; always one
+/// line.
 pub fn error_message(response: &Response) -> String {
-    serde_json::from_slice::<serde_json::Value>(&response.body)
+    let json = serde_json::from_slice::<serde_json::Value>(&response.body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_owned())
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+    let text = match json {
+        Some(error) => error,
+        None => {
+            let text = String::from_utf8_lossy(&response.body);
+            let text = text.trim();
+            if text.len() > SHOWN_TEXT || text.contains(['\n', '\r']) {
+                return format!(
+                    "a {}-byte answer that is not a conntest error (is this a conntest server?)",
+                    response.body.len()
+                );
+            }
+            text.to_owned()
+        }
+    };
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match line.trim() {
+        "" => "(no error message)".into(),
+        line => line.to_owned(),
+    }
 }

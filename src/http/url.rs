@@ -24,12 +24,11 @@ pub struct Url {
 
 impl Url {
     pub fn parse(s: &str) -> Result<Url, String> {
-        let (scheme, rest) = if let Some(rest) = s.strip_prefix("http://") {
-            (Scheme::Http, rest)
-        } else if let Some(rest) = s.strip_prefix("https://") {
-            (Scheme::Https, rest)
-        } else {
-            return Err(format!("'{s}' is not an http:// or https:// URL"));
+        // The scheme is case-insensitive (RFC 3986 section 3.1): HTTP:// too.
+        let (scheme, rest) = match s.split_once("://") {
+            Some((name, rest)) if name.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
+            Some((name, rest)) if name.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
+            _ => return Err(format!("'{s}' is not an http:// or https:// URL")),
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -157,6 +156,8 @@ mod tests {
         assert_eq!(u.host_header(), "[::1]:9000");
         assert_eq!(u.to_string(), "http://[::1]:9000/prefix");
         assert_eq!(Url::parse("http://h/a?b=1").unwrap().path, "/a");
+        assert_eq!(Url::parse("HTTP://h:1").unwrap().scheme, Scheme::Http);
+        assert_eq!(Url::parse("HttpS://h").unwrap().port, 443);
     }
 
     #[test]

@@ -97,9 +97,15 @@ impl Api {
         let Some(token) = &self.policy.token else {
             return true;
         };
-        let expected = format!("Bearer {token}");
+        // `Bearer` in any case, then one or more spaces (RFC 7235).
         let given = request.authorization.as_deref().unwrap_or(b"");
-        constant_time_eq(given, expected.as_bytes())
+        let scheme = b"bearer ";
+        let credentials = match given.get(..scheme.len()) {
+            Some(s) if s.eq_ignore_ascii_case(scheme) => &given[scheme.len()..],
+            _ => return false,
+        };
+        let credentials = credentials.trim_ascii_start();
+        constant_time_eq(credentials, token.as_bytes())
     }
 
     fn create(&self, body: &[u8], wall_now: i128) -> Response {
