@@ -279,6 +279,8 @@ pub struct ServerConn {
     request_since: Option<Nanos>,
     /// The last time the peer sent bytes or was answered.
     last_active: Nanos,
+    /// The server is shutting down ([`ServerConn::go_away`]).
+    going_away: bool,
 }
 
 impl ServerConn {
@@ -299,6 +301,7 @@ impl ServerConn {
             life: Life::Open,
             request_since: None,
             last_active: now,
+            going_away: false,
         }
     }
 
@@ -364,8 +367,9 @@ impl ServerConn {
     /// loop should shut the write side (once its transport has flushed) and
     /// call [`ServerConn::shut_down`].
     pub fn is_finished(&self) -> bool {
-        let done_reading =
-            self.closing || (self.peer_closed && matches!(self.state, ReadState::Stopped));
+        let done_reading = self.closing
+            || (self.peer_closed && matches!(self.state, ReadState::Stopped))
+            || (self.going_away && self.is_idle());
         self.life == Life::Open
             && done_reading
             && self.slots.is_empty()
@@ -432,6 +436,23 @@ impl ServerConn {
         }
     }
 
+    /// The server is shutting down: the answers owed are still given, a
+    /// request not yet read whole (now or later) gets 503 and the connection
+    /// closes after it, and once nothing is owed the connection is finished.
+    pub fn go_away(&mut self) {
+        self.going_away = true;
+        if self.is_mid_request() && self.life == Life::Open {
+            self.refuse_shutting_down();
+        }
+    }
+
+    fn refuse_shutting_down(&mut self) {
+        self.fail(
+            503,
+            "the server is shutting down; no new requests are taken",
+        );
+    }
+
     /// Parses the next complete request, if the input holds one.
     pub fn next_request(&mut self, now: Nanos) -> Option<Request> {
         self.now = now;
@@ -459,6 +480,10 @@ impl ServerConn {
                     // and its request's clock does not run meanwhile.
                     if !self.has_room() {
                         self.request_since = None;
+                        return None;
+                    }
+                    if self.going_away {
+                        self.refuse_shutting_down();
                         return None;
                     }
                     self.request_since.get_or_insert(now);
@@ -1258,6 +1283,55 @@ mod tests {
             );
         }
         assert_eq!(out.matches("HTTP/1.1 ").count(), 2, "the 400 too: {out}");
+    }
+
+    #[test]
+    fn going_away_answers_what_is_owed_then_refuses_and_closes() {
+        // Idle: finished at once.
+        let mut idle = conn();
+        idle.go_away();
+        assert!(idle.is_finished());
+
+        // A request held: its answer goes out, then the connection is done.
+        let mut held = conn();
+        held.receive(b"GET /a HTTP/1.1\r\n\r\n", 0);
+        let a = held.next_request(0).unwrap();
+        held.go_away();
+        assert!(!held.is_finished());
+        held.respond(a.seq, Response::empty(200), 0);
+        let out = output(&mut held);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(!out.contains("Connection: close"), "{out}");
+        assert!(held.is_finished());
+
+        // A request held and a later one: the later one gets 503 and close,
+        // after the held answer.
+        let mut busy = conn();
+        busy.receive(b"GET /a HTTP/1.1\r\n\r\n", 0);
+        let a = busy.next_request(0).unwrap();
+        busy.go_away();
+        busy.receive(b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 0);
+        assert!(busy.next_request(0).is_none());
+        assert!(!busy.is_finished());
+        busy.respond(a.seq, Response::empty(200), 0);
+        let out = output(&mut busy);
+        let (first, second) = out.split_at(out.find("HTTP/1.1 503").unwrap());
+        assert!(first.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(second.contains("Connection: close\r\n"), "{out}");
+        assert!(
+            second.contains("{\"error\":\"the server is shutting down"),
+            "{out}"
+        );
+        assert!(busy.is_finished());
+
+        // A request half read when the server goes away: 503 at once.
+        let mut half = conn();
+        half.receive(b"POST /c HTTP/1.1\r\nContent-Length: 9\r\n\r\nab", 0);
+        assert!(half.next_request(0).is_none());
+        half.go_away();
+        let out = output(&mut half);
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(half.is_finished());
     }
 
     #[test]
