@@ -1,5 +1,6 @@
 //! Logging to stderr at the level `LOG_LEVEL` sets (error, warn, info, debug).
 
+use crate::event::clock::{Nanos, SECOND};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,6 +46,54 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     };
     let now = crate::time::rfc3339(crate::event::clock::wall_now());
     eprintln!("{now} {tag} {args}");
+}
+
+/// A warning that may come again and again (a failing accept retried every
+/// 50 ms, say): the first is logged, later ones with the same text are
+/// counted, and the count is logged with the next one a minute or more
+/// later, before a different warning, and when the holder is dropped.
+#[derive(Default)]
+pub struct Repeated {
+    last: Option<String>,
+    /// Repeats of `last` not logged yet.
+    count: u64,
+    logged_at: Nanos,
+}
+
+/// How long repeats of one warning are only counted.
+const REPEAT_WINDOW: Nanos = 60 * SECOND;
+
+impl Repeated {
+    /// Logs `message` at warn level at `now`, or counts it as a repeat.
+    pub fn warn(&mut self, message: String, now: Nanos) {
+        if self.last.as_deref() == Some(message.as_str()) {
+            self.count += 1;
+            if now.saturating_sub(self.logged_at) < REPEAT_WINDOW {
+                return;
+            }
+            crate::warn!("{message} (repeated {} times since)", self.count);
+        } else {
+            self.flush();
+            crate::warn!("{message}");
+        }
+        self.last = Some(message);
+        self.count = 0;
+        self.logged_at = now;
+    }
+
+    /// Logs how many repeats were held back, if any.
+    fn flush(&mut self) {
+        if let (Some(last), n @ 1..) = (&self.last, self.count) {
+            crate::warn!("{last} (repeated {n} more times)");
+        }
+        self.count = 0;
+    }
+}
+
+impl Drop for Repeated {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 #[macro_export]

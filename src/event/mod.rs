@@ -59,6 +59,29 @@ pub fn connect_outcome(stream: &mio::net::TcpStream) -> Option<std::io::Result<(
     }
 }
 
+/// Descriptors a process needs beside its connections: the poll instance,
+/// listeners, timers, the resolver, standard streams, the report file.
+pub const FD_MARGIN: u64 = 64;
+
+/// Open files `connections` sockets need, and the limit when it is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdShortage {
+    pub needed: u64,
+    pub limit: u64,
+}
+
+/// Counts the descriptors `connections` sockets need (plus [`FD_MARGIN`])
+/// against the open-file limit, raised to the hard limit first.
+pub fn check_fd_budget(connections: u64) -> Result<(), FdShortage> {
+    let needed = connections.saturating_add(FD_MARGIN);
+    let limit = raise_fd_limit();
+    if limit < needed {
+        Err(FdShortage { needed, limit })
+    } else {
+        Ok(())
+    }
+}
+
 /// Raises the open-file limit to its hard limit; returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
     #[cfg(unix)]
@@ -111,5 +134,20 @@ mod tests {
         let now = getrlimit(Resource::Nofile);
         assert_eq!(now.current.unwrap_or(u64::MAX), limit);
         assert_eq!(now.current, now.maximum);
+    }
+
+    #[test]
+    fn the_fd_budget_counts_the_margin() {
+        let limit = raise_fd_limit();
+        if limit < u64::MAX {
+            assert_eq!(
+                check_fd_budget(limit),
+                Err(FdShortage {
+                    needed: limit + FD_MARGIN,
+                    limit
+                })
+            );
+        }
+        assert_eq!(check_fd_budget(0), Ok(()));
     }
 }
