@@ -13,6 +13,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const EXIT_OK: i32 = 0;
@@ -49,8 +51,9 @@ Usage: conntest server [options]
   --max-groups N             test groups held at once (default 10000); more: 507
   --max-runs N               runs recorded across all groups (default 50000000); more: 507
   --token TOKEN              require `Authorization: Bearer TOKEN` (also CONNTEST_TOKEN)
-  --upstream-allow LIST      comma-separated HOST or HOST:PORT that upstream_endpoint may name
-                             (default: any host, as the seed usage needs)
+  --upstream-allow LIST      comma-separated HOST, HOST:PORT or http(s)://HOST[:PORT]
+                             that upstream_endpoint may name (default: any host, as the
+                             seed usage needs)
   --upstream-max-body BYTES  upstream answers larger than this are not read (default 1048576)
   --tls-cert FILE            serve HTTPS with this certificate chain (PEM)...
   --tls-key FILE             ...and this private key (PEM)
@@ -209,7 +212,7 @@ fn finish(args: Arguments) -> Result<(), CliError> {
 fn server(mut args: Arguments) -> Result<i32, CliError> {
     let defaults = ServerOptions::default();
     let port: u16 = flag(&mut args, &["-p", "--port"], port)?.unwrap_or(8080);
-    let bind: Option<IpAddr> = args.opt_value_from_str("--bind")?;
+    let bind = flag(&mut args, &["--bind"], bind_address)?;
     let mut options = ServerOptions {
         threads: flag(&mut args, &["--threads"], positive)?.unwrap_or(1) as usize,
         max_connections: flag(&mut args, &["--max-connections"], positive)?
@@ -256,22 +259,13 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         options.upstream_tls =
             Some(crate::tls::client_config(&[ca.as_path()], false).map_err(CliError::Usage)?);
     }
-    options.policy.upstream_allow = args
-        .opt_value_from_str::<_, String>("--upstream-allow")?
-        .map(|list| {
-            list.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        });
+    options.policy.upstream_allow = flag(
+        &mut args,
+        &["--upstream-allow"],
+        crate::server::api::parse_allow_list,
+    )?;
     finish(args)?;
-    let limit = crate::event::raise_fd_limit();
-    if (limit as usize) < options.max_connections + 64 {
-        crate::warn!(
-            "the open-file limit is {limit}, below --max-connections {} + 64; connections past it wait in the backlog",
-            options.max_connections
-        );
-    }
+    let max_connections = options.max_connections;
     let server = match bind {
         Some(ip) => {
             options.bind = vec![SocketAddr::new(ip, port)];
@@ -287,10 +281,24 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         }
     }
     .map_err(|e| CliError::Usage(format!("cannot listen on port {port}: {e}")))?;
+    // Counted once the port is ours, so a busy port is the one line said.
+    if let Err(short) = crate::event::check_fd_budget(max_connections as u64) {
+        crate::warn!(
+            "the open-file limit is {}, below the {} that --max-connections {max_connections} needs; connections past it wait in the backlog (raise it with ulimit -n {})",
+            short.limit,
+            short.needed,
+            short.needed
+        );
+    }
     for addr in server.local_addrs() {
         crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
     }
-    let stop = StopSignal::from_flag(crate::signals::install());
+    // Which signal came, for the log; recorded before the stop flag is set.
+    let signal = Arc::new(AtomicUsize::new(0));
+    for number in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_usize(number, Arc::clone(&signal), number as usize);
+    }
+    let stop = StopSignal::from_flag(crate::signals::install(), signal);
     match server.run(stop) {
         Ok(()) => {
             crate::info!("conntest server stopped");
@@ -298,6 +306,21 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         }
         // A loop that could not start or poll: the machine refused it.
         Err(e) => Err(CliError::Internal(format!("server: {e}"))),
+    }
+}
+
+/// `--bind ADDR`: an IP address, IPv6 with or without brackets (`[::1]`).
+fn bind_address(s: &str) -> Result<IpAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|v6| v6.strip_suffix(']'))
+        .unwrap_or(s);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) if bare != s => Err(format!("'{s}': brackets are for IPv6 addresses")),
+        Ok(ip) => Ok(ip),
+        Err(_) => Err(format!(
+            "'{s}' is not an IP address (e.g. 127.0.0.1 or [::1])"
+        )),
     }
 }
 
@@ -315,6 +338,7 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
         quiet: args.contains(["-q", "--quiet"]),
         insecure: false,
         keep_going: args.contains("--keep-going"),
+        embedded_server: false,
     })
 }
 
@@ -394,6 +418,7 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
             (Endpoint::local(addr), Some((stop, handle)))
         }
     };
+    options.embedded_server = local.is_some();
     let result = client::create_group(&endpoint, &config, options.timeout)
         .map_err(CliError::Usage)
         .and_then(|id| {

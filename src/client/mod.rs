@@ -32,6 +32,9 @@ pub struct ClientOptions {
     pub insecure: bool,
     /// Go on when the server seems gone (`--keep-going`).
     pub keep_going: bool,
+    /// The server runs in this process (`conntest run` without -r): it
+    /// needs descriptors too.
+    pub embedded_server: bool,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +47,7 @@ impl Default for ClientOptions {
             quiet: false,
             insecure: false,
             keep_going: false,
+            embedded_server: false,
         }
     }
 }
@@ -166,10 +170,21 @@ pub fn run(
         (None, None) => BodyPlan::Uuid,
     };
     let concurrency = config.concurrency.max(1) as usize;
-    let needed = concurrency as u64 + 64;
-    let limit = crate::event::raise_fd_limit();
-    if limit < needed {
-        return Err(RunError::Setup(format!("concurrency {concurrency} needs {needed} open files, but the limit is {limit} (ulimit -n)")));
+    // The embedded server holds the other end of every connection.
+    let sides = if options.embedded_server { 2 } else { 1 };
+    if let Err(short) = crate::event::check_fd_budget(sides * concurrency as u64) {
+        let (who, or) = if options.embedded_server {
+            (
+                " (client and embedded server)",
+                ", or start a separate `conntest server` and pass -r",
+            )
+        } else {
+            ("", "")
+        };
+        return Err(RunError::Setup(format!(
+            "concurrency {concurrency} needs {} open files{who}, but the limit is {}: raise it (ulimit -n {}){or}",
+            short.needed, short.limit, short.needed
+        )));
     }
     // The report's path is checked before the first run is sent.
     let report = match &options.report {

@@ -5,7 +5,7 @@
 use super::store::{Group, Store, StoreError};
 use crate::event::clock::Nanos;
 use crate::http::server::{BodySource, Request, Response};
-use crate::http::url::Url;
+use crate::http::url::{Scheme, Url};
 use crate::http::Method;
 use crate::time::rfc3339;
 pub use crate::wire::run_json;
@@ -18,9 +18,130 @@ use uuid::Uuid;
 pub struct ApiPolicy {
     /// When set, every route but /healthz needs `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
-    /// When set, upstream endpoints must name one of these `host` or
-    /// `host:port` entries.
-    pub upstream_allow: Option<Vec<String>>,
+    /// When set, upstream endpoints must match one of these entries.
+    pub upstream_allow: Option<Vec<AllowEntry>>,
+}
+
+/// One `--upstream-allow` entry: `host`, `host:port`, `[v6]:port`, or an
+/// origin URL `http://host[:port]` (that scheme, and its default port when
+/// none is given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    scheme: Option<Scheme>,
+    /// Lowercase; an IP address in its canonical form, IPv6 without brackets.
+    host: String,
+    port: Option<u16>,
+}
+
+impl AllowEntry {
+    /// Parses one entry; an error names it and says what is wrong.
+    pub fn parse(entry: &str) -> Result<AllowEntry, String> {
+        let bad = |why: &str| format!("'{entry}' {why}");
+        if entry.contains("://") {
+            let url = Url::parse(entry)?;
+            if url.target != "/" {
+                return Err(bad("names a path: give only scheme://host[:port]"));
+            }
+            return Ok(AllowEntry {
+                scheme: Some(url.scheme),
+                host: canonical_host(&url.host),
+                port: Some(url.port),
+            });
+        }
+        let (host, port) = if let Some(v6) = entry.strip_prefix('[') {
+            let (host, rest) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '['"))?;
+            match rest {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(
+                        rest.strip_prefix(':')
+                            .ok_or_else(|| bad("has a bad port"))?,
+                    ),
+                ),
+            }
+        } else if entry.matches(':').count() > 1 {
+            // A bare IPv6 address: its colons are not a port.
+            (entry, None)
+        } else {
+            match entry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (entry, None),
+            }
+        };
+        if host.is_empty()
+            || host.contains(['/', '@', '[', ']'])
+            || host.contains(char::is_whitespace)
+        {
+            return Err(bad("is not a host, host:port or http://host:port"));
+        }
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("is not an IPv6 address (write [addr]:port)"));
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| bad(&format!("has a bad port '{p}'")))?,
+            ),
+        };
+        Ok(AllowEntry {
+            scheme: None,
+            host: canonical_host(host),
+            port,
+        })
+    }
+
+    fn matches(&self, url: &Url) -> bool {
+        self.scheme.is_none_or(|s| s == url.scheme)
+            && self.port.is_none_or(|p| p == url.port)
+            && self.host == canonical_host(&url.host)
+    }
+}
+
+impl std::fmt::Display for AllowEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scheme {
+            Some(Scheme::Http) => f.write_str("http://")?,
+            Some(Scheme::Https) => f.write_str("https://")?,
+            None => {}
+        }
+        f.write_str(&authority(&self.host, self.port))
+    }
+}
+
+/// Parses a comma-separated `--upstream-allow` list; empty entries are skipped.
+pub fn parse_allow_list(list: &str) -> Result<Vec<AllowEntry>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(AllowEntry::parse)
+        .collect()
+}
+
+/// A host as entries and URLs are compared: lowercase, addresses canonical.
+fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn authority(host: &str, port: Option<u16>) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
 }
 
 /// A test run the loop must carry out: upstream, delay, record, answer.
@@ -316,19 +437,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-fn check_allowed(endpoint: &str, allow: &[String]) -> Result<(), String> {
+fn check_allowed(endpoint: &str, allow: &[AllowEntry]) -> Result<(), String> {
     let url = Url::parse(endpoint).map_err(|e| format!("upstream_endpoint: {e}"))?;
-    let host_port = format!("{}:{}", url.host, url.port);
-    let ok = allow.iter().any(|entry| {
-        let entry = entry.trim_start_matches('[').replace("]:", ":");
-        let entry = entry.trim_end_matches(']');
-        entry.eq_ignore_ascii_case(&url.host) || entry.eq_ignore_ascii_case(&host_port)
-    });
-    if ok {
+    if allow.iter().any(|entry| entry.matches(&url)) {
         Ok(())
     } else {
         Err(format!(
-            "upstream_endpoint host '{host_port}' is not allowed by this server (--upstream-allow)"
+            "upstream_endpoint host '{}' is not allowed by this server (--upstream-allow)",
+            authority(&url.host, Some(url.port))
         ))
     }
 }
@@ -438,16 +554,51 @@ mod tests {
 
     #[test]
     fn upstream_allow_list() {
-        let allow = vec![
-            "127.0.0.1:9000".to_owned(),
-            "internal.example.net".to_owned(),
-        ];
-        assert!(check_allowed("http://127.0.0.1:9000/x", &allow).is_ok());
-        assert!(check_allowed("https://internal.example.net", &allow).is_ok());
+        let allow = parse_allow_list(
+            "127.0.0.1:9000, Internal.example.net,http://10.0.0.1,https://[::1]:8443,[0::2]:81,::3",
+        )
+        .unwrap();
+        let ok = |url| check_allowed(url, &allow).is_ok();
+        assert!(ok("http://127.0.0.1:9000/x"));
+        assert!(ok("https://internal.example.net"));
+        assert!(ok("http://10.0.0.1:80/"));
+        assert!(!ok("https://10.0.0.1/"), "the entry's scheme and port bind");
+        assert!(ok("https://[::1]:8443/"));
+        assert!(!ok("http://[::1]:8443/"));
+        assert!(ok("http://[::2]:81/"));
+        assert!(ok("http://[0:0::3]:1/"));
         assert!(check_allowed("http://127.0.0.1:9001/", &allow)
             .unwrap_err()
-            .contains("127.0.0.1:9001"));
-        assert!(check_allowed("http://169.254.169.254/", &allow).is_err());
+            .contains("'127.0.0.1:9001'"));
+        assert!(check_allowed("http://[::1]:9/", &allow)
+            .unwrap_err()
+            .contains("'[::1]:9'"));
+        assert!(!ok("http://169.254.169.254/"));
+        let shown: Vec<String> = allow.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "127.0.0.1:9000",
+                "internal.example.net",
+                "http://10.0.0.1:80",
+                "https://[::1]:8443",
+                "[::2]:81",
+                "[::3]"
+            ]
+        );
+        for bad in [
+            "ftp://x",
+            "http://h/path",
+            "h:0",
+            "h:x",
+            "[::1",
+            "[::1]x",
+            "a:b:c",
+            "user@h",
+            "http://h:99999",
+        ] {
+            assert!(parse_allow_list(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Run, Store, StoreLimits, UpstreamOutcome};
 use upstream::{Finished, UpstreamTimer, Upstreams};
@@ -35,6 +35,7 @@ pub struct ServerOptions {
     pub bind: Vec<SocketAddr>,
     pub threads: usize,
     pub http: ServerLimits,
+    /// Connections served at once, by all loops together.
     pub max_connections: usize,
     pub store: StoreLimits,
     pub policy: ApiPolicy,
@@ -75,12 +76,25 @@ pub struct Server {
 #[derive(Clone, Default)]
 pub struct StopSignal {
     flag: Arc<AtomicBool>,
+    /// The number of the signal that set the flag; 0 when none did.
+    signal: Arc<AtomicUsize>,
 }
 
 impl StopSignal {
-    /// A stop signal that a flag (set by a signal handler, say) triggers.
-    pub fn from_flag(flag: Arc<AtomicBool>) -> StopSignal {
-        StopSignal { flag }
+    /// A stop signal that a flag (set by a signal handler, say) triggers;
+    /// `signal` holds the number of the signal that came, for the log.
+    pub fn from_flag(flag: Arc<AtomicBool>, signal: Arc<AtomicUsize>) -> StopSignal {
+        StopSignal { flag, signal }
+    }
+
+    /// The signal that stopped the loops, if one did.
+    fn signal_name(&self) -> Option<String> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => None,
+            2 => Some("SIGINT".to_owned()),
+            15 => Some("SIGTERM".to_owned()),
+            n => Some(format!("signal {n}")),
+        }
     }
 
     pub fn trigger(&self) {
@@ -95,18 +109,33 @@ impl StopSignal {
 impl Server {
     /// Binds every address (one listener per thread, sharing the port with
     /// SO_REUSEPORT so the kernel spreads connections over the threads).
+    ///
+    /// With several threads the port is first claimed by a socket bound
+    /// without SO_REUSEPORT: that bind fails when any other process listens
+    /// on the port (another server's SO_REUSEPORT loops included), so a
+    /// second server cannot silently join the first and take half of its
+    /// connections. The claim is held until our own listeners are bound.
     pub fn bind(options: ServerOptions) -> io::Result<Server> {
         let threads = options.threads.max(1);
         let mut listeners: Vec<Vec<std::net::TcpListener>> =
             (0..threads).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
         for &addr in &options.bind {
-            let mut addr = addr;
+            let claim = if threads > 1 {
+                Some(bind_socket(addr, false)?)
+            } else {
+                None
+            };
+            let mut addr = match &claim {
+                Some(socket) => socket.local_addr()?.as_socket().unwrap_or(addr),
+                None => addr,
+            };
             for per_thread in listeners.iter_mut() {
                 let listener = bind_listener(addr, threads > 1)?;
                 addr = listener.local_addr()?;
                 per_thread.push(listener);
             }
+            drop(claim);
             local_addrs.push(addr);
         }
         let store = Arc::new(Mutex::new(Store::new(options.store)));
@@ -124,7 +153,12 @@ impl Server {
     }
 
     /// Runs the loops until `shutdown` is triggered and runs in flight end.
-    pub fn run(self, shutdown: StopSignal) -> io::Result<()> {
+    pub fn run(mut self, shutdown: StopSignal) -> io::Result<()> {
+        // Each loop takes its share of the connections.
+        self.options.max_connections = self
+            .options
+            .max_connections
+            .div_ceil(self.listeners.len().max(1));
         let mut handles = Vec::new();
         let mut sets = self.listeners.into_iter();
         let first = sets.next().unwrap_or_default();
@@ -151,6 +185,14 @@ impl Server {
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = bind_socket(addr, reuse_port)?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `addr`, not yet listening.
+fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
@@ -165,9 +207,7 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::Tcp
     #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
     let _ = reuse_port;
     socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Timers of the server loop.
@@ -202,12 +242,16 @@ struct Connection {
     timer: Option<(Nanos, TimerKey)>,
     /// Reading stopped with the pipeline full; bytes may wait in the kernel.
     read_paused: bool,
+    /// The client's address, for the log.
+    peer: SocketAddr,
 }
 
 /// A test run between its request and its answer. It lives outside the
 /// connection so it is recorded even when the client is gone.
 struct PendingRun {
     conn: usize,
+    /// The route it came on, for the log of an error answer.
+    path: String,
     serial: u64,
     seq: u64,
     order: RunOrder,
@@ -216,6 +260,11 @@ struct PendingRun {
 }
 
 const SCRATCH: usize = 64 * 1024;
+/// How long a stopping server waits for an upstream GET whose group set no
+/// `upstream_timeout_ns`.
+const STOP_UPSTREAM_BOUND: Nanos = 30 * clock::SECOND;
+/// Beyond the longest held run, for its answer to be written.
+const STOP_MARGIN: Nanos = 100 * MILLISECOND;
 /// The answer to plain HTTP spoken to a TLS port.
 const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 70\r\n\r\n{\"error\":\"this port speaks HTTPS: use https:// to reach this server\"}\n";
 
@@ -235,6 +284,10 @@ struct ServerLoop {
     scratch: Vec<u8>,
     next_serial: u64,
     accept_paused: bool,
+    /// Once stopping: the loop exits by then even if runs are still held.
+    stop_deadline: Option<Nanos>,
+    /// The accept warning, logged once, then as a count.
+    accept_warnings: crate::log::Repeated,
     /// Connections with new output to write before the loop sleeps.
     dirty: Vec<usize>,
     fired: Vec<Timer>,
@@ -282,6 +335,8 @@ impl ServerLoop {
             scratch: vec![0; SCRATCH],
             next_serial: 0,
             accept_paused: false,
+            stop_deadline: None,
+            accept_warnings: Default::default(),
             dirty: Vec::new(),
             fired: Vec::new(),
             requests: Vec::new(),
@@ -296,12 +351,16 @@ impl ServerLoop {
         loop {
             if self.shutdown.is_set() && !stopping {
                 stopping = true;
-                for l in &mut self.listeners {
-                    let _ = self.poll.registry().deregister(l);
-                }
-                self.listeners.clear();
+                self.stop(clock::now());
             }
             if stopping && self.runs.is_empty() {
+                return Ok(());
+            }
+            if self.stop_deadline.is_some_and(|d| clock::now() >= d) {
+                crate::warn!(
+                    "stopping: {} runs still held past the bound; exiting without them",
+                    self.runs.len()
+                );
                 return Ok(());
             }
             // Wake at least every 200 ms (50 ms while stopping) to notice a shutdown.
@@ -350,6 +409,57 @@ impl ServerLoop {
         }
     }
 
+    /// The first stop: no more connections; the runs held are finished and
+    /// answered, every later request gets 503 and its connection closes, and
+    /// idle connections close now.
+    fn stop(&mut self, now: Nanos) {
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        // A signal is news; the program stopping its own server (the one of
+        // `conntest run`) is not.
+        let (level, cause) = match self.shutdown.signal_name() {
+            Some(name) => (crate::log::Level::Info, format!("{name} received")),
+            None => (crate::log::Level::Debug, "asked to stop".to_owned()),
+        };
+        crate::log_at!(
+            level,
+            "{cause}: stopping; finishing {} held runs{}",
+            self.runs.len(),
+            std::thread::current()
+                .name()
+                .filter(|n| n.starts_with("loop-"))
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+        // Each held run ends within its delay, after its upstream GET if
+        // that is still under way (bounded by the group's timeout, or by
+        // STOP_UPSTREAM_BOUND when the group set none).
+        let longest = self
+            .runs
+            .iter()
+            .map(|(_, run)| {
+                let upstream_pending = run.order.upstream.is_some() && run.upstream.is_none();
+                let upstream = if upstream_pending {
+                    run.order.upstream_timeout.unwrap_or(STOP_UPSTREAM_BOUND)
+                } else {
+                    0
+                };
+                run.order.delay.saturating_add(upstream)
+            })
+            .max()
+            .unwrap_or(0);
+        self.stop_deadline = Some(now.saturating_add(longest).saturating_add(STOP_MARGIN));
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.http.go_away();
+            }
+            self.service(key, now, false);
+        }
+    }
+
     fn accept(&mut self, index: usize, now: Nanos) {
         let mut errors = 0;
         loop {
@@ -362,13 +472,14 @@ impl ServerLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _peer)) => self.add_connection(stream, now),
+                Ok((stream, peer)) => self.add_connection(stream, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Out of descriptors, or an error that keeps coming back:
                 // back off rather than spin.
                 Err(e) if is_fd_exhaustion(&e) || errors >= 16 => {
-                    crate::warn!("accept: {e}; retrying in 50 ms");
+                    self.accept_warnings
+                        .warn(format!("accept: {e}; retrying in 50 ms"), now);
                     self.accept_paused = true;
                     self.wheel
                         .insert(now + 50 * MILLISECOND, Timer::AcceptRetry);
@@ -392,7 +503,7 @@ impl ServerLoop {
         }
     }
 
-    fn add_connection(&mut self, mut stream: TcpStream, now: Nanos) {
+    fn add_connection(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Nanos) {
         let _ = stream.set_nodelay(true);
         let transport = match &self.options.tls {
             None => Transport::Plain,
@@ -423,6 +534,7 @@ impl ServerLoop {
             serial: self.next_serial,
             timer: None,
             read_paused: false,
+            peer,
         });
         self.arm_timer(key);
     }
@@ -488,9 +600,13 @@ impl ServerLoop {
 
     fn dispatch(&mut self, key: usize, request: Request, now: Nanos) {
         let seq = request.seq;
+        // Kept only when debug logging may name it in an error line.
+        let route = crate::log::enabled(crate::log::Level::Debug)
+            .then(|| format!("{} {}", request.method.as_str(), request.path));
         match self.api.handle(request, self.anchor.wall(now)) {
             Action::Respond(response) => {
                 if let Some(conn) = self.conns.get_mut(key) {
+                    log_error_answer(&response, route.as_deref(), conn.peer);
                     conn.http.respond(seq, response, now);
                 }
             }
@@ -500,6 +616,7 @@ impl ServerLoop {
                 let timeout = order.upstream_timeout;
                 let run = self.runs.insert(PendingRun {
                     conn: key,
+                    path: route.unwrap_or_default(),
                     serial,
                     seq,
                     order,
@@ -566,6 +683,7 @@ impl ServerLoop {
         };
         if let Some(conn) = self.conns.get_mut(pending.conn) {
             if conn.serial == pending.serial {
+                log_error_answer(&response, Some(&pending.path), conn.peer);
                 conn.http.respond(pending.seq, response, now);
                 self.dirty.push(pending.conn);
             }
@@ -655,6 +773,18 @@ impl ServerLoop {
             release_free_memory();
         }
         self.resume_accepting(clock::now());
+    }
+}
+
+/// Logs an error answer at debug level: its status, route and the client's
+/// address. Never the request's headers or body, nor the answer's body.
+fn log_error_answer(response: &Response, route: Option<&str>, peer: SocketAddr) {
+    if response.status >= 400 {
+        crate::debug!(
+            "answered {} to {} from {peer}",
+            response.status,
+            route.unwrap_or("a request")
+        );
     }
 }
 
