@@ -48,26 +48,6 @@ fn run_with_report(dir: &TempDir, extra: &[&str]) -> PathBuf {
     report
 }
 
-/// Asserts a usage error: exit 2 and exactly one line on stderr, holding
-/// every one of `needles`.
-fn assert_one_line_usage_error(done: &Finished, needles: &[&str]) {
-    assert_eq!(
-        done.code,
-        Some(2),
-        "exit 2 expected\nstderr: {}",
-        done.stderr
-    );
-    let lines: Vec<&str> = done.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected: {:?}", done.stderr);
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{needle:?} missing from: {}",
-            lines[0]
-        );
-    }
-}
-
 /// Every run body the server recorded for group `id`, as exact bytes.
 fn recorded_bodies(server: &ServerProcess, id: &str) -> Vec<Vec<u8>> {
     runs_of(&get_group(server.addr, id))

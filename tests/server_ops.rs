@@ -15,9 +15,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// `conntest ARGS` with no token or log level inherited from the caller.
 fn conntest(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(args);
-    without_inherited_settings(cmd)
+    conntest_cmd(&std::env::temp_dir(), args)
 }
 
 /// `conntest ARGS` run under `prlimit --nofile=N:N` (util-linux runs the
@@ -26,14 +24,9 @@ fn conntest_with_fd_limit(nofile: u64, args: &[&str]) -> Command {
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={nofile}:{nofile}"))
         .arg(bin())
-        .args(args);
-    without_inherited_settings(cmd)
-}
-
-fn without_inherited_settings(mut cmd: Command) -> Command {
-    for name in ["CONNTEST_TOKEN", "LOG_LEVEL"] {
-        cmd.env_remove(name);
-    }
+        .args(args)
+        .env_remove("CONNTEST_TOKEN")
+        .env_remove("LOG_LEVEL");
     cmd
 }
 
@@ -51,22 +44,6 @@ fn server_on_port(port: &str, threads: &str) -> Finished {
         ]),
         LIMIT,
     )
-}
-
-/// Asserts that a process exited 2 with exactly one line on stderr that
-/// contains every needle; returns the line.
-fn assert_one_line_exit_2(done: &Finished, needles: &[&str]) -> String {
-    assert_eq!(done.code, Some(2), "{done:?}");
-    let lines: Vec<&str> = done.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected: {:?}", done.stderr);
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{needle:?} not in {:?}",
-            lines[0]
-        );
-    }
-    lines[0].to_owned()
 }
 
 /// A port nothing listens on right now (bound and released).
@@ -103,7 +80,7 @@ fn terminate(running: Running) -> Finished {
 fn a_second_server_does_not_join_a_port_a_server_with_threads_listens_on() {
     let first = ServerProcess::start(&["--threads", "2"]);
     let port = first.addr.port().to_string();
-    assert_one_line_exit_2(&server_on_port(&port, "2"), &[&port]);
+    assert_one_line_usage_error(&server_on_port(&port, "2"), &[&port]);
     // The first one still answers.
     assert_eq!(request(first.addr, "GET", "/healthz", b"").status, 200);
 }
@@ -113,7 +90,7 @@ fn a_port_another_program_listens_on_is_refused_whatever_the_threads() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
     for threads in ["1", "2", "4"] {
-        assert_one_line_exit_2(&server_on_port(&port, threads), &[&port]);
+        assert_one_line_usage_error(&server_on_port(&port, threads), &[&port]);
     }
 }
 
@@ -141,7 +118,7 @@ fn bind_takes_an_ipv6_address_in_brackets() {
         &mut conntest(&["server", "-p", "0", "--bind", "[127.0.0.1]"]),
         LIMIT,
     );
-    assert_one_line_exit_2(&done, &["[127.0.0.1]"]);
+    assert_one_line_usage_error(&done, &["[127.0.0.1]"]);
 }
 
 // ---------------------------------------------------------------------------
@@ -184,7 +161,7 @@ fn an_upstream_allow_entry_that_is_not_understood_is_refused_at_start() {
             &mut conntest(&["server", "-p", "0", "--upstream-allow", entry]),
             LIMIT,
         );
-        assert_one_line_exit_2(&done, &["--upstream-allow", entry]);
+        assert_one_line_usage_error(&done, &["--upstream-allow", entry]);
     }
 }
 
@@ -243,7 +220,7 @@ fn run_counts_the_descriptors_of_client_and_embedded_server_before_the_first_run
         ),
         LIMIT,
     );
-    assert_one_line_exit_2(&done, &["512", "ulimit -n", "conntest server"]);
+    assert_one_line_usage_error(&done, &["512", "ulimit -n", "conntest server"]);
     // Within the limit it runs.
     let done = run_bounded(
         &mut conntest_with_fd_limit(
@@ -257,7 +234,7 @@ fn run_counts_the_descriptors_of_client_and_embedded_server_before_the_first_run
 
 #[test]
 fn a_server_short_of_descriptors_warns_once_at_start_and_counts_repeated_accept_warnings() {
-    let port = free_port("127.0.0.1");
+    let port = closed_port();
     let server = Running::spawn(
         conntest_with_fd_limit(
             64,

@@ -260,6 +260,26 @@ impl Drop for Running {
     }
 }
 
+/// Asserts a usage error: exit 2 and exactly one line on stderr, holding
+/// every one of `needles`.
+pub fn assert_one_line_usage_error(done: &Finished, needles: &[&str]) {
+    assert_eq!(
+        done.code,
+        Some(2),
+        "exit 2 expected\nstderr: {}",
+        done.stderr
+    );
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {:?}", done.stderr);
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} missing from: {}",
+            lines[0]
+        );
+    }
+}
+
 /// Runs `cmd` to completion, killing it after `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
     Running::spawn(cmd).finish(limit)
