@@ -192,12 +192,18 @@ fn debug_logs_each_error_answer_with_status_route_and_peer_but_no_secrets() {
         b"",
     ));
     assert_eq!(conn.reply().status, 401);
+    // Refused by the HTTP layer before any route: a body over --max-body.
+    let mut big = Conn::open(server.addr);
+    let big_peer = big.stream.local_addr().unwrap();
+    big.send(b"POST /test-groups/create HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n");
+    assert_eq!(big.reply().status, 413);
     let (code, log) = stop_and_collect_log(server);
     assert_eq!(code, Some(0), "{log}");
     for expected in [
         format!("answered 404 to GET /nope from {peer}"),
         format!("answered 400 to POST /test-groups/create from {peer}"),
         format!("answered 401 to GET /test-groups from {peer}"),
+        format!("answered 413 (request body larger than the limit of 1048576 bytes (--max-body)) to a request from {big_peer}"),
     ] {
         assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
     }

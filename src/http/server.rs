@@ -281,6 +281,9 @@ pub struct ServerConn {
     last_active: Nanos,
     /// The server is shutting down ([`ServerConn::go_away`]).
     going_away: bool,
+    /// The error this machine answered on its own (there is at most one:
+    /// the connection reads nothing after it), for the loop to log.
+    refusal: Option<(u16, String)>,
 }
 
 impl ServerConn {
@@ -302,7 +305,14 @@ impl ServerConn {
             request_since: None,
             last_active: now,
             going_away: false,
+            refusal: None,
         }
+    }
+
+    /// The status and reason of the error this machine answered itself
+    /// (400, 408, 413, 431, 501, 503 while going away), once.
+    pub fn take_refusal(&mut self) -> Option<(u16, String)> {
+        self.refusal.take()
     }
 
     /// Feeds bytes read from the peer at `now`. While draining they are
@@ -676,6 +686,7 @@ impl ServerConn {
 
     /// Refuses the request being read: answers `status` and closes.
     fn fail(&mut self, status: u16, message: &str) {
+        self.refusal = Some((status, message.to_owned()));
         self.request_since = None;
         let response = Response::error(status, message);
         let seq = match std::mem::replace(&mut self.state, ReadState::Stopped) {
@@ -1332,6 +1343,32 @@ mod tests {
         let out = output(&mut half);
         assert!(out.starts_with("HTTP/1.1 503"), "{out}");
         assert!(half.is_finished());
+    }
+
+    #[test]
+    fn refusals_are_reported_once_for_the_loop_to_log() {
+        let mut conn = conn();
+        conn.receive(b"GET / HTTP/1.1\r\n\r\n", 0);
+        let r = conn.next_request(0).unwrap();
+        conn.respond(
+            r.seq,
+            Response::error(404, "answered by the application"),
+            0,
+        );
+        assert_eq!(
+            conn.take_refusal(),
+            None,
+            "the application's errors are its own to log"
+        );
+        let refused = refused(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n");
+        assert!(refused.starts_with("HTTP/1.1 413"));
+        let mut conn = self::conn();
+        conn.receive(b"GET / HT", 0);
+        conn.handle_timeout(10 * SECOND);
+        let (status, why) = conn.take_refusal().expect("the 408");
+        assert_eq!(status, 408);
+        assert!(why.contains("10000 ms"), "{why}");
+        assert_eq!(conn.take_refusal(), None, "once");
     }
 
     #[test]

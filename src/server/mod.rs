@@ -572,6 +572,9 @@ impl ServerLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
+            if let Some((status, why)) = conn.http.take_refusal() {
+                crate::debug!("answered {status} ({why}) to a request from {}", conn.peer);
+            }
             if fatal
                 || conn
                     .transport
