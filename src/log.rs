@@ -1,7 +1,9 @@
-//! Logging to stderr at the level `LOG_LEVEL` sets (error, warn, info, debug).
+//! Logging to stderr at the level `LOG_LEVEL` sets (error, warn, info,
+//! debug), as text or, with `LOG_FORMAT=json`, one JSON object a line
+//! (`{"time": ..., "level": ..., "message": ...}`) for log pipelines.
 
 use crate::event::clock::{Nanos, SECOND};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -12,9 +14,19 @@ pub enum Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static JSON: AtomicBool = AtomicBool::new(false);
 
-/// Sets the level from `LOG_LEVEL`; an unknown value is an error naming it.
+/// Sets the level from `LOG_LEVEL` and the format from `LOG_FORMAT`; an
+/// unknown value is an error naming it.
 pub fn init_from_env() -> Result<(), String> {
+    if let Ok(format) = std::env::var("LOG_FORMAT") {
+        let json = match format.to_ascii_lowercase().as_str() {
+            "json" => true,
+            "text" | "" => false,
+            _ => return Err(format!("LOG_FORMAT '{format}' is not one of text, json")),
+        };
+        JSON.store(json, Ordering::Relaxed);
+    }
     let Ok(value) = std::env::var("LOG_LEVEL") else {
         return Ok(());
     };
@@ -38,14 +50,27 @@ pub fn enabled(level: Level) -> bool {
 }
 
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
+    let now = crate::time::rfc3339(crate::event::clock::wall_now());
+    eprintln!("{}", line(JSON.load(Ordering::Relaxed), level, &now, args));
+}
+
+/// One log line, without its newline.
+fn line(json: bool, level: Level, time: &str, args: std::fmt::Arguments<'_>) -> String {
     let tag = match level {
         Level::Error => "ERROR",
         Level::Warn => "WARN",
         Level::Info => "INFO",
         Level::Debug => "DEBUG",
     };
-    let now = crate::time::rfc3339(crate::event::clock::wall_now());
-    eprintln!("{now} {tag} {args}");
+    if !json {
+        return format!("{time} {tag} {args}");
+    }
+    serde_json::json!({
+        "time": time,
+        "level": tag.to_ascii_lowercase(),
+        "message": args.to_string(),
+    })
+    .to_string()
 }
 
 /// A warning that may come again and again (a failing accept retried every
@@ -112,3 +137,27 @@ macro_rules! warn { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warn,
 macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
 #[macro_export]
 macro_rules! debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_as_text_and_as_json() {
+        let time = "2026-11-25T09:00:00.000000000Z";
+        let text = line(
+            false,
+            Level::Warn,
+            time,
+            format_args!("accept: {}", "EMFILE"),
+        );
+        assert_eq!(text, "2026-11-25T09:00:00.000000000Z WARN accept: EMFILE");
+        let message = "a \"quoted\"\nline\twith \\ and \u{1}";
+        let json = line(true, Level::Info, time, format_args!("{message}"));
+        assert!(!json.contains('\n'), "one line: {json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["time"], time);
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["message"], message);
+    }
+}

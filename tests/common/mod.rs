@@ -75,8 +75,10 @@ impl ServerProcess {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().expect("address in log"));
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    // Text lines end with the address; JSON ones with `"}`.
+                    let addr = rest.split(['"', ' ']).next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in log"));
                 }
                 sink.lock().unwrap().push(line);
             }
