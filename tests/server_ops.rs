@@ -314,6 +314,9 @@ fn sigterm_finishes_held_runs_refuses_new_requests_and_closes_idle_connections()
     // The idle keep-alive connection is closed without an answer.
     let (bytes, closed) = idle.read_until_close(Duration::from_secs(5));
     assert!(closed && bytes.is_empty(), "{}", preview(&bytes));
+    // Readiness says so too: a probe on a connection still open (sent while
+    // its run is held) gets 503, so a load balancer stops sending new work.
+    held[1].send(&req("GET", "/readyz", &[], b""));
     // A new request on a connection still open: its held run is answered,
     // the new request gets 503 with a JSON error, and the connection closes.
     held[0].send(&req("POST", &run_path(&id, 4), &[], b"late"));
@@ -322,8 +325,11 @@ fn sigterm_finishes_held_runs_refuses_new_requests_and_closes_idle_connections()
     assert_error(&refused, 503, "shutting down");
     assert_eq!(refused.header("connection"), Some("close"));
     assert!(held[0].read_until_close(Duration::from_secs(5)).1);
+    assert_eq!(held[1].reply().status, 200, "its held run");
+    assert_error(&held[1].reply(), 503, "shutting down");
+    assert!(held[1].read_until_close(Duration::from_secs(5)).1);
     // The other held runs are answered, and their connections closed.
-    for conn in &mut held[1..] {
+    for conn in &mut held[2..] {
         assert_eq!(conn.reply().status, 200);
         assert!(conn.read_until_close(Duration::from_secs(5)).1);
     }
@@ -338,4 +344,13 @@ fn sigterm_finishes_held_runs_refuses_new_requests_and_closes_idle_connections()
         log.contains("SIGTERM received: stopping; finishing 3 held runs"),
         "{log}"
     );
+}
+
+#[test]
+fn the_readiness_probe_answers_without_a_token() {
+    let server = ServerProcess::start(&["--token", "s3cret"]);
+    let ready = request(server.addr, "GET", "/readyz", b"");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(request(server.addr, "GET", "/test-groups", b"").status, 401);
 }

@@ -16,7 +16,8 @@ use uuid::Uuid;
 /// Access and safety settings of the API.
 #[derive(Debug, Clone, Default)]
 pub struct ApiPolicy {
-    /// When set, every route but /healthz needs `Authorization: Bearer TOKEN`.
+    /// When set, every route but the probes (/healthz, /readyz) needs
+    /// `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     /// When set, upstream endpoints must match one of these entries.
     pub upstream_allow: Option<Vec<AllowEntry>>,
@@ -179,7 +180,8 @@ impl Api {
     pub fn handle(&self, request: Request, wall_now: i128) -> Action {
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         let method = request.method;
-        if segments != ["healthz"] && !self.authorized(&request) {
+        let probe = matches!(segments.as_slice(), ["healthz"] | ["readyz"]);
+        if !probe && !self.authorized(&request) {
             return Action::Respond(
                 Response::error(
                     401,
@@ -191,6 +193,9 @@ impl Api {
         let get = matches!(method, Method::Get | Method::Head);
         Action::Respond(match segments.as_slice() {
             ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
+            // Ready to take runs: the in-memory store always is; a server
+            // shutting down answers every new request 503, this one too.
+            ["readyz"] if get => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
             ["test-groups"] if get => self.list(),
             ["test-groups", "create"] if method == Method::Post => {
                 self.create(&request.body, wall_now)
@@ -205,7 +210,9 @@ impl Api {
                     Err(response) => Action::Respond(response),
                 }
             }
-            ["healthz"] | ["test-groups"] | ["test-groups", _] => method_not_allowed(&segments),
+            ["healthz"] | ["readyz"] | ["test-groups"] | ["test-groups", _] => {
+                method_not_allowed(&segments)
+            }
             ["test-groups", _, _] => method_not_allowed(&segments),
             _ => Response::error(
                 404,
@@ -479,6 +486,8 @@ mod tests {
             |method, path: &str, body: &[u8]| status(api.handle(request(method, path, body), 0));
         for (method, path, body, expected) in [
             (Method::Get, "/healthz", &b""[..], 200),
+            (Method::Get, "/readyz", b"", 200),
+            (Method::Post, "/readyz", b"", 405),
             (Method::Get, "/nope", b"", 404),
             (Method::Get, "/test-groups/create", b"", 405),
             (Method::Put, "/test-groups", b"", 405),
@@ -531,15 +540,14 @@ mod tests {
     }
 
     #[test]
-    fn token_guards_all_but_healthz() {
+    fn token_guards_all_but_the_probes() {
         let api = api(ApiPolicy {
             token: Some("s3cret".into()),
             upstream_allow: None,
         });
-        assert_eq!(
-            status(api.handle(request(Method::Get, "/healthz", b""), 0)),
-            200
-        );
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(status(api.handle(request(Method::Get, probe, b""), 0)), 200);
+        }
         assert_eq!(
             status(api.handle(request(Method::Get, "/test-groups", b""), 0)),
             401
