@@ -2,6 +2,7 @@
 //! the loop to carry out. No I/O and no clock here: the loop hands in the
 //! wall-clock time of the request.
 
+use super::metrics::Metrics;
 use super::store::{Group, Store, StoreError};
 use crate::event::clock::Nanos;
 use crate::http::server::{BodySource, Request, Response};
@@ -163,11 +164,20 @@ pub enum Action {
 pub struct Api {
     store: Arc<Mutex<Store>>,
     policy: ApiPolicy,
+    metrics: Metrics,
 }
 
 impl Api {
     pub fn new(store: Arc<Mutex<Store>>, policy: ApiPolicy) -> Api {
-        Api { store, policy }
+        Api {
+            store,
+            policy,
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -191,6 +201,7 @@ impl Api {
         let get = matches!(method, Method::Get | Method::Head);
         Action::Respond(match segments.as_slice() {
             ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
+            ["metrics"] if get => Response::json(200, self.metrics.render().into_bytes()),
             ["test-groups"] if get => self.list(),
             ["test-groups", "create"] if method == Method::Post => {
                 self.create(&request.body, wall_now)
@@ -205,7 +216,9 @@ impl Api {
                     Err(response) => Action::Respond(response),
                 }
             }
-            ["healthz"] | ["test-groups"] | ["test-groups", _] => method_not_allowed(&segments),
+            ["healthz"] | ["metrics"] | ["test-groups"] | ["test-groups", _] => {
+                method_not_allowed(&segments)
+            }
             ["test-groups", _, _] => method_not_allowed(&segments),
             _ => Response::error(
                 404,
