@@ -11,17 +11,9 @@ not cumulative or do not end with `+Inf` equal to `_count`; 2 on a usage or
 setup error (prometheus_client missing).
 """
 
+import importlib.util
 import json
 import sys
-
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError as why:  # pragma: no cover - the point is to say so loudly
-    sys.stderr.write(
-        f"prom_parse.py: cannot import prometheus_client ({why}); install it "
-        "with `pip install prometheus-client` (scripts/test.sh does)\n"
-    )
-    sys.exit(2)
 
 
 def check_histogram(family):
@@ -46,6 +38,14 @@ def main():
     if len(sys.argv) != 2:
         sys.stderr.write("usage: prom_parse.py FILE\n")
         return 2
+    if importlib.util.find_spec("prometheus_client") is None:
+        sys.stderr.write(
+            "prom_parse.py: prometheus_client is missing; `pip install "
+            "prometheus-client` (scripts/test.sh does)\n"
+        )
+        return 2
+    from prometheus_client.parser import text_string_to_metric_families
+
     with open(sys.argv[1], encoding="utf-8") as f:
         text = f.read()
     out = []
