@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_TOOLS=(curl:curl jq:jq gnuplot:gnuplot-nox redis-server:redis-server nginx:nginx
   sockperf:sockperf iperf3:iperf3 x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64)
 # Python packages the independent peers use, pinned, as module:package==version.
-PYTHON_PACKAGES=(h11:h11==0.16.0 redbot.cli:redbot==2.7.1)
+PYTHON_PACKAGES=(h11:h11==0.16.0 redbot.cli:redbot==2.7.1 prometheus_client:prometheus-client==0.26.0)
 WINDOWS_TARGET=x86_64-pc-windows-gnu
 
 setup_debian() {

@@ -737,7 +737,12 @@ impl ServerConn {
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
-        if matches!(response.body, Body::Json(_) | Body::Stream(_)) {
+        // A body is JSON unless the answer names its own type.
+        let typed = response
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        if !typed && matches!(response.body, Body::Json(_) | Body::Stream(_)) {
             head.extend_from_slice(b"Content-Type: application/json\r\n");
         }
         // A streamed body to an HTTP/1.0 peer is delimited by closing.

@@ -2,6 +2,7 @@
 //! the loop to carry out. No I/O and no clock here: the loop hands in the
 //! wall-clock time of the request.
 
+use super::metrics::Metrics;
 use super::store::{Group, Store, StoreError};
 use crate::event::clock::Nanos;
 use crate::http::server::{BodySource, Request, Response};
@@ -164,11 +165,20 @@ pub enum Action {
 pub struct Api {
     store: Arc<Mutex<Store>>,
     policy: ApiPolicy,
+    metrics: Metrics,
 }
 
 impl Api {
     pub fn new(store: Arc<Mutex<Store>>, policy: ApiPolicy) -> Api {
-        Api { store, policy }
+        Api {
+            store,
+            policy,
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -196,6 +206,8 @@ impl Api {
             // Ready to take runs: the in-memory store always is; a server
             // shutting down answers every new request 503, this one too.
             ["readyz"] if get => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
+            ["metrics"] if get => Response::json(200, self.metrics.render().into_bytes())
+                .with_header("Content-Type", super::metrics::CONTENT_TYPE.into()),
             ["test-groups"] if get => self.list(),
             ["test-groups", "create"] if method == Method::Post => {
                 self.create(&request.body, wall_now)
@@ -210,7 +222,7 @@ impl Api {
                     Err(response) => Action::Respond(response),
                 }
             }
-            ["healthz"] | ["readyz"] | ["test-groups"] | ["test-groups", _] => {
+            ["healthz"] | ["readyz"] | ["metrics"] | ["test-groups"] | ["test-groups", _] => {
                 method_not_allowed(&segments)
             }
             ["test-groups", _, _] => method_not_allowed(&segments),

@@ -7,6 +7,7 @@
 //! wake-up; every timestamp of that wake-up is that `now`.
 
 pub mod api;
+pub mod metrics;
 pub mod store;
 pub mod upstream;
 
@@ -19,6 +20,7 @@ use crate::http::server::{Request, Response, ServerConn, ServerLimits};
 use crate::ids::IdGen;
 use crate::tls::Transport;
 use api::{store_error, Action, Api, ApiPolicy, RunOrder};
+use metrics::Route;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
@@ -527,6 +529,7 @@ impl ServerLoop {
             return;
         }
         self.next_serial += 1;
+        self.api.metrics().connection_opened();
         entry.insert(Connection {
             stream,
             transport,
@@ -573,6 +576,7 @@ impl ServerLoop {
                 return;
             };
             if let Some((status, why)) = conn.http.take_refusal() {
+                self.api.metrics().request(Route::Other, status);
                 crate::debug!("answered {status} ({why}) to a request from {}", conn.peer);
             }
             if fatal
@@ -603,11 +607,13 @@ impl ServerLoop {
 
     fn dispatch(&mut self, key: usize, request: Request, now: Nanos) {
         let seq = request.seq;
+        let route_pattern = Route::of(&request.path);
         // Kept only when debug logging may name it in an error line.
         let route = crate::log::enabled(crate::log::Level::Debug)
             .then(|| format!("{} {}", request.method.as_str(), request.path));
         match self.api.handle(request, self.anchor.wall(now)) {
             Action::Respond(response) => {
+                self.api.metrics().request(route_pattern, response.status);
                 if let Some(conn) = self.conns.get_mut(key) {
                     log_error_answer(&response, route.as_deref(), conn.peer);
                     conn.http.respond(seq, response, now);
@@ -654,6 +660,7 @@ impl ServerLoop {
 
     fn after_upstream(&mut self, now: Nanos) {
         while let Some(done) = self.finished.pop() {
+            self.api.metrics().upstream(&done.outcome);
             if let Some(run) = self.runs.get_mut(done.run) {
                 run.upstream = Some(done.outcome);
                 self.hold(done.run, now);
@@ -676,14 +683,22 @@ impl ServerLoop {
             data: Arc::clone(&self.no_body),
             upstream: pending.upstream.map(Box::new),
         };
-        let result = self
-            .api
-            .store()
-            .record(&pending.order.group_id, record, &pending.order.body);
+        let result = {
+            let mut store = self.api.store();
+            let started = clock::now();
+            let result = store.record(&pending.order.group_id, record, &pending.order.body);
+            let metrics = self.api.metrics();
+            metrics.record_time(clock::now().saturating_sub(started));
+            if result.is_ok() {
+                metrics.run_recorded();
+            }
+            result
+        };
         let response = match result {
             Ok(()) => Response::empty(200),
             Err(e) => store_error(e),
         };
+        self.api.metrics().request(Route::Run, response.status);
         if let Some(conn) = self.conns.get_mut(pending.conn) {
             if conn.serial == pending.serial {
                 log_error_answer(&response, Some(&pending.path), conn.peer);
@@ -765,6 +780,7 @@ impl ServerLoop {
 
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            self.api.metrics().connection_closed();
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if let Some((_, t)) = conn.timer {
                 self.wheel.cancel(t);
