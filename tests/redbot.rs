@@ -122,7 +122,10 @@ fn redbot_on_the_group_list() {
 }
 
 #[test]
-fn redbot_on_healthz() {
-    let server = ServerProcess::start(&[]);
-    assert_redbot_clean(&server, "/healthz");
+fn redbot_on_the_probes_and_metrics() {
+    let (server, id) = server_with_a_group();
+    let status = format!("/test-groups/{id}/status");
+    for path in ["/healthz", "/readyz", "/metrics", status.as_str()] {
+        assert_redbot_clean(&server, path);
+    }
 }
