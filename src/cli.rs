@@ -290,15 +290,18 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             short.needed
         );
     }
-    for addr in server.local_addrs() {
-        crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
-    }
     // Which signal came, for the log; recorded before the stop flag is set.
     let signal = Arc::new(AtomicUsize::new(0));
     for number in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register_usize(number, Arc::clone(&signal), number as usize);
     }
+    // Installed before the address is announced: a signal sent as soon as
+    // the server says it listens is handled, and the handlers' own sockets
+    // (signal-hook's self-pipe) exist before anyone counts the server's.
     let stop = StopSignal::from_flag(crate::signals::install(), signal);
+    for addr in server.local_addrs() {
+        crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
+    }
     match server.run(stop) {
         Ok(()) => {
             crate::info!("conntest server stopped");
