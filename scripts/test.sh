@@ -10,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages, as command:package. gnuplot for scripts/plot.sh; redis,
-# nginx, sockperf and iperf3 as peers and loads on loopback; mingw-w64 links
-# the Windows build.
+# nginx, tinyproxy, sockperf and iperf3 as peers and loads on loopback;
+# mingw-w64 links the Windows build.
 DEBIAN_TOOLS=(curl:curl jq:jq gnuplot:gnuplot-nox redis-server:redis-server nginx:nginx
-  sockperf:sockperf iperf3:iperf3 x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64)
+  tinyproxy:tinyproxy sockperf:sockperf iperf3:iperf3
+  x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64)
 # Python packages the independent peers use, pinned, as module:package==version.
 PYTHON_PACKAGES=(h11:h11==0.16.0 redbot.cli:redbot==2.7.1 prometheus_client:prometheus-client==0.26.0)
 WINDOWS_TARGET=x86_64-pc-windows-gnu
