@@ -335,11 +335,7 @@ fn sigterm_finishes_held_runs_refuses_new_requests_and_closes_idle_connections()
     }
     let code = server.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0), "exit within 5 s of the last answer");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !server.log_text().contains("stopped") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let log = server.log_text();
+    let log = server.log_after_exit();
     assert!(
         log.contains("SIGTERM received: stopping; finishing 3 held runs"),
         "{log}"

@@ -2,7 +2,7 @@
 //! the loop to carry out. No I/O and no clock here: the loop hands in the
 //! wall-clock time of the request.
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, Route};
 use super::store::{Group, Store, StoreError};
 use crate::event::clock::Nanos;
 use crate::http::server::{BodySource, Request, Response};
@@ -190,47 +190,54 @@ impl Api {
     pub fn handle(&self, request: Request, wall_now: i128) -> Action {
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         let method = request.method;
-        let probe = matches!(segments.as_slice(), ["healthz"] | ["readyz"]);
-        if !probe && !self.authorized(&request) {
-            return Action::Respond(
-                Response::error(
-                    401,
-                    "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-                )
-                .with_header("WWW-Authenticate", "Bearer".into()),
-            );
-        }
-        let get = matches!(method, Method::Get | Method::Head);
-        Action::Respond(match segments.as_slice() {
-            ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
-            // Ready to take runs: the in-memory store always is; a server
-            // shutting down answers every new request 503, this one too.
-            ["readyz"] if get => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
-            ["metrics"] if get => Response::json(200, self.metrics.render().into_bytes())
-                .with_header("Content-Type", super::metrics::CONTENT_TYPE.into()),
-            ["test-groups"] if get => self.list(),
-            ["test-groups", "create"] if method == Method::Post => {
-                self.create(&request.body, wall_now)
+        let action = 'answer: {
+            let probe = matches!(segments.as_slice(), ["healthz"] | ["readyz"]);
+            if !probe && !self.authorized(&request) {
+                break 'answer Action::Respond(
+                    Response::error(
+                        401,
+                        "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                    )
+                    .with_header("WWW-Authenticate", "Bearer".into()),
+                );
             }
-            ["test-groups", "create"] => method_not_allowed(&segments),
-            ["test-groups", id] if get => self.show(id),
-            ["test-groups", id, "status"] if get => self.status(id),
-            ["test-groups", id] if method == Method::Delete => self.delete(id),
-            ["test-groups", id, count] if method == Method::Post => {
-                return match self.run_order(id, count, request.body) {
-                    Ok(order) => Action::Run(order),
-                    Err(response) => Action::Respond(response),
+            let get = matches!(method, Method::Get | Method::Head);
+            Action::Respond(match segments.as_slice() {
+                ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
+                // Ready to take runs: the in-memory store always is; a server
+                // shutting down answers every new request 503, this one too.
+                ["readyz"] if get => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
+                ["metrics"] if get => Response::json(200, self.metrics.render().into_bytes())
+                    .with_header("Content-Type", super::metrics::CONTENT_TYPE.into()),
+                ["test-groups"] if get => self.list(),
+                ["test-groups", "create"] if method == Method::Post => {
+                    self.create(&request.body, wall_now)
                 }
-            }
-            ["healthz"] | ["readyz"] | ["metrics"] | ["test-groups"] | ["test-groups", _] => {
-                method_not_allowed(&segments)
-            }
-            ["test-groups", _, _] => method_not_allowed(&segments),
-            _ => Response::error(
-                404,
-                &format!("no route for {} {}", method.as_str(), request.path),
-            ),
-        })
+                ["test-groups", "create"] => method_not_allowed(&segments),
+                ["test-groups", id] if get => self.show(id),
+                ["test-groups", id, "status"] if get => self.status(id),
+                ["test-groups", id] if method == Method::Delete => self.delete(id),
+                ["test-groups", id, count] if method == Method::Post => {
+                    break 'answer match self.run_order(id, count, request.body) {
+                        Ok(order) => Action::Run(order),
+                        Err(response) => Action::Respond(response),
+                    }
+                }
+                ["healthz"] | ["readyz"] | ["metrics"] | ["test-groups"] | ["test-groups", _] => {
+                    method_not_allowed(&segments)
+                }
+                ["test-groups", _, _] => method_not_allowed(&segments),
+                _ => Response::error(
+                    404,
+                    &format!("no route for {} {}", method.as_str(), request.path),
+                ),
+            })
+        };
+        // Answered here, counted here; a run is counted when it is answered.
+        if let Action::Respond(response) = &action {
+            self.metrics.request(Route::of(&segments), response.status);
+        }
+        action
     }
 
     fn authorized(&self, request: &Request) -> bool {

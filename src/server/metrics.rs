@@ -42,24 +42,18 @@ const ROUTES: [Route; 9] = [
 ];
 
 impl Route {
-    /// The route a path takes, matched segment by segment as the API does.
-    pub fn of(path: &str) -> Route {
-        let mut segments = path.trim_matches('/').split('/');
-        let parts = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        );
-        match parts {
-            (Some("healthz"), None, _, _) => Route::Healthz,
-            (Some("readyz"), None, _, _) => Route::Readyz,
-            (Some("metrics"), None, _, _) => Route::Metrics,
-            (Some("test-groups"), None, _, _) => Route::Groups,
-            (Some("test-groups"), Some("create"), None, _) => Route::Create,
-            (Some("test-groups"), Some(_), None, _) => Route::Group,
-            (Some("test-groups"), Some(_), Some("status"), None) => Route::Status,
-            (Some("test-groups"), Some(_), Some(_), None) => Route::Run,
+    /// The route of a path's segments (`/test-groups/ID` is
+    /// `["test-groups", "ID"]`), as the API matches them.
+    pub fn of(segments: &[&str]) -> Route {
+        match segments {
+            ["healthz"] => Route::Healthz,
+            ["readyz"] => Route::Readyz,
+            ["metrics"] => Route::Metrics,
+            ["test-groups"] => Route::Groups,
+            ["test-groups", "create"] => Route::Create,
+            ["test-groups", _] => Route::Group,
+            ["test-groups", _, "status"] => Route::Status,
+            ["test-groups", _, _] => Route::Run,
             _ => Route::Other,
         }
     }
@@ -397,7 +391,8 @@ mod tests {
             ("/", "other"),
         ];
         for (path, label) in cases {
-            assert_eq!(Route::of(path).label(), label, "{path}");
+            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+            assert_eq!(Route::of(&segments).label(), label, "{path}");
         }
     }
 

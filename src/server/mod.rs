@@ -607,13 +607,11 @@ impl ServerLoop {
 
     fn dispatch(&mut self, key: usize, request: Request, now: Nanos) {
         let seq = request.seq;
-        let route_pattern = Route::of(&request.path);
         // Kept only when debug logging may name it in an error line.
         let route = crate::log::enabled(crate::log::Level::Debug)
             .then(|| format!("{} {}", request.method.as_str(), request.path));
         match self.api.handle(request, self.anchor.wall(now)) {
             Action::Respond(response) => {
-                self.api.metrics().request(route_pattern, response.status);
                 if let Some(conn) = self.conns.get_mut(key) {
                     log_error_answer(&response, route.as_deref(), conn.peer);
                     conn.http.respond(seq, response, now);

@@ -116,6 +116,16 @@ impl ServerProcess {
         }
         None
     }
+
+    /// The whole log once it holds the "stopped" line, or after 3 s: the
+    /// stderr reader thread may lag the exit a little.
+    pub fn log_after_exit(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.log_text().contains("stopped") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log_text()
+    }
 }
 
 /// SIGTERM's number on Linux and the BSDs.
@@ -125,12 +135,7 @@ pub const SIGTERM: i32 = 15;
 pub fn stop_and_collect_log(mut server: ServerProcess) -> (Option<i32>, String) {
     server.signal(SIGTERM);
     let code = server.wait_exit(Duration::from_secs(10));
-    // The stderr reader thread may lag the exit a little.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !server.log_text().contains("stopped") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (code, server.log_text())
+    (code, server.log_after_exit())
 }
 
 impl Drop for ServerProcess {
