@@ -4,9 +4,11 @@
 //! Compiled into every test binary, so not every helper is used by each.
 //! Processes live here; the raw HTTP client in `http`, test-written servers
 //! (fake upstreams, proxies) in `servers`, independent decoders (RFC 3339,
-//! UUID, base64, JSON files) in `formats`.
+//! UUID, base64, JSON files) in `formats`, Redis, nginx and a cluster of
+//! replicas behind them in `cluster`.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod formats;
 pub mod http;
 pub mod servers;
