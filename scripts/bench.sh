@@ -12,11 +12,15 @@
 #   3. memory: client peak RSS for a 1 000 000-run group at concurrency 50, and
 #      server RSS growth per recorded run.
 #   4. the release binary's size against the original's 8 MB.
+#   5. scale-out: runs/s of one server with the memory store vs one with
+#      `--store redis://` (a Redis on loopback started here) at concurrency
+#      50, conntest client and wrk each, and 3 replicas sharing that Redis
+#      behind nginx round-robin; ratios Redis/memory (target >= 0.5x).
 #
 # Usage: bash scripts/bench.sh          (from any directory; 127.0.0.1 only)
 # Knobs: BENCH_SECONDS (each wrk run, default 8), BENCH_RUNS_C1 (50000),
 #        BENCH_RUNS_C50 (200000), BENCH_RUNS_MEM (1000000).
-# Needs: cargo, wrk, nginx, jq, curl; /usr/bin/time (package `time`) for peak
+# Needs: cargo, wrk, nginx, redis-server, jq, curl; /usr/bin/time (package `time`) for peak
 # RSS, else VmHWM is sampled from /proc every 50 ms.
 set -euo pipefail
 
@@ -31,10 +35,11 @@ BODY=3b6f1c2e-8a4d-4f6b-9c1e-7d2a5b8e0f13 # 36 bytes, every run
 ORIGINAL_BYTES=8000000                    # the original Go binary: 8 MB
 WRK=${WRK:-$(command -v wrk || echo /usr/bin/wrk)}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+REDIS=${REDIS:-$(command -v redis-server || echo /usr/bin/redis-server)}
 
-for tool in "$WRK" "$NGINX" jq curl cargo; do
+for tool in "$WRK" "$NGINX" "$REDIS" jq curl cargo; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "bench.sh: missing $tool (apt-get install -y wrk nginx jq curl)" >&2
+    echo "bench.sh: missing $tool (apt-get install -y wrk nginx redis-server jq curl)" >&2
     exit 2
   fi
 done
@@ -109,14 +114,23 @@ start_server() {
   URL="http://127.0.0.1:$port"
 }
 
-# start_nginx WORKERS: nginx answering `return 200;`; sets NGINX_PID, NGINX_URL.
+# start_nginx WORKERS [PORT...]: nginx answering `return 200;`, or with
+# ports a round-robin load balancer in front of 127.0.0.1:PORT... (HTTP/1.1
+# and keep-alive to them; `proxy_next_upstream off` so no run is replayed
+# to a second server); sets NGINX_PID, NGINX_URL.
 start_nginx() {
-  local dir="$TMP/nginx-$1" port attempt i
+  local dir="$TMP/nginx-$1" workers=$1 port attempt i p upstream="" location="return 200;"
+  shift
+  if [ $# -gt 0 ]; then
+    for p in "$@"; do upstream+="server 127.0.0.1:$p; "; done
+    upstream="upstream servers { ${upstream}keepalive 64; }"
+    location="proxy_pass http://servers; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;"
+  fi
   mkdir -p "$dir"
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
     cat >"$dir/nginx.conf" <<EOF
-worker_processes $1;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -130,9 +144,10 @@ http {
     fastcgi_temp_path $dir/fastcgi;
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
+    $upstream
     server {
         listen 127.0.0.1:$port;
-        location / { return 200; }
+        location / { $location }
     }
 }
 EOF
@@ -142,7 +157,7 @@ EOF
     PIDS+=("$NGINX_PID")
     NGINX_URL="http://127.0.0.1:$port"
     for i in $(seq 100); do
-      curl -fsS -o /dev/null "$NGINX_URL/" 2>/dev/null && return 0
+      curl -fsS -o /dev/null "$NGINX_URL/healthz" 2>/dev/null && return 0
       kill -0 "$NGINX_PID" 2>/dev/null || break
       sleep 0.05
     done
@@ -150,6 +165,31 @@ EOF
   done
   echo "bench.sh: nginx did not start:" >&2
   cat "$dir/error.log" >&2
+  exit 1
+}
+
+# start_redis: redis-server on a free 127.0.0.1 port, nothing kept on
+# disk; sets REDIS_PID, REDIS_PORT, STORE (the --store URL).
+start_redis() {
+  local attempt i pong
+  mkdir -p "$TMP/redis"
+  for attempt in 1 2 3 4 5; do
+    REDIS_PORT=$(free_port)
+    "$REDIS" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+      --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" --daemonize no &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    STORE="redis://127.0.0.1:$REDIS_PORT/0"
+    for i in $(seq 100); do
+      pong=$( (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" && printf 'PING\r\n' >&3 && timeout 1 head -c 5 <&3) 2>/dev/null || true)
+      [ "$pong" = "+PONG" ] && return 0
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_pid "$REDIS_PID"
+  done
+  echo "bench.sh: redis-server did not start:" >&2
+  cat "$TMP/redis/redis.log" >&2
   exit 1
 }
 
@@ -374,5 +414,44 @@ echo
 
 SIZE=$(stat -c %s "$BIN")
 echo "## 4. release binary: $SIZE bytes ($(awk -v s="$SIZE" 'BEGIN { printf "%.2f", s / 1e6 }') MB) vs the original's 8 MB: $(ratio "$SIZE" "$ORIGINAL_BYTES")"
+echo
+
+# ---------------------------------------------------------------- 5. scale-out
+
+echo "## 5. scale-out: the memory store vs --store redis:// (Redis on loopback), concurrency 50, $RUNS_C50 runs"
+start_redis
+echo "  $("$REDIS" --version | cut -d' ' -f1-3), $STORE"
+row "" conc "runs" "runs/s" "p50 us" ""
+# scale_row NAME URL: the client, then wrk, on URL; sets S_C_RPS, S_W_RPS.
+scale_row() {
+  run_client "$2" "$RUNS_C50" 50
+  S_C_RPS=$C_RPS
+  row "$1, conntest client" 50 "$RUNS_C50" "$(fmt0 "$C_RPS")" "$(fmt1 "$C_P50_US")" "passed=$C_PASSED"
+  wrk_on_server 50 "$2" "scale-$1"
+  S_W_RPS=$W_RPS
+  row "$1, wrk -t1" 50 "$W_COUNT" "$(fmt0 "$W_RPS")" "$(fmt1 "$W_P50_US")" "${W_ERRORS:-no errors}"
+  echo "    server record after wrk: $W_CHECK"
+}
+start_server scale-memory
+scale_row "1 server, memory" "$URL"
+MEMORY_C_RPS=$S_C_RPS MEMORY_W_RPS=$S_W_RPS
+stop_pid "$SERVER_PID"
+start_server scale-redis --store "$STORE"
+scale_row "1 server, redis" "$URL"
+REDIS_C_RPS=$S_C_RPS REDIS_W_RPS=$S_W_RPS
+stop_pid "$SERVER_PID"
+REPLICA_PIDS=() REPLICA_PORTS=()
+for replica in 1 2 3; do
+  start_server "replica$replica" --store "$STORE"
+  REPLICA_PIDS+=("$SERVER_PID")
+  REPLICA_PORTS+=("${URL##*:}")
+done
+start_nginx 1 "${REPLICA_PORTS[@]}"
+scale_row "3 servers, redis, nginx" "$NGINX_URL"
+stop_pid "$NGINX_PID"
+for pid in "${REPLICA_PIDS[@]}"; do stop_pid "$pid"; done
+stop_pid "$REDIS_PID"
+echo "    ratio redis/memory, 1 server: client $(ratio "$REDIS_C_RPS" "$MEMORY_C_RPS"), wrk $(ratio "$REDIS_W_RPS" "$MEMORY_W_RPS")  [target >= 0.50x]"
+echo "    ratio 3 servers behind nginx/1 server, redis: client $(ratio "$S_C_RPS" "$REDIS_C_RPS"), wrk $(ratio "$S_W_RPS" "$REDIS_W_RPS")  ($(nproc) cores shared by the servers, Redis, nginx and the load)"
 echo
 echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
