@@ -84,6 +84,17 @@ fn assert_passed(report: &Value, runs: u64) {
     }
 }
 
+/// Runs `conntest ARGS` (a client or a report, writing the report named
+/// by the last argument in `dir`) to exit 0; the report, asserted passed
+/// over `runs` runs.
+fn passing_report(dir: &TempDir, args: &[&str], runs: u64) -> Value {
+    let done = finish(spawn(&dir.0, args), args[0]);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_json(&dir.path(args[args.len() - 1]));
+    assert_passed(&report, runs);
+    report
+}
+
 fn assert_no_discrepancy(summary: &Value) {
     let discrepancies = summary["discrepancies"].as_object().expect("discrepancies");
     for kind in ["missing", "corrupted", "duplicated", "unexpected"] {
@@ -225,23 +236,13 @@ fn readme_flow_through_nginx_passes_with_runs_on_every_replica() {
         ),
     );
     let dir = TempDir::new("scale-readme");
-    let done = finish(
-        spawn(
-            &dir.0,
-            &["client", "-r", &url, "-g", &id, "-f", "report.json"],
-        ),
-        "client",
+    let report = passing_report(
+        &dir,
+        &["client", "-r", &url, "-g", &id, "-f", "report.json"],
+        runs,
     );
-    assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let report = read_json(&dir.path("report.json"));
-    assert_passed(&report, runs);
 
-    let per_replica = cluster.runs_recorded();
-    println!("runs recorded per replica: {per_replica:?}");
-    assert!(
-        per_replica.iter().all(|&n| n > 0.0),
-        "every replica recorded runs: {per_replica:?}"
-    );
+    let per_replica = assert_runs_on_every_replica(&cluster);
     assert_eq!(per_replica.iter().sum::<f64>(), runs as f64);
     let server_runs = runs_of(&report["server_run_group"]);
     assert_eq!(server_runs.len() as u64, runs);
@@ -249,6 +250,29 @@ fn readme_flow_through_nginx_passes_with_runs_on_every_replica() {
         assert_eq!(run["upstream_response_code"], 200, "{run}");
         assert!(run["upstream_response_time_ns"].is_u64(), "{run}");
     }
+}
+
+/// The run count of each of a report's results, in order.
+fn result_counts(report: &Value) -> Vec<u64> {
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| u(&r["run_count"]))
+        .collect()
+}
+
+/// Asserts that each replica recorded runs (its own
+/// `conntest_runs_recorded_total`, counted by the process, not the store);
+/// the counts.
+fn assert_runs_on_every_replica(cluster: &Cluster) -> Vec<f64> {
+    let per_replica = cluster.runs_recorded();
+    println!("runs recorded per replica: {per_replica:?}");
+    assert!(
+        per_replica.iter().all(|&n| n > 0.0),
+        "every replica recorded runs: {per_replica:?}"
+    );
+    per_replica
 }
 
 /// The arguments `client -r URL -g ID --shard I/3 -f shardI.json -q`.
@@ -303,12 +327,7 @@ fn three_shards_through_nginx_then_report_passes() {
     for shard in 0..3u64 {
         let own = read_json(&dir.path(&format!("shard{shard}.json")));
         assert_eq!(own["summary"]["passed"], true, "shard {shard}");
-        let counts: Vec<u64> = own["results"]
-            .as_array()
-            .expect("results")
-            .iter()
-            .map(|r| u(&r["run_count"]))
-            .collect();
+        let counts = result_counts(&own);
         assert_eq!(counts.len() as u64, runs / 3, "shard {shard}'s own runs");
         assert!(
             counts.iter().all(|n| (n - 1) % 3 == shard),
@@ -325,28 +344,14 @@ fn three_shards_through_nginx_then_report_passes() {
         assert_eq!(shard["complete"], true, "{status}");
     }
 
-    let done = finish(
-        spawn(
-            &dir.0,
-            &["report", "-r", &url, "-g", &id, "-f", "whole.json"],
-        ),
-        "report",
+    let whole = passing_report(
+        &dir,
+        &["report", "-r", &url, "-g", &id, "-f", "whole.json"],
+        runs,
     );
-    assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let whole = read_json(&dir.path("whole.json"));
-    assert_passed(&whole, runs);
-    let counts: BTreeSet<u64> = whole["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| u(&r["run_count"]))
-        .collect();
+    let counts: BTreeSet<u64> = result_counts(&whole).into_iter().collect();
     assert_eq!(counts, (1..=runs).collect::<BTreeSet<u64>>());
-    let per_replica = cluster.runs_recorded();
-    assert!(
-        per_replica.iter().all(|&n| n > 0.0),
-        "every replica recorded runs: {per_replica:?}"
-    );
+    assert_runs_on_every_replica(&cluster);
 
     // Shard 2 never runs: its 10 run counts are missing, and the report
     // fails.
