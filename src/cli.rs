@@ -51,6 +51,9 @@ Usage: conntest server [options]
   --max-groups N             test groups held at once (default 10000); more: 507
   --max-runs N               runs recorded across all groups (default 50000000); more: 507
   --group-ttl DURATION       groups older than this are dropped (default 7d)
+  --store URL                keep groups and runs in Redis, shared by every replica:
+                             redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS
+                             (also CONNTEST_STORE; default: memory, this process only)
   --token TOKEN              require `Authorization: Bearer TOKEN` (also CONNTEST_TOKEN)
   --upstream-allow LIST      comma-separated HOST, HOST:PORT or http(s)://HOST[:PORT]
                              that upstream_endpoint may name (default: any host, as the
@@ -234,6 +237,23 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         flag(&mut args, &["--max-runs"], positive)?.unwrap_or(options.store.max_runs);
     options.store.group_ttl =
         flag(&mut args, &["--group-ttl"], parse_duration)?.unwrap_or(options.store.group_ttl);
+    let store_url = match flag(&mut args, &["--store"], text)? {
+        Some(url) => Some(url),
+        None => std::env::var("CONNTEST_STORE")
+            .ok()
+            .filter(|u| !u.is_empty()),
+    };
+    options.backend = match store_url.as_deref() {
+        None | Some("memory") => None,
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(Arc::new(
+            crate::store::redis::RedisStore::open(url, options.store).map_err(CliError::Usage)?,
+        )),
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "--store '{other}': expected memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
+            )))
+        }
+    };
     options.policy.token = token(&mut args)?;
     // The start line says whether a token is required, never the token.
     let access = if options.policy.token.is_some() {
@@ -269,6 +289,10 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     )?;
     finish(args)?;
     let max_connections = options.max_connections;
+    let store = options
+        .backend
+        .as_ref()
+        .map_or_else(|| "memory".to_owned(), |b| b.describe());
     let server = match bind {
         Some(ip) => {
             options.bind = vec![SocketAddr::new(ip, port)];
@@ -303,7 +327,7 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     // (signal-hook's self-pipe) exist before anyone counts the server's.
     let stop = StopSignal::from_flag(crate::signals::install(), signal);
     for addr in server.local_addrs() {
-        crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
+        crate::info!("conntest server {VERSION} ({access}, store {store}) listening on {addr}");
     }
     match server.run(stop) {
         Ok(()) => {
