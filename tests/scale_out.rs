@@ -382,13 +382,22 @@ fn server_record(addr: SocketAddr, id: &str) -> Vec<Value> {
     runs_of(&get_json(addr, &format!("/test-groups/{id}")))
 }
 
-/// A paced group of `runs` runs at concurrency 6, 1 ms apart (a few
-/// seconds), and a client on it through nginx writing report.json.
-fn paced_client(cluster: &Cluster, dir: &TempDir, runs: u64) -> (String, Running) {
+/// A group of `runs` runs at concurrency 6, 1 ms apart, each held
+/// `server_delay_ns` by the server (a few seconds in all), and a client on
+/// it through nginx writing report.json.
+fn paced_client(
+    cluster: &Cluster,
+    dir: &TempDir,
+    runs: u64,
+    server_delay_ns: u64,
+) -> (String, Running) {
     let url = cluster.url();
     let id = curl_create(
         &url,
-        &format!(r#"{{"run_count": {runs}, "concurrency": 6, "client_delay_ns": 1000000}}"#),
+        &format!(
+            r#"{{"run_count": {runs}, "concurrency": 6, "client_delay_ns": 1000000,
+                "server_delay_ns": {server_delay_ns}}}"#
+        ),
     );
     let client = spawn(
         &dir.0,
@@ -410,16 +419,19 @@ fn paced_client(cluster: &Cluster, dir: &TempDir, runs: u64) -> (String, Running
 
 /// (c) A replica SIGKILLed while the client runs through nginx loses no
 /// acknowledged run: see [`assert_nothing_acknowledged_lost`]. It cannot
-/// pass by accident: the killed replica had recorded runs before the kill,
-/// the client saw runs fail (nginx answers 502 for those the dead replica
-/// held or was sent, `proxy_next_upstream off`), runs kept succeeding after
-/// the kill on the survivors, and the record is read from a survivor.
+/// pass by accident: the killed replica had recorded runs before the kill
+/// and held runs in their server delay when killed, the client saw runs
+/// fail (nginx answers 502 for those the dead replica held or was sent,
+/// `proxy_next_upstream off`), runs kept succeeding after the kill on the
+/// survivors, and the record is read from a survivor.
 #[test]
 fn replica_killed_mid_test_loses_no_acknowledged_run() {
     let mut cluster = Cluster::start(&[]);
     let dir = TempDir::new("scale-kill");
-    let runs = 3000;
-    let (id, client) = paced_client(&cluster, &dir, runs);
+    let runs = 1500;
+    // Each replica holds about 2 runs in their 20 ms delay at any time, so
+    // the kill cuts runs in flight.
+    let (id, client) = paced_client(&cluster, &dir, runs, 20_000_000);
     let survivor = cluster.replicas[1].addr;
     let at_kill = wait_recorded(survivor, &id, runs / 4);
     let victim_recorded = metric(cluster.replicas[0].addr, "conntest_runs_recorded_total");
@@ -470,7 +482,7 @@ fn redis_restarted_mid_test_gives_503s_recovers_and_loses_no_acknowledged_run() 
     let direct = cluster.replicas[0].addr;
     let probe = create_group(direct, r#"{"run_count": 2}"#);
     let runs = 4000;
-    let (id, client) = paced_client(&cluster, &dir, runs);
+    let (id, client) = paced_client(&cluster, &dir, runs, 0);
     let at_stop = wait_recorded(direct, &id, runs / 5);
     assert!(at_stop < runs, "the test was under way: {at_stop}");
     let store = cluster.redis.url();
