@@ -97,6 +97,7 @@ free_port() {
 start_server() {
   local log="$TMP/$1.log" port="" i
   shift
+  : >"$log" # exists before the first look, however fast that comes
   "$BIN" server --bind 127.0.0.1 -p 0 "$@" 2>"$log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -117,14 +118,16 @@ start_server() {
 # start_nginx WORKERS [PORT...]: nginx answering `return 200;`, or with
 # ports a round-robin load balancer in front of 127.0.0.1:PORT... (HTTP/1.1
 # and keep-alive to them; `proxy_next_upstream off` so no run is replayed
-# to a second server); sets NGINX_PID, NGINX_URL.
+# to a second server; no buffering, so the group record streams through
+# and no temporary file is written: run as root, nginx's workers could not
+# write in $TMP); sets NGINX_PID, NGINX_URL.
 start_nginx() {
   local dir="$TMP/nginx-$1" workers=$1 port attempt i p upstream="" location="return 200;"
   shift
   if [ $# -gt 0 ]; then
     for p in "$@"; do upstream+="server 127.0.0.1:$p; "; done
     upstream="upstream servers { ${upstream}keepalive 64; }"
-    location="proxy_pass http://servers; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;"
+    location="proxy_pass http://servers; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off; proxy_buffering off; proxy_request_buffering off;"
   fi
   mkdir -p "$dir"
   for attempt in 1 2 3 4 5; do
@@ -268,7 +271,10 @@ run_client() {
   id=$(create_group "$1" "$2" "$3")
   run_measured "$BIN" client -r "$1" -g "$id" -f "$report" -q
   if [ "$RC" -ne 0 ]; then
-    echo "bench.sh: conntest client exited $RC (test failed?)" >&2
+    echo "bench.sh: conntest client exited $RC (test failed?):" \
+      "$(jq -c '.summary | {failed, not_sent, stopped_early, errors: (.errors | with_entries(select(.value > 0))),
+        discrepancies: (.discrepancies | with_entries(select(.value > 0)))}' "$report" 2>/dev/null)" \
+      "first errors: $(jq -c '[.results[] | select(.error != null) | .error][0:3]' "$report" 2>/dev/null)" >&2
   fi
   C_RPS=$(jq '.summary.throughput_rps' "$report")
   C_P50_US=$(jq '.summary.client_duration_ns.p50 / 1000' "$report")
