@@ -8,6 +8,7 @@ use crate::client::fetch::{Endpoint, TlsOptions};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
 use crate::server::{Server, ServerOptions, StopSignal};
+use crate::store::redis::{RedisStore, RedisUrl};
 use pico_args::{Arguments, Keys};
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -251,11 +252,11 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             .ok()
             .filter(|u| !u.is_empty()),
     };
-    options.backend = match store_url.as_deref() {
+    let redis = match store_url.as_deref() {
         None | Some("memory") => None,
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(Arc::new(
-            crate::store::redis::RedisStore::open(url, options.store).map_err(CliError::Usage)?,
-        )),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(RedisUrl::parse(url).map_err(CliError::Usage)?)
+        }
         Some(other) => {
             return Err(CliError::Usage(format!(
                 "--store '{other}': expected memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
@@ -296,6 +297,10 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         crate::server::api::parse_allow_list,
     )?;
     finish(args)?;
+    if let Some(url) = redis {
+        let store = RedisStore::start(url, options.store).map_err(CliError::Internal)?;
+        options.backend = Some(Arc::new(store));
+    }
     let max_connections = options.max_connections;
     let store = options
         .backend

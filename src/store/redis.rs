@@ -113,13 +113,27 @@ pub struct RedisStore {
     jobs: Sender<Job>,
 }
 
-impl RedisStore {
-    /// Checks the URL and starts the store thread; the first connection is
-    /// made there (a store down at start is reported by `/readyz` and the
-    /// log, and retried).
-    pub fn open(url: &str, limits: StoreLimits) -> Result<RedisStore, String> {
+/// A checked store URL, not yet connected.
+pub struct RedisUrl {
+    client: redis::Client,
+    shown: String,
+}
+
+impl RedisUrl {
+    /// Checks `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://...`.
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
         let shown = without_password(url);
         let client = redis::Client::open(url).map_err(|e| format!("--store {shown}: {e}"))?;
+        Ok(RedisUrl { client, shown })
+    }
+}
+
+impl RedisStore {
+    /// Starts the store thread; the first connection is made there (a
+    /// store down at start is reported by `/readyz` and the log, and
+    /// retried).
+    pub fn start(url: RedisUrl, limits: StoreLimits) -> Result<RedisStore, String> {
+        let RedisUrl { client, shown } = url;
         let shared = Arc::new(Shared {
             shown,
             limits,
