@@ -165,21 +165,20 @@ impl Backend for RedisStore {
         if !self.shared.up.load(Ordering::Relaxed) {
             return Some(Reply::Error(self.shared.unavailable()));
         }
-        // Known groups answer from the cache.
-        let cached = match &op {
-            Op::Header { id } | Op::Begin { id } => self.shared.known(id),
-            _ => None,
-        };
-        if let Some(known) = cached {
-            if let Op::Begin { id } = op {
-                if let Err(e) = self.send(Job::Begun {
+        // A run on a known group starts at once (a group deleted meanwhile
+        // refuses its record). Reads ask Redis: another replica may have
+        // deleted the group.
+        if let Op::Begin { id } = op {
+            if let Some(known) = self.shared.known(&id) {
+                let begun = Job::Begun {
                     id,
                     expire_at_ms: known.expire_at_ms,
-                }) {
-                    return Some(Reply::Error(e));
-                }
+                };
+                return Some(match self.send(begun) {
+                    Ok(()) => Reply::Group(known.header),
+                    Err(e) => Reply::Error(e),
+                });
             }
-            return Some(Reply::Group(known.header));
         }
         let job = Job::Op {
             op,
