@@ -3,17 +3,20 @@
 
 pub mod driver;
 pub mod fetch;
+pub mod gather;
+pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
-use crate::report::summary::{render, summarize};
+use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput};
 use crate::run::BodyPlan;
 use crate::wire::{GroupHeader, RecordedRuns};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
-use std::path::PathBuf;
+use shard::Shard;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub struct ClientOptions {
     /// The server runs in this process (`conntest run` without -r): it
     /// needs descriptors too.
     pub embedded_server: bool,
+    /// Send only this shard's runs and upload them (`--shard I/N`).
+    pub shard: Option<Shard>,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +53,7 @@ impl Default for ClientOptions {
             insecure: false,
             keep_going: false,
             embedded_server: false,
+            shard: None,
         }
     }
 }
@@ -161,7 +167,13 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Verdict, RunError> {
     let group = fetch_group(endpoint, &options.group, options.timeout).map_err(RunError::Setup)?;
-    refuse_used_group(&group).map_err(RunError::Setup)?;
+    // A shard's group holds the other shards' runs.
+    match options.shard {
+        None => refuse_used_group(&group),
+        Some(shard) => shard.check(group.header.config.run_count),
+    }
+    .map_err(RunError::Setup)?;
+    let split = options.shard.unwrap_or(Shard::WHOLE);
     let header = group.header;
     let config = &header.config;
     let body = match (&options.data, &config.data) {
@@ -169,7 +181,7 @@ pub fn run(
         (None, Some(d)) => BodyPlan::Fixed(d.as_bytes().to_vec()),
         (None, None) => BodyPlan::Uuid,
     };
-    let concurrency = config.concurrency.max(1) as usize;
+    let concurrency = split.concurrency(config.concurrency.max(1) as usize);
     // The embedded server holds the other end of every connection.
     let sides = if options.embedded_server { 2 } else { 1 };
     if let Err(short) = crate::event::check_fd_budget(sides * concurrency as u64) {
@@ -187,13 +199,7 @@ pub fn run(
         )));
     }
     // The report's path is checked before the first run is sent.
-    let report = match &options.report {
-        Some(path) => Some(
-            ReportFile::open(path)
-                .map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let report = open_report(options.report.as_deref())?;
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
@@ -202,9 +208,11 @@ pub fn run(
             .url
             .join(&format!("/test-groups/{}/", header.run_group_id)),
         authorization: endpoint.bearer(),
-        run_count: config.run_count,
+        run_count: split.runs(config.run_count),
+        first_count: split.first_count(),
+        count_stride: split.count,
         concurrency,
-        client_delay: config.client_delay_ns,
+        client_delay: split.delay(config.client_delay_ns),
         timeout: (options.timeout.as_nanos() as u64).max(1),
         body: body.clone(),
         progress,
@@ -231,6 +239,10 @@ pub fn run(
     if !outcome.interrupted {
         wait_until_recorded(endpoint, &options.group, phase + longest, stop);
     }
+    let uploaded = options
+        .shard
+        .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+        .transpose();
     let fetched = fetch_record(
         endpoint,
         &options.group,
@@ -244,7 +256,7 @@ pub fn run(
     crate::debug!("fetched the server's record in {:?}", phase.elapsed());
     let phase = std::time::Instant::now();
     // Runs never sent get no verdict: the summary counts them (not_sent).
-    let verdicts = verify::compare(&outcome.runs, &body, server_runs.as_deref());
+    let verdicts = verify::compare(&outcome, &body, server_runs.as_deref(), config.run_count);
     crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
     let remote = endpoint.url.to_string();
     let input = ReportInput {
@@ -257,27 +269,98 @@ pub fn run(
     };
     let mut summary = summarize(&input, fetch_error);
     summary.tls_insecure = options.insecure;
+    summary.shard = options.shard.map(|s| s.label());
     if gave_up.is_some() {
         summary.passed = false;
         summary.stopped_early = gave_up;
     }
+    let output = Output {
+        report,
+        path: options.report.as_deref(),
+        quiet: options.quiet,
+    };
+    let verdict = conclude(&input, summary, output, stop)?;
+    // The shard's own report is written; the group's lacks its record.
+    uploaded.map_err(RunError::Setup)?;
+    Ok(verdict)
+}
+
+/// Uploads a shard's record unless the test was interrupted (the group's
+/// report then names the shard as never reported).
+fn upload_shard(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    shard: Shard,
+    outcome: &crate::run::DriverOutcome,
+    body: &BodyPlan,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    if outcome.interrupted || stop.load(Ordering::Relaxed) {
+        eprintln!(
+            "conntest: interrupted: shard {}'s record was not uploaded",
+            shard.label()
+        );
+        return Ok(());
+    }
+    let phase = std::time::Instant::now();
+    let timeout = options.timeout.max(Duration::from_secs(10));
+    let held = shard::upload(
+        endpoint,
+        &options.group,
+        shard,
+        outcome,
+        body,
+        timeout,
+        stop,
+    )
+    .map_err(|e| format!("uploading shard {}'s record: {e}", shard.label()))?;
+    crate::debug!(
+        "uploaded {} runs in {:?}",
+        outcome.runs.len(),
+        phase.elapsed()
+    );
+    if held != outcome.runs.len() as u64 {
+        eprintln!(
+            "conntest: warning: the server holds {held} runs for shard {}, not the {} sent: an earlier run of this shard uploaded first, and its record is kept",
+            shard.label(),
+            outcome.runs.len()
+        );
+    }
+    Ok(())
+}
+
+/// Where a finished test's report goes.
+struct Output<'a> {
+    report: Option<ReportFile>,
+    path: Option<&'a Path>,
+    quiet: bool,
+}
+
+/// Writes the report and the summary of a finished test (one client's, a
+/// shard's or a whole sharded group's) and gives its verdict.
+fn conclude(
+    input: &ReportInput<'_>,
+    mut summary: Summary,
+    output: Output<'_>,
+    stop: &AtomicBool,
+) -> Result<Verdict, RunError> {
     if stop.load(Ordering::Relaxed) {
         summary.interrupt();
     }
-    let written = match report {
+    let written = match output.report {
         Some(report) => {
             let phase = std::time::Instant::now();
-            let written = report.write(&input, &mut summary, stop);
+            let written = report.write(input, &mut summary, stop);
             crate::debug!("wrote the report in {:?}", phase.elapsed());
             written
         }
         None => Ok(()),
     };
     // A report that could not be written: the summary is all that is left.
-    if !options.quiet || written.is_err() {
+    if !output.quiet || written.is_err() {
         eprintln!("{}", render(&summary));
     }
-    if let (Err(e), Some(path)) = (written, &options.report) {
+    if let (Err(e), Some(path)) = (written, output.path) {
         return Err(RunError::Setup(format!(
             "writing the report {}: {e}",
             path.display()
@@ -292,6 +375,15 @@ pub fn run(
     } else {
         Verdict::Failed
     })
+}
+
+/// Opens `-f` before anything is sent, so a path that cannot be written
+/// fails at once.
+fn open_report(path: Option<&Path>) -> Result<Option<ReportFile>, RunError> {
+    path.map(|path| {
+        ReportFile::open(path).map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))
+    })
+    .transpose()
 }
 
 /// Fetches the server's record on a thread of its own, so that a stop
