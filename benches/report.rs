@@ -23,13 +23,15 @@ use conntest::ids::IdGen;
 use conntest::report::summary::summarize;
 use conntest::report::{ReportFile, ReportInput};
 use conntest::run::{BodyPlan, ClientRun, DriverOutcome, Numbering, RunVerdict};
-use conntest::server::api::{Action, Api, ApiPolicy};
-use conntest::server::store::{Run, Store, StoreLimits};
+use conntest::server::api::{Action, Api, ApiPolicy, Next};
+use conntest::server::stream::{StoreStream, StreamCtx};
+use conntest::store::memory::MemoryStore;
+use conntest::store::{Inbox, Op, Run, StoreLimits};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use std::hint::black_box;
 use std::num::NonZeroU64;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -45,49 +47,76 @@ fn request(method: Method, path: &str, body: &[u8]) -> Request {
 /// An API whose store holds one group of `RUNS` recorded runs; returns the
 /// API, the group id and the bodies sent (a UUID per run).
 fn server_with_group() -> (Api, Uuid, Vec<Uuid>) {
-    let api = Api::new(
-        Arc::new(Mutex::new(Store::new(StoreLimits::default()))),
-        ApiPolicy::default(),
-    );
+    let store = Arc::new(MemoryStore::new(StoreLimits::default()));
+    let api = Api::new(store.clone(), ApiPolicy::default());
     let create = br#"{"description":"bench","run_count":100000,"concurrency":50}"#;
-    match api.handle(
-        request(Method::Post, "/test-groups/create", create),
-        WALL0 as i128,
-    ) {
-        Action::Respond(r) => assert_eq!(r.status, 200),
-        Action::Run(_) => panic!("create is not a run"),
-    }
-    let id = api.store().groups()[0].header.run_group_id;
+    let created = answer(&api, request(Method::Post, "/test-groups/create", create));
+    let Body::Json(created) = created.body else {
+        panic!("create answers JSON")
+    };
+    let id: Uuid = serde_json::from_slice::<serde_json::Value>(&created).expect("JSON")
+        ["run_group_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("an id");
     let mut ids = IdGen::new();
     let bodies: Vec<Uuid> = (0..RUNS).map(|_| ids.uuid()).collect();
-    {
-        let mut store = api.store();
-        for (i, body) in bodies.iter().enumerate() {
-            let start = WALL0 + i as i64 * 20_000;
-            let run = Run {
-                run_id: ids.uuid(),
-                run_count: i as u64 + 1,
-                server_start: start,
-                server_end: start + 3_517,
-                data: Arc::from(&b""[..]),
-                upstream: None,
-            };
-            store
-                .record(&id, run, body.to_string().as_bytes())
-                .expect("room");
-        }
+    for (i, body) in bodies.iter().enumerate() {
+        let start = WALL0 + i as i64 * 20_000;
+        let run = Run {
+            run_id: ids.uuid(),
+            run_count: i as u64 + 1,
+            server_start: start,
+            server_end: start + 3_517,
+            data: Arc::from(&b""[..]),
+            upstream: None,
+        };
+        store.apply(Op::Begin { id }).expect("room");
+        store
+            .apply(Op::Record {
+                id,
+                run,
+                body: body.to_string().into_bytes(),
+            })
+            .expect("room");
     }
     (api, id, bodies)
+}
+
+/// The API's answer to a request that is not a run, as the loop makes it
+/// with the memory store (which answers at once).
+fn answer(api: &Api, request: Request) -> Response {
+    let (op, then) = match api.handle(request, WALL0 as i128) {
+        Action::Respond(response) => return response,
+        Action::Store(op, then) => (op, then),
+    };
+    let poll = mio::Poll::new().expect("poll");
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+    let inbox = Inbox::new(waker);
+    let reply = api.store().submit(op, 0, &inbox).expect("answered at once");
+    match api.answer(then, reply) {
+        Next::Respond(response) => response,
+        Next::Run(_) => panic!("not a run"),
+        Next::Stream { id, list, head } => {
+            let ctx = StreamCtx {
+                store: Arc::clone(api.store()),
+                inbox,
+                ticket: 0,
+                mailbox: Default::default(),
+            };
+            Response::stream(200, Box::new(StoreStream::new(ctx, id, list, head)))
+        }
+    }
 }
 
 /// The group's JSON as the GET streams it; returns its bytes.
 fn get_group(api: &Api, path: &str, out: &mut Vec<u8>) {
     out.clear();
-    let Action::Respond(Response {
+    let Response {
         status: 200,
         body: Body::Stream(mut source),
         ..
-    }) = api.handle(request(Method::Get, path, b""), 0)
+    } = answer(api, request(Method::Get, path, b""))
     else {
         panic!("GET {path} is not a streamed 200");
     };
@@ -118,10 +147,10 @@ fn server(c: &mut Criterion) -> (Vec<u8>, Vec<Uuid>) {
     group.bench_function("server_group_json_100k", |b| {
         // Piece by piece, as the server does: only one piece is held at a time.
         b.iter(|| {
-            let Action::Respond(Response {
+            let Response {
                 body: Body::Stream(mut source),
                 ..
-            }) = api.handle(request(Method::Get, &path, b""), 0)
+            } = answer(&api, request(Method::Get, &path, b""))
             else {
                 panic!("not a stream");
             };
@@ -146,10 +175,7 @@ fn server(c: &mut Criterion) -> (Vec<u8>, Vec<Uuid>) {
             conn.receive(&get, 0);
             let r = conn.next_request(0).expect("a whole request");
             let seq = r.seq;
-            match api.handle(r, 0) {
-                Action::Respond(response) => conn.respond(seq, response, 0),
-                Action::Run(_) => panic!("a GET is not a run"),
-            }
+            conn.respond(seq, answer(&api, r), 0);
             let mut bytes = 0;
             loop {
                 let n = conn.poll_output().len();

@@ -54,6 +54,7 @@ Usage: conntest server [options]
   --request-timeout DURATION a request must arrive whole within this (default 10s); else 408
   --max-groups N             test groups held at once (default 10000); more: 507
   --max-runs N               runs recorded across all groups (default 50000000); more: 507
+  --group-ttl DURATION       groups older than this are dropped (default 7d)
   --token TOKEN              require `Authorization: Bearer TOKEN` (also CONNTEST_TOKEN)
   --upstream-allow LIST      comma-separated HOST, HOST:PORT or http(s)://HOST[:PORT]
                              that upstream_endpoint may name (default: any host, as the
@@ -65,7 +66,7 @@ Usage: conntest server [options]
                              (SSL_CERT_FILE and SSL_CERT_DIR are honoured)
 
 LOG_LEVEL=error|warn|info|debug sets what is logged to stderr (default info).
-DURATION is a number with a unit: 500us, 250ms, 10s, 2m (a bare number is seconds).
+DURATION is a number with a unit: 500us, 250ms, 10s, 2m, 1h, 7d (a bare number is seconds).
 ";
 
 const CLIENT_HELP: &str = "\
@@ -265,6 +266,8 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         .unwrap_or(options.store.max_groups as u64) as usize;
     options.store.max_runs =
         flag(&mut args, &["--max-runs"], positive)?.unwrap_or(options.store.max_runs);
+    options.store.group_ttl =
+        flag(&mut args, &["--group-ttl"], parse_duration)?.unwrap_or(options.store.group_ttl);
     options.policy.token = token(&mut args)?;
     // The start line says whether a token is required, never the token.
     let access = if options.policy.token.is_some() {
@@ -654,9 +657,10 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
         "" | "s" => SECOND,
         "m" => 60 * SECOND,
         "h" => 3600 * SECOND,
+        "d" => 24 * 3600 * SECOND,
         _ => {
             return Err(format!(
-                "'{s}': unknown unit '{unit}' (use ns, us, ms, s, m or h)"
+                "'{s}': unknown unit '{unit}' (use ns, us, ms, s, m, h or d)"
             ))
         }
     };
@@ -712,6 +716,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(30 * SECOND));
         assert_eq!(parse_duration("30"), Ok(30 * SECOND));
         assert_eq!(parse_duration("250ms"), Ok(250 * MILLISECOND));
+        assert_eq!(parse_duration("7d"), Ok(7 * 24 * 3600 * SECOND));
         assert_eq!(parse_duration("1.5s"), Ok(1_500 * MILLISECOND));
         assert_eq!(parse_duration("500us"), Ok(500 * MICROSECOND));
         assert!(parse_duration("0").is_err());

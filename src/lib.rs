@@ -49,6 +49,7 @@ pub mod report;
 pub mod run;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod time;
 pub mod tls;
 pub mod wire;

@@ -91,8 +91,19 @@ impl Request {
 /// Produces a long response body piece by piece, so a large answer is never
 /// held whole in memory.
 pub trait BodySource: Send {
-    /// Appends the next piece to `out`; returns true when the body is complete.
+    /// Appends the next piece to `out`; returns true when the body is
+    /// complete. Appending nothing and returning false means "nothing yet":
+    /// it is asked again when the output drains or the loop services the
+    /// connection.
     fn fill(&mut self, out: &mut Vec<u8>) -> bool;
+
+    /// The body cannot be completed (its source failed): the answer stops
+    /// where it is and the connection closes without the chunked
+    /// terminator, so the peer sees an incomplete answer rather than a
+    /// short one.
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 pub enum Body {
@@ -149,6 +160,8 @@ enum StreamState {
     Head(Vec<u8>),
     Pieces,
     Done,
+    /// The source failed: nothing more is written, the connection closes.
+    Failed,
 }
 
 /// A streamed answer being encoded into the output.
@@ -176,6 +189,10 @@ impl BodyStream {
                     }
                     self.piece.clear();
                     let complete = self.source.fill(&mut self.piece);
+                    if self.source.failed() {
+                        self.state = StreamState::Failed;
+                        return true;
+                    }
                     if self.chunked && !self.piece.is_empty() {
                         push_hex(out, self.piece.len());
                         out.extend_from_slice(b"\r\n");
@@ -194,7 +211,7 @@ impl BodyStream {
                         return false;
                     }
                 }
-                StreamState::Done => return true,
+                StreamState::Done | StreamState::Failed => return true,
             }
         }
     }
@@ -809,6 +826,9 @@ impl ServerConn {
                     if !stream.encode(&mut self.output, limit) {
                         return;
                     }
+                    if matches!(stream.state, StreamState::Failed) {
+                        slot.close = true;
+                    }
                 }
             }
             if slot.close {
@@ -1087,6 +1107,42 @@ mod tests {
             "{out}"
         );
         assert!(conn.is_idle());
+    }
+
+    /// A body that gives one piece, then nothing yet, then fails.
+    struct Failing(u32);
+    impl BodySource for Failing {
+        fn fill(&mut self, out: &mut Vec<u8>) -> bool {
+            self.0 += 1;
+            if self.0 == 1 {
+                out.extend_from_slice(b"[1]");
+            }
+            false
+        }
+        fn failed(&self) -> bool {
+            self.0 >= 3
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_is_cut_off_and_closes_without_the_terminator() {
+        let mut conn = conn();
+        conn.receive(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 0);
+        let a = conn.next_request(0).unwrap();
+        conn.respond(a.seq, Response::stream(200, Box::new(Failing(0))), 0);
+        let mut out = String::new();
+        for _ in 0..4 {
+            out += &output(&mut conn);
+        }
+        assert!(
+            out.ends_with("\r\n\r\n3\r\n[1]\r\n"),
+            "no terminator: {out}"
+        );
+        assert!(conn.is_finished(), "the connection closes");
+        assert!(
+            conn.next_request(0).is_none(),
+            "the next request is dropped"
+        );
     }
 
     #[test]

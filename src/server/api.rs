@@ -3,15 +3,14 @@
 //! wall-clock time of the request.
 
 use super::metrics::{Metrics, Route};
-use super::store::{Group, Store, StoreError};
 use crate::event::clock::Nanos;
-use crate::http::server::{BodySource, Request, Response};
+use crate::http::server::{Request, Response};
 use crate::http::url::{Scheme, Url};
 use crate::http::Method;
+use crate::store::{Op, Reply, RunList, ShardPage, Store, StoreError};
 use crate::time::rfc3339;
 pub use crate::wire::run_json;
 use crate::wire::{GroupConfig, GroupHeader};
-use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 /// Access and safety settings of the API.
@@ -157,19 +156,66 @@ pub struct RunOrder {
     pub delay: Nanos,
 }
 
+/// What the API makes of a request.
 pub enum Action {
     Respond(Response),
+    /// Ask the store, then hand its reply to [`Api::answer`] with `then`.
+    Store(Op, Then),
+}
+
+/// What a store reply is for: how [`Api::answer`] turns it into an answer.
+#[derive(Debug)]
+pub enum Then {
+    Created,
+    Listed,
+    Show(Uuid),
+    ShowShard(Uuid, u32),
+    Status(Uuid),
+    Deleted(Uuid),
+    /// A run whose group is now known: carry it out.
+    Run {
+        id: Uuid,
+        run_count: u64,
+        body: Vec<u8>,
+    },
+    Appended(Uuid, u32),
+}
+
+impl Then {
+    /// The route of the request the reply is for.
+    fn route(&self) -> Route {
+        match self {
+            Then::Created => Route::Create,
+            Then::Listed => Route::Groups,
+            Then::Show(_) | Then::Deleted(_) => Route::Group,
+            Then::ShowShard(..) | Then::Appended(..) => Route::Shard,
+            Then::Status(_) => Route::Status,
+            Then::Run { .. } => Route::Run,
+        }
+    }
+}
+
+/// What the loop does with a store reply.
+pub enum Next {
+    Respond(Response),
     Run(RunOrder),
+    /// Stream a run list: `head`, then the list's runs page by page from
+    /// the store, then `]}` and a newline.
+    Stream {
+        id: Uuid,
+        list: RunList,
+        head: Vec<u8>,
+    },
 }
 
 pub struct Api {
-    store: Arc<Mutex<Store>>,
+    store: Store,
     policy: ApiPolicy,
     metrics: Metrics,
 }
 
 impl Api {
-    pub fn new(store: Arc<Mutex<Store>>, policy: ApiPolicy) -> Api {
+    pub fn new(store: Store, policy: ApiPolicy) -> Api {
         Api {
             store,
             policy,
@@ -181,10 +227,8 @@ impl Api {
         &self.metrics
     }
 
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock cannot leave a half-appended run
-        // (Vec::push is all or nothing), so a poisoned lock is still usable.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn handle(&self, request: Request, wall_now: i128) -> Action {
@@ -202,42 +246,177 @@ impl Api {
                 );
             }
             let get = matches!(method, Method::Get | Method::Head);
-            Action::Respond(match segments.as_slice() {
-                ["healthz"] if get => Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()),
-                // Ready to take runs: the in-memory store always is; a server
+            let store = |op, then| Ok(Action::Store(op, then));
+            let outcome = match segments.as_slice() {
+                ["healthz"] if get => {
+                    respond(Response::json(200, b"{\"status\":\"ok\"}\n".to_vec()))
+                }
+                // Ready to take runs: the store takes writes; a server
                 // shutting down answers every new request 503, this one too.
-                ["readyz"] if get => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
-                ["metrics"] if get => Response::json(200, self.metrics.render().into_bytes())
-                    .with_header("Content-Type", super::metrics::CONTENT_TYPE.into()),
-                ["test-groups"] if get => self.list(),
+                ["readyz"] if get => respond(match self.store.ready() {
+                    Ok(()) => Response::json(200, b"{\"status\":\"ready\"}\n".to_vec()),
+                    Err(why) => Response::error(503, &why),
+                }),
+                ["metrics"] if get => respond(
+                    Response::json(200, self.metrics.render().into_bytes())
+                        .with_header("Content-Type", super::metrics::CONTENT_TYPE.into()),
+                ),
+                ["test-groups"] if get => store(Op::List, Then::Listed),
                 ["test-groups", "create"] if method == Method::Post => {
                     self.create(&request.body, wall_now)
                 }
-                ["test-groups", "create"] => method_not_allowed(&segments),
-                ["test-groups", id] if get => self.show(id),
-                ["test-groups", id, "status"] if get => self.status(id),
-                ["test-groups", id] if method == Method::Delete => self.delete(id),
+                ["test-groups", "create"] => respond(method_not_allowed(&segments)),
+                ["test-groups", id] if get => {
+                    group_id(id).and_then(|id| store(Op::Header { id }, Then::Show(id)))
+                }
+                ["test-groups", id, "status"] if get => {
+                    group_id(id).and_then(|id| store(Op::Status { id }, Then::Status(id)))
+                }
+                ["test-groups", id] if method == Method::Delete => {
+                    group_id(id).and_then(|id| store(Op::Delete { id }, Then::Deleted(id)))
+                }
+                ["test-groups", id, "shards", shard] if get => group_id(id).and_then(|id| {
+                    let shard = shard_index(shard)?;
+                    store(Op::Status { id }, Then::ShowShard(id, shard))
+                }),
+                ["test-groups", id, "shards", shard] if method == Method::Post => group_id(id)
+                    .and_then(|id| {
+                        let shard = shard_index(shard)?;
+                        let page = shard_page(shard, &request.body)?;
+                        store(Op::AppendShard { id, page }, Then::Appended(id, shard))
+                    }),
                 ["test-groups", id, count] if method == Method::Post => {
-                    break 'answer match self.run_order(id, count, request.body) {
-                        Ok(order) => Action::Run(order),
-                        Err(response) => Action::Respond(response),
-                    }
+                    group_id(id).and_then(|id| {
+                        let run_count = run_count(count)?;
+                        store(
+                            Op::Begin { id },
+                            Then::Run {
+                                id,
+                                run_count,
+                                body: request.body,
+                            },
+                        )
+                    })
                 }
-                ["healthz"] | ["readyz"] | ["metrics"] | ["test-groups"] | ["test-groups", _] => {
-                    method_not_allowed(&segments)
-                }
-                ["test-groups", _, _] => method_not_allowed(&segments),
-                _ => Response::error(
+                ["healthz"]
+                | ["readyz"]
+                | ["metrics"]
+                | ["test-groups"]
+                | ["test-groups", _]
+                | ["test-groups", _, "shards", _] => respond(method_not_allowed(&segments)),
+                ["test-groups", _, _] => respond(method_not_allowed(&segments)),
+                _ => respond(Response::error(
                     404,
                     &format!("no route for {} {}", method.as_str(), request.path),
-                ),
-            })
+                )),
+            };
+            outcome.unwrap_or_else(Action::Respond)
         };
-        // Answered here, counted here; a run is counted when it is answered.
+        // Answered here, counted here; the rest are counted when the
+        // store's reply is answered.
         if let Action::Respond(response) = &action {
             self.metrics.request(Route::of(&segments), response.status);
         }
         action
+    }
+
+    /// Turns the store's reply into the answer (or the run) it was for.
+    pub fn answer(&self, then: Then, reply: Reply) -> Next {
+        let route = then.route();
+        let next = match (then, reply) {
+            (then, Reply::Error(e)) => Next::Respond(store_error(e, || match then {
+                Then::Show(id)
+                | Then::Status(id)
+                | Then::Deleted(id)
+                | Then::ShowShard(id, _)
+                | Then::Appended(id, _)
+                | Then::Run { id, .. } => unknown_group(&id.to_string()),
+                Then::Created | Then::Listed => Response::error(404, "no such test group"),
+            })),
+            (Then::Created, Reply::Group(header)) => {
+                crate::debug!("created group {}", header.run_group_id);
+                let mut body = header_json(&header);
+                body.extend_from_slice(b",\"test_runs\":[]}\n");
+                Next::Respond(Response::json(200, body))
+            }
+            (Then::Listed, Reply::List(groups)) => {
+                let groups: Vec<serde_json::Value> = groups
+                    .into_iter()
+                    .map(|g| {
+                        let mut v = serde_json::to_value(&*g.header).unwrap_or_default();
+                        v["recorded_runs"] = g.recorded_runs.into();
+                        v
+                    })
+                    .collect();
+                Next::Respond(json_answer(&groups))
+            }
+            (Then::Show(id), Reply::Group(header)) => {
+                let mut head = header_json(&header);
+                head.extend_from_slice(b",\"test_runs\":[");
+                Next::Stream {
+                    id,
+                    list: RunList::Server,
+                    head,
+                }
+            }
+            (Then::ShowShard(id, shard), Reply::Status(status)) => {
+                match status.shards.iter().find(|s| s.shard == shard) {
+                    Some(s) => {
+                        let mut head = serde_json::to_vec(s).unwrap_or_default();
+                        head.pop(); // the closing brace
+                        head.extend_from_slice(b",\"runs\":[");
+                        Next::Stream {
+                            id,
+                            list: RunList::Shard(shard),
+                            head,
+                        }
+                    }
+                    None => Next::Respond(unknown_shard(shard)),
+                }
+            }
+            (Then::Status(id), Reply::Status(status)) => {
+                Next::Respond(json_answer(&serde_json::json!({
+                    "run_group_id": id,
+                    "recorded_runs": status.recorded_runs,
+                    "runs_in_progress": status.runs_in_progress,
+                    "shards": status.shards,
+                })))
+            }
+            (Then::Deleted(id), Reply::Done) => Next::Respond(Response::json(
+                200,
+                format!("{{\"deleted\":\"{id}\"}}\n").into_bytes(),
+            )),
+            (Then::Appended(_, shard), Reply::Appended { runs }) => Next::Respond(json_answer(
+                &serde_json::json!({"shard": shard, "runs": runs}),
+            )),
+            (
+                Then::Run {
+                    run_count, body, ..
+                },
+                Reply::Group(header),
+            ) => {
+                let config = &header.config;
+                Next::Run(RunOrder {
+                    group_id: header.run_group_id,
+                    run_count,
+                    body,
+                    upstream: config
+                        .upstream_endpoint
+                        .as_deref()
+                        .and_then(|e| Url::parse(e).ok()),
+                    upstream_timeout: config.upstream_timeout_ns,
+                    delay: config.server_delay_ns,
+                })
+            }
+            (then, reply) => Next::Respond(Response::error(
+                500,
+                &format!("the store answered {reply:?} to {then:?}"),
+            )),
+        };
+        if let Next::Respond(response) = &next {
+            self.metrics.request(route, response.status);
+        }
+        next
     }
 
     fn authorized(&self, request: &Request) -> bool {
@@ -255,123 +434,94 @@ impl Api {
         constant_time_eq(credentials, token.as_bytes())
     }
 
-    fn create(&self, body: &[u8], wall_now: i128) -> Response {
-        let config = match GroupConfig::from_json(body) {
-            Ok(c) => c,
-            Err(e) => return Response::error(400, &e),
-        };
+    fn create(&self, body: &[u8], wall_now: i128) -> Result<Action, Response> {
+        let config = GroupConfig::from_json(body).map_err(|e| Response::error(400, &e))?;
         if let (Some(endpoint), Some(allow)) =
             (&config.upstream_endpoint, &self.policy.upstream_allow)
         {
-            if let Err(e) = check_allowed(endpoint, allow) {
-                return Response::error(400, &e);
-            }
+            check_allowed(endpoint, allow).map_err(|e| Response::error(400, &e))?;
         }
-        let mut store = self.store();
-        match store.create(config, rfc3339(wall_now)) {
-            Ok(group) => {
-                crate::debug!("created group {}", group.header.run_group_id);
-                let mut body = header_json(&group.header);
-                body.extend_from_slice(b",\"test_runs\":[]}\n");
-                Response::json(200, body)
-            }
-            Err(e) => store_error(e),
+        Ok(Action::Store(
+            Op::Create {
+                config,
+                created_at: rfc3339(wall_now),
+                created_ns: wall_now,
+            },
+            Then::Created,
+        ))
+    }
+}
+
+fn respond(response: Response) -> Result<Action, Response> {
+    Ok(Action::Respond(response))
+}
+
+fn json_answer<T: serde::Serialize>(value: &T) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    Response::json(200, body)
+}
+
+fn group_id(id: &str) -> Result<Uuid, Response> {
+    Uuid::parse_str(id).map_err(|_| unknown_group(id))
+}
+
+fn run_count(count: &str) -> Result<u64, Response> {
+    match count.parse::<u64>() {
+        Ok(n) if n >= 1 && count.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(Response::error(
+            400,
+            &format!("run count '{count}' is not a positive integer"),
+        )),
+    }
+}
+
+fn shard_index(shard: &str) -> Result<u32, Response> {
+    match shard.parse::<u32>() {
+        Ok(n) if shard.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(Response::error(
+            400,
+            &format!("shard '{shard}' is not a shard index (0, 1, ...)"),
+        )),
+    }
+}
+
+/// The body of a shard's upload:
+/// `{"shards": N, "from": K, "runs": [{...}, ...], "last": bool}`.
+fn shard_page(shard: u32, body: &[u8]) -> Result<ShardPage, Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Upload<'a> {
+        shards: u32,
+        from: u64,
+        #[serde(borrow)]
+        runs: Vec<&'a serde_json::value::RawValue>,
+        last: bool,
+    }
+    let bad = |why: String| Response::error(400, &format!("shard upload: {why}"));
+    let upload: Upload<'_> = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if shard >= upload.shards {
+        return Err(bad(format!(
+            "shard {shard} is not one of {} shards (0 to {})",
+            upload.shards,
+            upload.shards.saturating_sub(1)
+        )));
+    }
+    let mut runs = Vec::with_capacity(upload.runs.len());
+    for (i, run) in upload.runs.iter().enumerate() {
+        let text = run.get();
+        if !text.starts_with('{') {
+            return Err(bad(format!("runs[{i}] is not a JSON object")));
         }
+        runs.push(text.as_bytes().into());
     }
-
-    fn list(&self) -> Response {
-        let store = self.store();
-        let groups: Vec<serde_json::Value> = store
-            .groups()
-            .into_iter()
-            .map(|g| {
-                let mut v = serde_json::to_value(&g.header).unwrap_or_default();
-                v["recorded_runs"] = g.runs.len().into();
-                v
-            })
-            .collect();
-        let mut body = serde_json::to_vec(&groups).unwrap_or_default();
-        body.push(b'\n');
-        Response::json(200, body)
-    }
-
-    fn show(&self, id: &str) -> Response {
-        let Some(id) = self.known_group(id) else {
-            return unknown_group(id);
-        };
-        Response::stream(
-            200,
-            Box::new(GroupStream {
-                store: Arc::clone(&self.store),
-                id,
-                next_run: None,
-            }),
-        )
-    }
-
-    fn delete(&self, id: &str) -> Response {
-        let deleted = Uuid::parse_str(id).is_ok_and(|uuid| self.store().delete(&uuid));
-        if deleted {
-            Response::json(200, format!("{{\"deleted\":\"{id}\"}}\n").into_bytes())
-        } else {
-            unknown_group(id)
-        }
-    }
-
-    fn known_group(&self, id: &str) -> Option<Uuid> {
-        let uuid = Uuid::parse_str(id).ok()?;
-        self.store().get(&uuid).is_some().then_some(uuid)
-    }
-
-    fn run_order(&self, id: &str, count: &str, body: Vec<u8>) -> Result<RunOrder, Response> {
-        let run_count = match count.parse::<u64>() {
-            Ok(n) if n >= 1 && count.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => {
-                return Err(Response::error(
-                    400,
-                    &format!("run count '{count}' is not a positive integer"),
-                ))
-            }
-        };
-        let mut store = self.store();
-        let group = Uuid::parse_str(id).ok().and_then(|uuid| store.get(&uuid));
-        let Some(group) = group else {
-            return Err(unknown_group(id));
-        };
-        store.check_room().map_err(store_error)?;
-        let config = &group.header.config;
-        let order = RunOrder {
-            group_id: group.header.run_group_id,
-            run_count,
-            body,
-            upstream: config
-                .upstream_endpoint
-                .as_deref()
-                .and_then(|e| Url::parse(e).ok()),
-            upstream_timeout: config.upstream_timeout_ns,
-            delay: config.server_delay_ns,
-        };
-        // In progress until the loop records it (`Store::record`).
-        store.begin(&order.group_id);
-        Ok(order)
-    }
-
-    /// How many runs the group holds and how many are still in progress
-    /// (received, not yet recorded): a client compares once none is.
-    fn status(&self, id: &str) -> Response {
-        let store = self.store();
-        let Some(group) = Uuid::parse_str(id).ok().and_then(|uuid| store.get(&uuid)) else {
-            return unknown_group(id);
-        };
-        let body = serde_json::json!({
-            "run_group_id": group.header.run_group_id,
-            "recorded_runs": group.runs.len(),
-            "runs_in_progress": group.in_progress,
-        });
-        let mut body = serde_json::to_vec(&body).unwrap_or_default();
-        body.push(b'\n');
-        Response::json(200, body)
-    }
+    Ok(ShardPage {
+        shard,
+        shards: upload.shards,
+        from: upload.from,
+        runs,
+        last: upload.last,
+    })
 }
 
 fn method_not_allowed(segments: &[&str]) -> Response {
@@ -379,6 +529,7 @@ fn method_not_allowed(segments: &[&str]) -> Response {
         ["test-groups", "create"] => "POST",
         ["test-groups", _] => "GET, HEAD, DELETE",
         ["test-groups", _, _] => "POST",
+        ["test-groups", _, "shards", _] => "GET, HEAD, POST",
         _ => "GET, HEAD",
     };
     Response::error(405, &format!("method not allowed here; allowed: {allow}"))
@@ -389,10 +540,18 @@ fn unknown_group(id: &str) -> Response {
     Response::error(404, &format!("no test group '{id}'"))
 }
 
-pub fn store_error(e: StoreError) -> Response {
+fn unknown_shard(shard: u32) -> Response {
+    Response::error(404, &format!("no upload from shard {shard} in this group"))
+}
+
+/// The answer to a store error; `unknown` answers for an unknown group.
+pub fn store_error(e: StoreError, unknown: impl FnOnce() -> Response) -> Response {
     match e {
-        StoreError::UnknownGroup => Response::error(404, "the test group was deleted"),
+        StoreError::UnknownGroup => unknown(),
+        StoreError::UnknownShard => Response::error(404, "no upload from that shard in this group"),
         StoreError::Full(message) => Response::error(507, &message),
+        StoreError::Unavailable(message) => Response::error(503, &message),
+        StoreError::Conflict(message) => Response::error(409, &message),
     }
 }
 
@@ -401,57 +560,6 @@ fn header_json(header: &GroupHeader) -> Vec<u8> {
     let mut body = serde_json::to_vec(header).unwrap_or_else(|_| b"{}".to_vec());
     body.pop(); // the closing brace
     body
-}
-
-/// Streams a group's JSON a batch of runs at a time, taking the lock only
-/// for each batch, so a million-run group never sits whole in memory as text.
-struct GroupStream {
-    store: Arc<Mutex<Store>>,
-    id: Uuid,
-    /// None until the header is written.
-    next_run: Option<usize>,
-}
-
-const RUNS_PER_PIECE: usize = 256;
-
-impl BodySource for GroupStream {
-    fn fill(&mut self, out: &mut Vec<u8>) -> bool {
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(group) = store.get(&self.id) else {
-            // Deleted while being sent: close the JSON so it stays valid.
-            out.extend_from_slice(if self.next_run.is_none() {
-                b"{}\n"
-            } else {
-                b"]}\n"
-            });
-            return true;
-        };
-        let start = match self.next_run {
-            None => {
-                out.extend_from_slice(&header_json(&group.header));
-                out.extend_from_slice(b",\"test_runs\":[");
-                0
-            }
-            Some(i) => i,
-        };
-        write_runs(out, group, start, RUNS_PER_PIECE);
-        let end = (start + RUNS_PER_PIECE).min(group.runs.len());
-        self.next_run = Some(end);
-        if end >= group.runs.len() {
-            out.extend_from_slice(b"]}\n");
-            return true;
-        }
-        false
-    }
-}
-
-fn write_runs(out: &mut Vec<u8>, group: &Group, start: usize, count: usize) {
-    for (i, run) in group.runs.iter().enumerate().skip(start).take(count) {
-        if i > 0 {
-            out.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut *out, &run_json(run));
-    }
 }
 
 /// Compares without an early exit, so timing does not reveal the token.
@@ -478,23 +586,39 @@ fn check_allowed(endpoint: &str, allow: &[AllowEntry]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::store::StoreLimits;
+    use crate::store::memory::MemoryStore;
+    use crate::store::StoreLimits;
+    use std::sync::Arc;
 
     fn api(policy: ApiPolicy) -> Api {
-        Api::new(
-            Arc::new(Mutex::new(Store::new(StoreLimits::default()))),
-            policy,
-        )
+        Api::new(Arc::new(MemoryStore::new(StoreLimits::default())), policy)
     }
 
     fn request(method: Method, path: &str, body: &[u8]) -> Request {
         Request::new(method, path, body.to_vec())
     }
 
-    fn status(action: Action) -> u16 {
-        match action {
-            Action::Respond(r) => r.status,
-            Action::Run(_) => 0,
+    /// What the loop would make of a request, the store answering at once.
+    fn outcome(api: &Api, request: Request) -> Next {
+        match api.handle(request, 0) {
+            Action::Respond(r) => Next::Respond(r),
+            Action::Store(op, then) => api.answer(then, apply(api.store(), op)),
+        }
+    }
+
+    fn apply(store: &Store, op: Op) -> Reply {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        store
+            .submit(op, 0, &crate::store::Inbox::new(waker))
+            .expect("the memory store answers at once")
+    }
+
+    fn status(next: Next) -> u16 {
+        match next {
+            Next::Respond(r) => r.status,
+            Next::Stream { .. } => 200,
+            Next::Run(_) => 0,
         }
     }
 
@@ -502,7 +626,7 @@ mod tests {
     fn routes() {
         let api = api(ApiPolicy::default());
         let status_of =
-            |method, path: &str, body: &[u8]| status(api.handle(request(method, path, body), 0));
+            |method, path: &str, body: &[u8]| status(outcome(&api, request(method, path, body)));
         for (method, path, body, expected) in [
             (Method::Get, "/healthz", &b""[..], 200),
             (Method::Get, "/readyz", b"", 200),
@@ -519,43 +643,98 @@ mod tests {
                 method.as_str()
             );
         }
-        let created = api.handle(
+        let created = outcome(
+            &api,
             request(
                 Method::Post,
                 "/test-groups/create",
                 br#"{"run_count":2,"server_delay_ns":5}"#,
             ),
-            0,
         );
-        assert_eq!(status(created), 200);
-        let id = api.store().groups()[0].header.run_group_id;
-        let run = api.handle(
+        let Next::Respond(created) = created else {
+            panic!("create answers at once")
+        };
+        assert_eq!(created.status, 200);
+        let crate::http::server::Body::Json(body) = created.body else {
+            panic!("a JSON body")
+        };
+        let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["run_group_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let run = outcome(
+            &api,
             request(Method::Post, &format!("/test-groups/{id}/1"), b"x"),
-            0,
         );
         assert!(matches!(
             run,
-            Action::Run(RunOrder {
+            Next::Run(RunOrder {
                 run_count: 1,
                 delay: 5,
                 ..
             })
         ));
-        for (method, path, expected) in [
-            (Method::Post, format!("/test-groups/{id}/0"), 400),
-            (Method::Post, format!("/test-groups/{id}/+1"), 400),
-            (Method::Post, "/test-groups/nope/1".to_owned(), 404),
-            (Method::Get, format!("/test-groups/{id}/1"), 405),
-            (Method::Delete, format!("/test-groups/{id}"), 200),
-            (Method::Get, format!("/test-groups/{id}"), 404),
+        let shard_body = br#"{"shards":2,"from":0,"runs":[{"run_count":1}],"last":true}"#;
+        for (method, path, body, expected) in [
+            (Method::Post, format!("/test-groups/{id}/0"), &b""[..], 400),
+            (Method::Post, format!("/test-groups/{id}/+1"), b"", 400),
+            (Method::Post, "/test-groups/nope/1".to_owned(), b"", 404),
+            (Method::Get, format!("/test-groups/{id}/1"), b"", 405),
+            (Method::Get, format!("/test-groups/{id}/shards/1"), b"", 404),
+            (
+                Method::Post,
+                format!("/test-groups/{id}/shards/2"),
+                shard_body,
+                400,
+            ),
+            (
+                Method::Post,
+                format!("/test-groups/{id}/shards/x"),
+                shard_body,
+                400,
+            ),
+            (
+                Method::Post,
+                format!("/test-groups/{id}/shards/1"),
+                b"[1]",
+                400,
+            ),
+            (
+                Method::Post,
+                format!("/test-groups/{id}/shards/1"),
+                shard_body,
+                200,
+            ),
+            (Method::Get, format!("/test-groups/{id}/shards/1"), b"", 200),
+            (
+                Method::Delete,
+                format!("/test-groups/{id}/shards/1"),
+                b"",
+                405,
+            ),
+            (Method::Get, format!("/test-groups/{id}/status"), b"", 200),
+            (Method::Delete, format!("/test-groups/{id}"), b"", 200),
+            (Method::Get, format!("/test-groups/{id}"), b"", 404),
+            (Method::Get, format!("/test-groups/{id}/status"), b"", 404),
         ] {
             assert_eq!(
-                status_of(method, &path, b""),
+                status_of(method, &path, body),
                 expected,
                 "{} {path}",
                 method.as_str()
             );
         }
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_reached_answers_503_naming_it() {
+        let e = StoreError::Unavailable("store redis://r:6379/0: connection refused".into());
+        let response = store_error(e, || unreachable!());
+        assert_eq!(response.status, 503);
+        let crate::http::server::Body::Json(body) = response.body else {
+            panic!("a JSON body")
+        };
+        assert!(String::from_utf8_lossy(&body).contains("redis://r:6379/0"));
     }
 
     #[test]
@@ -565,18 +744,18 @@ mod tests {
             upstream_allow: None,
         });
         for probe in ["/healthz", "/readyz"] {
-            assert_eq!(status(api.handle(request(Method::Get, probe, b""), 0)), 200);
+            assert_eq!(status(outcome(&api, request(Method::Get, probe, b""))), 200);
         }
         assert_eq!(
-            status(api.handle(request(Method::Get, "/test-groups", b""), 0)),
+            status(outcome(&api, request(Method::Get, "/test-groups", b""))),
             401
         );
         let mut ok = request(Method::Get, "/test-groups", b"");
         ok.authorization = Some(b"Bearer s3cret".to_vec());
-        assert_eq!(status(api.handle(ok, 0)), 200);
+        assert_eq!(status(outcome(&api, ok)), 200);
         let mut wrong = request(Method::Get, "/test-groups", b"");
         wrong.authorization = Some(b"Bearer s3cres".to_vec());
-        assert_eq!(status(api.handle(wrong, 0)), 401);
+        assert_eq!(status(outcome(&api, wrong)), 401);
     }
 
     #[test]

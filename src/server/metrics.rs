@@ -6,8 +6,8 @@
 //! sets only (route patterns, statuses, outcomes): never a group id, so the
 //! number of series stays bounded.
 
-use super::store::UpstreamOutcome;
 use crate::event::clock::Nanos;
+use crate::wire::UpstreamOutcome;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -25,11 +25,12 @@ pub enum Route {
     Group,
     Status,
     Run,
+    Shard,
     /// Any path no route serves (and requests refused before routing).
     Other,
 }
 
-const ROUTES: [Route; 9] = [
+const ROUTES: [Route; 10] = [
     Route::Healthz,
     Route::Readyz,
     Route::Metrics,
@@ -38,6 +39,7 @@ const ROUTES: [Route; 9] = [
     Route::Group,
     Route::Status,
     Route::Run,
+    Route::Shard,
     Route::Other,
 ];
 
@@ -54,6 +56,7 @@ impl Route {
             ["test-groups", _] => Route::Group,
             ["test-groups", _, "status"] => Route::Status,
             ["test-groups", _, _] => Route::Run,
+            ["test-groups", _, "shards", _] => Route::Shard,
             _ => Route::Other,
         }
     }
@@ -68,6 +71,7 @@ impl Route {
             Route::Group => "/test-groups/{id}",
             Route::Status => "/test-groups/{id}/status",
             Route::Run => "/test-groups/{id}/{count}",
+            Route::Shard => "/test-groups/{id}/shards/{shard}",
             Route::Other => "other",
         }
     }

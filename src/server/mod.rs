@@ -8,7 +8,7 @@
 
 pub mod api;
 pub mod metrics;
-pub mod store;
+pub mod stream;
 pub mod upstream;
 
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
@@ -18,8 +18,10 @@ use crate::event::wake::WakeTimer;
 use crate::event::Source;
 use crate::http::server::{Request, Response, ServerConn, ServerLimits};
 use crate::ids::IdGen;
+use crate::store::memory::MemoryStore;
+use crate::store::{Inbox, Op, Reply, Run, Store, StoreLimits, Ticket, UpstreamOutcome};
 use crate::tls::Transport;
-use api::{store_error, Action, Api, ApiPolicy, RunOrder};
+use api::{store_error, Action, Api, ApiPolicy, Next, RunOrder, Then};
 use metrics::Route;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
@@ -27,8 +29,8 @@ use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use store::{Run, Store, StoreLimits, UpstreamOutcome};
+use std::sync::Arc;
+use stream::{Mailbox, StoreStream, StreamCtx};
 use upstream::{Finished, UpstreamTimer, Upstreams};
 
 /// Everything `conntest server` can be told.
@@ -40,6 +42,8 @@ pub struct ServerOptions {
     /// Connections served at once, by all loops together.
     pub max_connections: usize,
     pub store: StoreLimits,
+    /// Where groups and runs are kept; the memory store when `None`.
+    pub backend: Option<Store>,
     pub policy: ApiPolicy,
     /// Upstream answers larger than this are not read further.
     pub upstream_max_body: u64,
@@ -57,6 +61,7 @@ impl Default for ServerOptions {
             http: ServerLimits::default(),
             max_connections: 10_000,
             store: StoreLimits::default(),
+            backend: None,
             policy: ApiPolicy::default(),
             upstream_max_body: 1 << 20,
             tls: None,
@@ -140,7 +145,10 @@ impl Server {
             drop(claim);
             local_addrs.push(addr);
         }
-        let store = Arc::new(Mutex::new(Store::new(options.store)));
+        let store = options
+            .backend
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryStore::new(options.store)));
         let api = Arc::new(Api::new(store, options.policy.clone()));
         Ok(Server {
             listeners,
@@ -246,6 +254,29 @@ struct Connection {
     read_paused: bool,
     /// The client's address, for the log.
     peer: SocketAddr,
+    /// Where store pages for this connection's streamed answer arrive;
+    /// made with its first streamed answer.
+    mailbox: Option<Arc<Mailbox>>,
+}
+
+/// A request whose answer waits on the store.
+enum Waiting {
+    Request {
+        conn: usize,
+        serial: u64,
+        seq: u64,
+        then: Then,
+        /// The route it came on, for the log of an error answer.
+        route: Option<String>,
+    },
+    /// A run being recorded: its 200 leaves once the store confirms.
+    Record {
+        conn: usize,
+        serial: u64,
+        seq: u64,
+        path: String,
+        submitted: Nanos,
+    },
 }
 
 /// A test run between its request and its answer. It lives outside the
@@ -297,6 +328,12 @@ struct ServerLoop {
     requests: Vec<Request>,
     finished: Vec<Finished>,
     no_body: Arc<[u8]>,
+    store: Store,
+    /// Store answers delivered later land here (and wake the loop).
+    inbox: Arc<Inbox>,
+    /// Requests waiting on the store, by ticket.
+    waiting: Slab<Waiting>,
+    replies: Vec<(Ticket, Reply)>,
 }
 
 impl ServerLoop {
@@ -317,6 +354,8 @@ impl ServerLoop {
         let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), Source::Waker.token())?);
         let now = clock::now();
+        let inbox = Inbox::new(Arc::clone(&waker));
+        let store = Arc::clone(api.store());
         Ok(ServerLoop {
             poll,
             listeners: mio_listeners,
@@ -344,6 +383,10 @@ impl ServerLoop {
             requests: Vec::new(),
             finished: Vec::new(),
             no_body: Arc::from(&[][..]),
+            store,
+            inbox,
+            waiting: Slab::new(),
+            replies: Vec::new(),
         })
     }
 
@@ -355,7 +398,7 @@ impl ServerLoop {
                 stopping = true;
                 self.stop(clock::now());
             }
-            if stopping && self.runs.is_empty() {
+            if stopping && self.runs.is_empty() && self.waiting.is_empty() {
                 return Ok(());
             }
             if self.stop_deadline.is_some_and(|d| clock::now() >= d) {
@@ -400,6 +443,7 @@ impl ServerLoop {
                             done: &mut self.finished,
                         };
                         self.upstreams.on_resolved(ctx);
+                        self.take_replies(now);
                     }
                     Some(Source::WakeTimer) => self.wake.acknowledge(now),
                     None => {}
@@ -538,6 +582,7 @@ impl ServerLoop {
             timer: None,
             read_paused: false,
             peer,
+            mailbox: None,
         });
         self.arm_timer(key);
     }
@@ -612,37 +657,165 @@ impl ServerLoop {
             .then(|| format!("{} {}", request.method.as_str(), request.path));
         match self.api.handle(request, self.anchor.wall(now)) {
             Action::Respond(response) => {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    log_error_answer(&response, route.as_deref(), conn.peer);
-                    conn.http.respond(seq, response, now);
-                }
+                self.respond(key, None, seq, response, route.as_deref(), now)
             }
-            Action::Run(order) => {
+            Action::Store(op, then) => {
                 let serial = self.conns.get(key).map_or(0, |c| c.serial);
-                let upstream = order.upstream.clone();
-                let timeout = order.upstream_timeout;
-                let run = self.runs.insert(PendingRun {
+                let waiting = Waiting::Request {
                     conn: key,
-                    path: route.unwrap_or_default(),
                     serial,
                     seq,
-                    order,
-                    start: now,
-                    upstream: None,
-                });
-                match upstream {
-                    Some(url) => {
-                        let ctx = upstream::Ctx {
-                            registry: self.poll.registry(),
-                            now,
-                            wheel: &mut self.wheel,
-                            done: &mut self.finished,
-                        };
-                        self.upstreams.start(run, &url, timeout, ctx);
-                    }
-                    None => self.hold(run, now),
+                    then,
+                    route,
+                };
+                self.submit(op, waiting, now);
+            }
+        }
+    }
+
+    /// Answers request `seq` of connection `key` (of `serial`, when the
+    /// answer comes later and the connection may be another by now).
+    fn respond(
+        &mut self,
+        key: usize,
+        serial: Option<u64>,
+        seq: u64,
+        response: Response,
+        route: Option<&str>,
+        now: Nanos,
+    ) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if serial.is_none_or(|s| s == conn.serial) {
+                log_error_answer(&response, route, conn.peer);
+                conn.http.respond(seq, response, now);
+                if serial.is_some() {
+                    self.dirty.push(key);
                 }
             }
+        }
+    }
+
+    /// Hands `op` to the store; its answer is handled now or when the
+    /// store delivers it.
+    fn submit(&mut self, op: Op, waiting: Waiting, now: Nanos) {
+        let ticket = self.waiting.vacant_key() as Ticket;
+        match self.store.submit(op, ticket, &self.inbox) {
+            Some(reply) => self.on_reply(waiting, reply, now),
+            None => {
+                self.waiting.insert(waiting);
+            }
+        }
+    }
+
+    /// Takes the store's later answers: pages go to their connection's
+    /// stream, the rest to the request waiting on them.
+    fn take_replies(&mut self, now: Nanos) {
+        let mut replies = std::mem::take(&mut self.replies);
+        self.inbox.take(&mut replies);
+        for (ticket, reply) in replies.drain(..) {
+            if let Some((key, serial)) = stream::connection_of(ticket) {
+                if let Some(conn) = self.conns.get(key) {
+                    if stream::same_serial(serial, conn.serial) {
+                        if let Some(mailbox) = &conn.mailbox {
+                            mailbox.put(reply);
+                            self.dirty.push(key);
+                        }
+                    }
+                }
+            } else if let Some(waiting) = self.waiting.try_remove(ticket as usize) {
+                self.on_reply(waiting, reply, now);
+            }
+        }
+        self.replies = replies;
+    }
+
+    fn on_reply(&mut self, waiting: Waiting, reply: Reply, now: Nanos) {
+        match waiting {
+            Waiting::Request {
+                conn,
+                serial,
+                seq,
+                then,
+                route,
+            } => match self.api.answer(then, reply) {
+                Next::Respond(response) => {
+                    self.respond(conn, Some(serial), seq, response, route.as_deref(), now)
+                }
+                Next::Run(order) => self.start_run(conn, serial, seq, order, route, now),
+                Next::Stream { id, list, head } => {
+                    let Some(c) = self.conns.get_mut(conn).filter(|c| c.serial == serial) else {
+                        return;
+                    };
+                    let ctx = StreamCtx {
+                        store: Arc::clone(&self.store),
+                        inbox: Arc::clone(&self.inbox),
+                        ticket: stream::ticket(conn, serial),
+                        mailbox: Arc::clone(c.mailbox.get_or_insert_with(Default::default)),
+                    };
+                    let source = StoreStream::new(ctx, id, list, head);
+                    let response = Response::stream(200, Box::new(source));
+                    self.respond(conn, Some(serial), seq, response, None, now);
+                }
+            },
+            Waiting::Record {
+                conn,
+                serial,
+                seq,
+                path,
+                submitted,
+            } => {
+                let metrics = self.api.metrics();
+                metrics.record_time(now.saturating_sub(submitted));
+                let response = match reply {
+                    Reply::Done => {
+                        metrics.run_recorded();
+                        Response::empty(200)
+                    }
+                    Reply::Error(e) => {
+                        store_error(e, || Response::error(404, "the test group was deleted"))
+                    }
+                    other => {
+                        Response::error(500, &format!("the store answered {other:?} to a record"))
+                    }
+                };
+                metrics.request(Route::Run, response.status);
+                self.respond(conn, Some(serial), seq, response, Some(&path), now);
+            }
+        }
+    }
+
+    /// A run whose group the store confirmed: upstream, delay, record.
+    fn start_run(
+        &mut self,
+        key: usize,
+        serial: u64,
+        seq: u64,
+        order: RunOrder,
+        route: Option<String>,
+        now: Nanos,
+    ) {
+        let upstream = order.upstream.clone();
+        let timeout = order.upstream_timeout;
+        let run = self.runs.insert(PendingRun {
+            conn: key,
+            path: route.unwrap_or_default(),
+            serial,
+            seq,
+            order,
+            start: now,
+            upstream: None,
+        });
+        match upstream {
+            Some(url) => {
+                let ctx = upstream::Ctx {
+                    registry: self.poll.registry(),
+                    now,
+                    wheel: &mut self.wheel,
+                    done: &mut self.finished,
+                };
+                self.upstreams.start(run, &url, timeout, ctx);
+            }
+            None => self.hold(run, now),
         }
     }
 
@@ -666,7 +839,7 @@ impl ServerLoop {
         }
     }
 
-    /// Records the run and answers it (if its client is still there).
+    /// Records the run; it is answered once the store confirms the record.
     fn complete(&mut self, run: usize, now: Nanos) {
         let Some(pending) = self.runs.try_remove(run) else {
             return;
@@ -681,29 +854,19 @@ impl ServerLoop {
             data: Arc::clone(&self.no_body),
             upstream: pending.upstream.map(Box::new),
         };
-        let result = {
-            let mut store = self.api.store();
-            let started = clock::now();
-            let result = store.record(&pending.order.group_id, record, &pending.order.body);
-            let metrics = self.api.metrics();
-            metrics.record_time(clock::now().saturating_sub(started));
-            if result.is_ok() {
-                metrics.run_recorded();
-            }
-            result
+        let op = Op::Record {
+            id: pending.order.group_id,
+            run: record,
+            body: pending.order.body,
         };
-        let response = match result {
-            Ok(()) => Response::empty(200),
-            Err(e) => store_error(e),
+        let waiting = Waiting::Record {
+            conn: pending.conn,
+            serial: pending.serial,
+            seq: pending.seq,
+            path: pending.path,
+            submitted: clock::now(),
         };
-        self.api.metrics().request(Route::Run, response.status);
-        if let Some(conn) = self.conns.get_mut(pending.conn) {
-            if conn.serial == pending.serial {
-                log_error_answer(&response, Some(&pending.path), conn.peer);
-                conn.http.respond(pending.seq, response, now);
-                self.dirty.push(pending.conn);
-            }
-        }
+        self.submit(op, waiting, now);
     }
 
     fn fire_timers(&mut self, now: Nanos) {

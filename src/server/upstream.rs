@@ -10,7 +10,6 @@
 //! [`UpstreamOutcome`] with the name look-up, connect and handshake times; an
 //! answer outside 200-399 is an error (a broken path is what is tested for).
 
-use super::store::UpstreamOutcome;
 use crate::event::clock::{self, Nanos};
 use crate::event::resolver::{Answer, Resolver};
 use crate::event::timer::{TimerKey, TimerWheel};
@@ -19,6 +18,7 @@ use crate::http::client::{ClientConn, ClientError, ClientLimits};
 use crate::http::url::{Scheme, Url};
 use crate::http::{reason_phrase, Method};
 use crate::tls::Transport;
+use crate::wire::UpstreamOutcome;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
