@@ -173,6 +173,9 @@ pub fn run(
         Some(shard) => shard.check(group.header.config.run_count),
     }
     .map_err(RunError::Setup)?;
+    if let Some(shard) = options.shard {
+        shard::warn_if_reported(endpoint, &options.group, shard, options.timeout);
+    }
     let split = options.shard.unwrap_or(Shard::WHOLE);
     let header = group.header;
     let config = &header.config;
@@ -304,7 +307,7 @@ fn upload_shard(
     }
     let phase = std::time::Instant::now();
     let timeout = options.timeout.max(Duration::from_secs(10));
-    let held = shard::upload(
+    shard::upload(
         endpoint,
         &options.group,
         shard,
@@ -319,13 +322,6 @@ fn upload_shard(
         outcome.runs.len(),
         phase.elapsed()
     );
-    if held != outcome.runs.len() as u64 {
-        eprintln!(
-            "conntest: warning: the server holds {held} runs for shard {}, not the {} sent: an earlier run of this shard uploaded first, and its record is kept",
-            shard.label(),
-            outcome.runs.len()
-        );
-    }
     Ok(())
 }
 

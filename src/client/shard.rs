@@ -8,8 +8,8 @@ use super::fetch::{error_message, Endpoint};
 use crate::event::clock::Nanos;
 use crate::http::Method;
 use crate::report::client_run_fields;
+use crate::report::shards::ShardsStatus;
 use crate::run::{BodyPlan, DriverOutcome};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -158,15 +158,26 @@ pub const PAGE_BYTES: usize = 512 * 1024 - 1024;
 /// (503), 100 ms apart and doubling: about 6 s in all.
 const PAGE_ATTEMPTS: u32 = 7;
 
-/// The answer to an uploaded page.
-#[derive(Deserialize)]
-struct PageAnswer {
-    runs: u64,
+/// Says so on stderr when the server already holds a record of this shard
+/// (the shard is run again: its runs are recorded twice, and the record
+/// first uploaded is the one kept).
+pub fn warn_if_reported(endpoint: &Endpoint, group: &str, shard: Shard, timeout: Duration) {
+    let route = format!("/test-groups/{group}/status");
+    let Ok(Ok(status)) = endpoint.get_json::<ShardsStatus>(&route, timeout) else {
+        return;
+    };
+    if let Some(earlier) = status.shards.iter().find(|s| s.shard == shard.index) {
+        eprintln!(
+            "conntest: warning: shard {} already uploaded a record of {} runs to this group: this run's runs are recorded a second time (duplicated in the group's report) and the first record is kept",
+            shard.label(),
+            earlier.runs
+        );
+    }
 }
 
 /// Uploads the shard's runs in pages. Each page names the index of its
 /// first run (`from`), so a page sent again after a lost answer changes
-/// nothing. Returns how many runs the server holds for the shard.
+/// nothing.
 pub fn upload(
     endpoint: &Endpoint,
     group: &str,
@@ -175,13 +186,12 @@ pub fn upload(
     body: &BodyPlan,
     timeout: Duration,
     stop: &AtomicBool,
-) -> Result<u64, String> {
+) -> Result<(), String> {
     let route = format!("/test-groups/{group}/shards/{}", shard.index);
     let mut uuid = [0u8; 36];
     let mut runs: Vec<u8> = Vec::with_capacity(PAGE_BYTES);
     let mut one: Vec<u8> = Vec::new();
     let (mut from, mut in_page) = (0usize, 0usize);
-    let mut held = 0;
     for i in 0..=outcome.runs.len() {
         let last = i == outcome.runs.len();
         if !last {
@@ -197,12 +207,11 @@ pub fn upload(
                 continue;
             }
         }
-        let page = format!(
-            "{{\"shards\":{},\"from\":{from},\"runs\":[{}],\"last\":{last}}}",
-            shard.count,
-            String::from_utf8_lossy(&runs)
-        );
-        held = post_page(endpoint, &route, page.as_bytes(), timeout, stop)?;
+        let mut page =
+            format!("{{\"shards\":{},\"from\":{from},\"runs\":[", shard.count).into_bytes();
+        page.extend_from_slice(&runs);
+        page.extend_from_slice(format!("],\"last\":{last}}}").as_bytes());
+        post_page(endpoint, &route, &page, timeout, stop)?;
         from += in_page;
         runs.clear();
         in_page = 0;
@@ -211,7 +220,7 @@ pub fn upload(
             in_page = 1;
         }
     }
-    Ok(held)
+    Ok(())
 }
 
 /// Posts one page, again on a connection error or a 503 (bounded).
@@ -221,16 +230,12 @@ fn post_page(
     page: &[u8],
     timeout: Duration,
     stop: &AtomicBool,
-) -> Result<u64, String> {
+) -> Result<(), String> {
     let mut pause = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         let why = match endpoint.request(Method::Post, route, page, timeout) {
-            Ok(r) if r.status == 200 => {
-                return serde_json::from_slice::<PageAnswer>(&r.body)
-                    .map(|a| a.runs)
-                    .map_err(|e| format!("the answer to POST {route} is not valid: {e}"))
-            }
+            Ok(r) if r.status == 200 => return Ok(()),
             Ok(r) if r.status == 503 => format!("server answered 503: {}", error_message(&r)),
             Ok(r) => {
                 return Err(format!(

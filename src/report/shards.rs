@@ -57,13 +57,55 @@ pub struct ShardStatus {
 }
 
 /// `GET /test-groups/{id}/shards/{I}`: a shard's uploaded runs, read one
-/// at a time into compact runs.
-#[derive(Debug, Deserialize)]
+/// at a time into compact runs. A `runs` that is a number (the count, as
+/// the status route shows it, before the list) is passed over.
+#[derive(Debug)]
 pub struct ShardRecord {
     pub shard: u64,
     pub shards: u64,
     pub complete: bool,
     pub runs: LoadedRuns,
+}
+
+impl<'de> Deserialize<'de> for ShardRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Record;
+        impl<'de> serde::de::Visitor<'de> for Record {
+            type Value = ShardRecord;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a shard's record")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ShardRecord, A::Error> {
+                let (mut shard, mut shards, mut complete, mut runs) = (None, None, None, None);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        "shard" => shard = Some(map.next_value()?),
+                        "shards" => shards = Some(map.next_value()?),
+                        "complete" => complete = Some(map.next_value()?),
+                        "runs" => {
+                            if let MaybeRuns(Some(list)) = map.next_value()? {
+                                runs = Some(list);
+                            }
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let missing = serde::de::Error::missing_field;
+                Ok(ShardRecord {
+                    shard: shard.ok_or_else(|| missing("shard"))?,
+                    shards: shards.ok_or_else(|| missing("shards"))?,
+                    complete: complete.ok_or_else(|| missing("complete"))?,
+                    runs: runs.ok_or_else(|| missing("runs"))?,
+                })
+            }
+        }
+        d.deserialize_map(Record)
+    }
 }
 
 /// One uploaded run, compact: its count, when it was due (on
@@ -79,28 +121,34 @@ pub struct LoadedRun {
 #[derive(Debug, Default)]
 pub struct LoadedRuns(pub Vec<LoadedRun>);
 
-impl<'de> Deserialize<'de> for LoadedRuns {
+/// The list of runs, or None for a number in its place.
+struct MaybeRuns(Option<LoadedRuns>);
+
+impl<'de> Deserialize<'de> for MaybeRuns {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Runs;
         impl<'de> serde::de::Visitor<'de> for Runs {
-            type Value = LoadedRuns;
+            type Value = MaybeRuns;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an array of client runs")
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeRuns, E> {
+                Ok(MaybeRuns(None))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<LoadedRuns, A::Error> {
+            ) -> Result<MaybeRuns, A::Error> {
                 let mut runs: Vec<LoadedRun> = Vec::new();
                 while let Some(json) = seq.next_element::<ClientRunFields<'_>>()? {
                     let run = load(json, runs.last().map(|r| &r.data))
                         .map_err(serde::de::Error::custom)?;
                     runs.push(run);
                 }
-                Ok(LoadedRuns(runs))
+                Ok(MaybeRuns(Some(LoadedRuns(runs))))
             }
         }
-        d.deserialize_seq(Runs)
+        d.deserialize_any(Runs)
     }
 }
 
@@ -276,8 +324,10 @@ mod tests {
     use super::*;
 
     fn record(shard: u64, shards: u64, runs: &str) -> ShardRecord {
+        let count = runs.matches("run_count").count();
         serde_json::from_str(&format!(
-            r#"{{"shard": {shard}, "shards": {shards}, "complete": true, "runs": [{runs}]}}"#
+            r#"{{"shard": {shard}, "shards": {shards}, "runs": {count}, "complete": true,
+                 "runs": [{runs}]}}"#
         ))
         .unwrap()
     }
