@@ -36,14 +36,12 @@ fn command(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Runs the shards given (each its extra arguments and environment) at
-/// once, as an Indexed Job's pods would; their results in that order.
-fn run_shards(
-    dir: &TempDir,
-    url: &str,
-    id: &str,
-    shards: &[(&[&str], &[(&str, &str)])],
-) -> Vec<Finished> {
+/// A shard's extra arguments and environment.
+type ShardCommand<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+/// Runs the shards given at once, as an Indexed Job's pods would; their
+/// results in that order.
+fn run_shards(dir: &TempDir, url: &str, id: &str, shards: &[ShardCommand<'_>]) -> Vec<Finished> {
     let running: Vec<Running> = shards
         .iter()
         .map(|(extra, env)| {
