@@ -315,6 +315,54 @@ mod tests {
         assert!(s.check(4).is_ok());
     }
 
+    /// A page whose connection fails is sent again (the same bytes, so the
+    /// server's `from` makes it safe); an answer such as 409 is not.
+    #[test]
+    fn a_page_is_sent_again_after_a_connection_error_only() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let page = br#"{"shards":1,"from":0,"runs":[],"last":true}"#;
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            let answers = [
+                None,
+                Some("200 OK\r\nContent-Length: 20\r\n\r\n{\"shard\":0,\"runs\":0}"),
+                Some("409 Conflict\r\nContent-Length: 16\r\n\r\n{\"error\":\"held\"}"),
+            ];
+            for answer in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.ends_with(b"\"last\":true}") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                requests.push(String::from_utf8_lossy(&request).into_owned());
+                if let Some(answer) = answer {
+                    let _ = stream.write_all(format!("HTTP/1.1 {answer}").as_bytes());
+                }
+            }
+            requests
+        });
+        let endpoint = Endpoint::local(addr);
+        let stop = AtomicBool::new(false);
+        let route = "/test-groups/g/shards/0";
+        let timeout = Duration::from_secs(5);
+        assert_eq!(post_page(&endpoint, route, page, timeout, &stop), Ok(()));
+        let refused = post_page(&endpoint, route, page, timeout, &stop).unwrap_err();
+        assert!(refused.contains("server answered 409: held"), "{refused}");
+        let requests = server.join().unwrap();
+        assert_eq!(requests.len(), 3);
+        assert!(requests.iter().all(|r| r.starts_with("POST /test-groups/g/shards/0 ")
+            && r.ends_with(std::str::from_utf8(page).unwrap())));
+    }
+
     #[test]
     fn the_split_covers_every_run_once_and_holds_concurrency_and_pace() {
         for (runs, count, c) in [(10u64, 3u64, 5usize), (7, 7, 2), (1000, 4, 50), (5, 1, 3)] {
