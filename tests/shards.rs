@@ -77,6 +77,50 @@ fn counts(list: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// A server, a group of `config` and the shards named (`I/N` each) run on
+/// it at once, each passing.
+struct Sharded {
+    server: ServerProcess,
+    dir: TempDir,
+    url: String,
+    id: String,
+}
+
+fn run_passing_shards(tag: &str, config: &str, shards: &[&str]) -> Sharded {
+    let server = ServerProcess::start(&[]);
+    let dir = TempDir::new(tag);
+    let url = server.url();
+    let id = create_group(server.addr, config);
+    let args: Vec<[&str; 2]> = shards.iter().map(|s| ["--shard", s]).collect();
+    let commands: Vec<ShardCommand<'_>> = args.iter().map(|a| (&a[..], &[][..])).collect();
+    let done = run_shards(&dir, &url, &id, &commands);
+    assert!(done.iter().all(|d| d.code == Some(0)), "{done:?}");
+    Sharded {
+        server,
+        dir,
+        url,
+        id,
+    }
+}
+
+/// Asserts that `done` said `needle` on stderr.
+fn said(done: &Finished, needle: &str) {
+    assert!(
+        done.stderr.contains(needle),
+        "{needle:?} not in: {}",
+        done.stderr
+    );
+}
+
+/// A summary's `runs`, `succeeded` and `failed`.
+fn tally(summary: &Value) -> (u64, u64, u64) {
+    (
+        u(&summary["runs"]),
+        u(&summary["succeeded"]),
+        u(&summary["failed"]),
+    )
+}
+
 fn status(addr: SocketAddr, id: &str) -> Value {
     let reply = request(addr, "GET", &format!("/test-groups/{id}/status"), b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -119,8 +163,8 @@ fn three_shards_and_the_report_pass_with_zero_discrepancies() {
         assert_eq!(counts(&own["results"]), expected);
         let summary = &own["summary"];
         assert_eq!(summary["shard"], format!("{i}/3"));
-        assert_eq!(u(&summary["runs"]), expected.len() as u64);
-        assert_eq!(u(&summary["succeeded"]), expected.len() as u64);
+        let share = expected.len() as u64;
+        assert_eq!(tally(summary), (share, share, 0));
         assert_eq!(summary["passed"], true);
         assert!(summary["discrepancies"]
             .as_object()
@@ -143,14 +187,7 @@ fn three_shards_and_the_report_pass_with_zero_discrepancies() {
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     assert!(done.stderr.ends_with("PASS\n"), "{}", done.stderr);
     let summary = &group["summary"];
-    assert_eq!(
-        (
-            u(&summary["runs"]),
-            u(&summary["succeeded"]),
-            u(&summary["failed"])
-        ),
-        (31, 31, 0)
-    );
+    assert_eq!(tally(summary), (31, 31, 0));
     assert!(summary["discrepancies"]
         .as_object()
         .unwrap()
@@ -198,40 +235,31 @@ fn three_shards_and_the_report_pass_with_zero_discrepancies() {
 
 #[test]
 fn a_shard_never_run_makes_the_report_fail_naming_the_missing_counts() {
-    let server = ServerProcess::start(&[]);
-    let dir = TempDir::new("shards-missing");
-    let url = server.url();
-    let id = create_group(server.addr, r#"{"run_count": 9, "concurrency": 3}"#);
-    let done = run_shards(
-        &dir,
-        &url,
-        &id,
-        &[(&["--shard", "0/3"], &[]), (&["--shard", "2/3"], &[])],
+    let Sharded {
+        server,
+        dir,
+        url,
+        id,
+    } = run_passing_shards(
+        "shards-missing",
+        r#"{"run_count": 9, "concurrency": 3}"#,
+        &["0/3", "2/3"],
     );
-    assert!(done.iter().all(|d| d.code == Some(0)), "{done:?}");
+    let listed: Vec<u64> = status(server.addr, &id)["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(&s["shard"]))
+        .collect();
+    assert_eq!(listed, [0, 2]);
     let (done, group) = report(&dir, &url, &id);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
-    assert!(
-        done.stderr.contains("shards never reported: 1 (of 3)"),
-        "{}",
-        done.stderr
-    );
-    assert!(
-        done.stderr.contains("runs no shard sent: 2, 5, 8\n"),
-        "{}",
-        done.stderr
-    );
+    said(&done, "shards never reported: 1 (of 3)");
+    said(&done, "runs no shard sent: 2, 5, 8\n");
     assert!(done.stderr.ends_with("FAIL\n"), "{}", done.stderr);
     let summary = &group["summary"];
     assert_eq!(summary["passed"], false);
-    assert_eq!(
-        (
-            u(&summary["runs"]),
-            u(&summary["succeeded"]),
-            u(&summary["failed"])
-        ),
-        (9, 6, 3)
-    );
+    assert_eq!(tally(summary), (9, 6, 3));
     assert_eq!(u(&summary["discrepancies"]["missing"]), 3);
     assert_eq!(summary["shards"]["absent"], serde_json::json!([1]));
     let missing: Vec<(u64, String)> = group["results"]
@@ -249,17 +277,16 @@ fn a_shard_never_run_makes_the_report_fail_naming_the_missing_counts() {
 
 #[test]
 fn the_same_shard_run_twice_makes_its_counts_duplicated() {
-    let server = ServerProcess::start(&[]);
-    let dir = TempDir::new("shards-twice");
-    let url = server.url();
-    let id = create_group(server.addr, r#"{"run_count": 6, "concurrency": 2}"#);
-    let done = run_shards(
-        &dir,
-        &url,
-        &id,
-        &[(&["--shard", "0/2"], &[]), (&["--shard", "1/2"], &[])],
+    let Sharded {
+        server: _server,
+        dir,
+        url,
+        id,
+    } = run_passing_shards(
+        "shards-twice",
+        r#"{"run_count": 6, "concurrency": 2}"#,
+        &["0/2", "1/2"],
     );
-    assert!(done.iter().all(|d| d.code == Some(0)), "{done:?}");
     // Shard 1 again (a pod restarted): warned, and its own report sees
     // its counts recorded twice.
     let again = conntest_env(
@@ -278,27 +305,14 @@ fn the_same_shard_run_twice_makes_its_counts_duplicated() {
         &[],
     );
     assert_eq!(again.code, Some(1), "{}", again.stderr);
-    assert!(
-        again
-            .stderr
-            .contains("shard 1/2 already uploaded a record of 3 runs"),
-        "{}",
-        again.stderr
-    );
+    said(&again, "shard 1/2 already uploaded a record of 3 runs");
     let own = read_json(&dir.path("again.json"));
     assert_eq!(u(&own["summary"]["discrepancies"]["duplicated"]), 3);
 
     let (done, group) = report(&dir, &url, &id);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
     let summary = &group["summary"];
-    assert_eq!(
-        (
-            u(&summary["runs"]),
-            u(&summary["succeeded"]),
-            u(&summary["failed"])
-        ),
-        (6, 3, 3)
-    );
+    assert_eq!(tally(summary), (6, 3, 3));
     assert_eq!(u(&summary["discrepancies"]["duplicated"]), 3);
     assert_eq!(u(&summary["discrepancies"]["missing"]), 0);
     let duplicated: Vec<u64> = group["results"]

@@ -5,11 +5,9 @@
 //! and written as one client's test would be.
 
 use super::fetch::Endpoint;
-use super::{conclude, fetch_group, open_report, verify, Output, RunError, Verdict};
+use super::{fetch_group, open_report, verify_and_conclude, Done, Output, RunError, Verdict};
 use crate::problem::Problem;
 use crate::report::shards::{merge, ShardCoverage, ShardRecord, ShardsStatus};
-use crate::report::summary::summarize;
-use crate::report::ReportInput;
 use crate::run::RunVerdict;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -70,32 +68,29 @@ pub fn report(
     let config = &header.config;
     let (outcome, body) = merge(records, config.client_delay_ns);
     let server_runs = group.test_runs.0;
-    let verdicts = verify::compare(&outcome, &body, Some(&server_runs), config.run_count);
-    let remote = endpoint.url.to_string();
-    let input = ReportInput {
+    let done = Done {
         header: &header,
-        remote_addr: &remote,
         outcome: &outcome,
         body: &body,
         server_runs: Some(&server_runs),
-        verdicts: &verdicts,
+        fetch_error: None,
     };
-    let mut summary = summarize(&input, None);
-    summary.tls_insecure = options.insecure;
-    if let Some(problem) = coverage.problem() {
-        summary.passed = false;
-        eprintln!("conntest: {problem}");
-    }
-    if let Some(missing) = missing_counts(&verdicts[outcome.runs.len()..]) {
-        eprintln!("conntest: {missing}");
-    }
-    summary.shards = Some(coverage);
     let output = Output {
         report,
         path: options.report.as_deref(),
         quiet: options.quiet,
     };
-    conclude(&input, summary, output, stop)
+    verify_and_conclude(endpoint, done, output, stop, |input, summary| {
+        summary.tls_insecure = options.insecure;
+        if let Some(problem) = coverage.problem() {
+            summary.passed = false;
+            eprintln!("conntest: {problem}");
+        }
+        if let Some(missing) = missing_counts(&input.verdicts[input.outcome.runs.len()..]) {
+            eprintln!("conntest: {missing}");
+        }
+        summary.shards = Some(coverage);
+    })
 }
 
 /// Most counts named in the line about runs no shard sent.

@@ -10,8 +10,8 @@ pub mod verify;
 use crate::http::Method;
 use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput};
-use crate::run::BodyPlan;
-use crate::wire::{GroupHeader, RecordedRuns};
+use crate::run::{BodyPlan, DriverOutcome};
+use crate::wire::{GroupHeader, RecordedRun, RecordedRuns};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -257,32 +257,26 @@ pub fn run(
         Err(e) => (None, Some(e)),
     };
     crate::debug!("fetched the server's record in {:?}", phase.elapsed());
-    let phase = std::time::Instant::now();
-    // Runs never sent get no verdict: the summary counts them (not_sent).
-    let verdicts = verify::compare(&outcome, &body, server_runs.as_deref(), config.run_count);
-    crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
-    let remote = endpoint.url.to_string();
-    let input = ReportInput {
+    let done = Done {
         header: &header,
-        remote_addr: &remote,
         outcome: &outcome,
         body: &body,
         server_runs: server_runs.as_deref(),
-        verdicts: &verdicts,
+        fetch_error,
     };
-    let mut summary = summarize(&input, fetch_error);
-    summary.tls_insecure = options.insecure;
-    summary.shard = options.shard.map(|s| s.label());
-    if gave_up.is_some() {
-        summary.passed = false;
-        summary.stopped_early = gave_up;
-    }
     let output = Output {
         report,
         path: options.report.as_deref(),
         quiet: options.quiet,
     };
-    let verdict = conclude(&input, summary, output, stop)?;
+    let verdict = verify_and_conclude(endpoint, done, output, stop, |_, summary| {
+        summary.tls_insecure = options.insecure;
+        summary.shard = options.shard.map(|s| s.label());
+        if gave_up.is_some() {
+            summary.passed = false;
+            summary.stopped_early = gave_up;
+        }
+    })?;
     // The shard's own report is written; the group's lacks its record.
     uploaded.map_err(RunError::Setup)?;
     Ok(verdict)
@@ -294,7 +288,7 @@ fn upload_shard(
     endpoint: &Endpoint,
     options: &ClientOptions,
     shard: Shard,
-    outcome: &crate::run::DriverOutcome,
+    outcome: &DriverOutcome,
     body: &BodyPlan,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -323,6 +317,44 @@ fn upload_shard(
         phase.elapsed()
     );
     Ok(())
+}
+
+/// A test whose runs are done, and the server's record of them.
+struct Done<'a> {
+    header: &'a GroupHeader,
+    outcome: &'a DriverOutcome,
+    body: &'a BodyPlan,
+    server_runs: Option<&'a [RecordedRun]>,
+    /// Why the server's record could not be fetched, when it could not.
+    fetch_error: Option<String>,
+}
+
+/// Compares a finished test's runs with the server's record, sums them up
+/// (`adjust` adds what the caller knows) and concludes.
+fn verify_and_conclude(
+    endpoint: &Endpoint,
+    done: Done<'_>,
+    output: Output<'_>,
+    stop: &AtomicBool,
+    adjust: impl FnOnce(&ReportInput<'_>, &mut Summary),
+) -> Result<Verdict, RunError> {
+    let phase = std::time::Instant::now();
+    let run_count = done.header.config.run_count;
+    // Runs never sent get no verdict: the summary counts them (not_sent).
+    let verdicts = verify::compare(done.outcome, done.body, done.server_runs, run_count);
+    crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
+    let remote = endpoint.url.to_string();
+    let input = ReportInput {
+        header: done.header,
+        remote_addr: &remote,
+        outcome: done.outcome,
+        body: done.body,
+        server_runs: done.server_runs,
+        verdicts: &verdicts,
+    };
+    let mut summary = summarize(&input, done.fetch_error);
+    adjust(&input, &mut summary);
+    conclude(&input, summary, output, stop)
 }
 
 /// Where a finished test's report goes.

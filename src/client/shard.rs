@@ -359,8 +359,10 @@ mod tests {
         assert!(refused.contains("server answered 409: held"), "{refused}");
         let requests = server.join().unwrap();
         assert_eq!(requests.len(), 3);
-        assert!(requests.iter().all(|r| r.starts_with("POST /test-groups/g/shards/0 ")
-            && r.ends_with(std::str::from_utf8(page).unwrap())));
+        assert!(requests
+            .iter()
+            .all(|r| r.starts_with("POST /test-groups/g/shards/0 ")
+                && r.ends_with(std::str::from_utf8(page).unwrap())));
     }
 
     #[test]

@@ -402,15 +402,7 @@ mod tests {
             (5, 2, 0)
         );
         let body = BodyPlan::Fixed(b"a".to_vec());
-        let server = [
-            record(1, b"a"),
-            record(2, b"a"),
-            record(3, b"a"),
-            record(5, b"a"),
-            record(8, b"a"),
-            record(5, b"a"),
-            record(0, b"a"),
-        ];
+        let server = [1, 2, 3, 5, 8, 5, 0].map(|n| record(n, b"a"));
         let v = compare(&shard, &body, Some(&server), 7);
         assert_eq!(v.len(), 3, "runs 1, 3 and 0 are not this shard's: {v:?}");
         assert!(v[0].is_ok());
@@ -443,14 +435,8 @@ mod tests {
                 .map(|b| std::sync::Arc::from(&b[..]))
                 .collect(),
         );
-        let server = [
-            record(1, b"a"),
-            record(2, b"c"),
-            record(2, b"b"),
-            record(3, b"x"),
-            record(4, b"d"),
-            record(7, b"a"),
-        ];
+        let server = [(1, "a"), (2, "c"), (2, "b"), (3, "x"), (4, "d"), (7, "a")]
+            .map(|(n, data)| record(n, data.as_bytes()));
         let v = compare(&merged, &body, Some(&server), 5);
         let summary: Vec<(u64, Vec<Problem>)> = v.iter().map(|v| (v.run_count, kinds(v))).collect();
         assert_eq!(
