@@ -277,16 +277,12 @@ fn a_shard_never_run_makes_the_report_fail_naming_the_missing_counts() {
 
 #[test]
 fn the_same_shard_run_twice_makes_its_counts_duplicated() {
-    let Sharded {
-        server: _server,
-        dir,
-        url,
-        id,
-    } = run_passing_shards(
+    let sharded = run_passing_shards(
         "shards-twice",
         r#"{"run_count": 6, "concurrency": 2}"#,
         &["0/2", "1/2"],
     );
+    let (dir, url, id) = (&sharded.dir, &sharded.url, &sharded.id);
     // Shard 1 again (a pod restarted): warned, and its own report sees
     // its counts recorded twice.
     let again = conntest_env(
@@ -294,9 +290,9 @@ fn the_same_shard_run_twice_makes_its_counts_duplicated() {
         &[
             "client",
             "-r",
-            &url,
+            url,
             "-g",
-            &id,
+            id,
             "--shard",
             "1/2",
             "-f",
@@ -309,7 +305,7 @@ fn the_same_shard_run_twice_makes_its_counts_duplicated() {
     let own = read_json(&dir.path("again.json"));
     assert_eq!(u(&own["summary"]["discrepancies"]["duplicated"]), 3);
 
-    let (done, group) = report(&dir, &url, &id);
+    let (done, group) = report(dir, url, id);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
     let summary = &group["summary"];
     assert_eq!(tally(summary), (6, 3, 3));
