@@ -11,6 +11,7 @@ use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
 use crate::server::{Server, ServerOptions, StopSignal};
+use crate::store::redis::{RedisStore, RedisUrl};
 use pico_args::{Arguments, Keys};
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -55,6 +56,9 @@ Usage: conntest server [options]
   --max-groups N             test groups held at once (default 10000); more: 507
   --max-runs N               runs recorded across all groups (default 50000000); more: 507
   --group-ttl DURATION       groups older than this are dropped (default 7d)
+  --store URL                keep groups and runs in Redis, shared by every replica:
+                             redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS
+                             (also CONNTEST_STORE; default: memory, this process only)
   --token TOKEN              require `Authorization: Bearer TOKEN` (also CONNTEST_TOKEN)
   --upstream-allow LIST      comma-separated HOST, HOST:PORT or http(s)://HOST[:PORT]
                              that upstream_endpoint may name (default: any host, as the
@@ -233,15 +237,23 @@ fn print_help(text: &str) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
+/// Every command calls this once its flags are parsed, before it does
+/// anything: an argument left over is refused. With `CONNTEST_CHECK_ARGS=1`
+/// (checking the command lines in manifests) the process ends here, having
+/// only parsed them.
 fn finish(args: Arguments) -> Result<(), CliError> {
     let rest = args.finish();
-    match rest.first() {
-        None => Ok(()),
-        Some(arg) => Err(CliError::Usage(format!(
+    if let Some(arg) = rest.first() {
+        return Err(CliError::Usage(format!(
             "unexpected argument '{}' (see --help)",
             arg.to_string_lossy()
-        ))),
+        )));
     }
+    if std::env::var_os("CONNTEST_CHECK_ARGS").is_some_and(|v| v == "1") {
+        eprintln!("conntest: arguments accepted");
+        std::process::exit(EXIT_OK);
+    }
+    Ok(())
 }
 
 fn server(mut args: Arguments) -> Result<i32, CliError> {
@@ -268,6 +280,23 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         flag(&mut args, &["--max-runs"], positive)?.unwrap_or(options.store.max_runs);
     options.store.group_ttl =
         flag(&mut args, &["--group-ttl"], parse_duration)?.unwrap_or(options.store.group_ttl);
+    let store_url = match flag(&mut args, &["--store"], text)? {
+        Some(url) => Some(url),
+        None => std::env::var("CONNTEST_STORE")
+            .ok()
+            .filter(|u| !u.is_empty()),
+    };
+    let redis = match store_url.as_deref() {
+        None | Some("memory") => None,
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(RedisUrl::parse(url).map_err(CliError::Usage)?)
+        }
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "--store '{other}': expected memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
+            )))
+        }
+    };
     options.policy.token = token(&mut args)?;
     // The start line says whether a token is required, never the token.
     let access = if options.policy.token.is_some() {
@@ -302,7 +331,15 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         crate::server::api::parse_allow_list,
     )?;
     finish(args)?;
+    if let Some(url) = redis {
+        let store = RedisStore::start(url, options.store).map_err(CliError::Internal)?;
+        options.backend = Some(Arc::new(store));
+    }
     let max_connections = options.max_connections;
+    let store = options
+        .backend
+        .as_ref()
+        .map_or_else(|| "memory".to_owned(), |b| b.describe());
     let server = match bind {
         Some(ip) => {
             options.bind = vec![SocketAddr::new(ip, port)];
@@ -337,7 +374,7 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     // (signal-hook's self-pipe) exist before anyone counts the server's.
     let stop = StopSignal::from_flag(crate::signals::install(), signal);
     for addr in server.local_addrs() {
-        crate::info!("conntest server {VERSION} ({access}) listening on {addr}");
+        crate::info!("conntest server {VERSION} ({access}, store {store}) listening on {addr}");
     }
     match server.run(stop) {
         Ok(()) => {

@@ -9,6 +9,7 @@
 //! wakes the loop through its `mio::Waker`.
 
 pub mod memory;
+pub mod redis;
 
 use crate::wire::{GroupConfig, GroupHeader};
 pub use crate::wire::{RecordedRun as Run, UpstreamOutcome};
