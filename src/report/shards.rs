@@ -57,8 +57,7 @@ pub struct ShardStatus {
 }
 
 /// `GET /test-groups/{id}/shards/{I}`: a shard's uploaded runs, read one
-/// at a time into compact runs. A `runs` that is a number (the count, as
-/// the status route shows it, before the list) is passed over.
+/// at a time into compact runs.
 #[derive(Debug)]
 pub struct ShardRecord {
     pub shard: u64,
@@ -85,11 +84,7 @@ impl<'de> Deserialize<'de> for ShardRecord {
                         "shard" => shard = Some(map.next_value()?),
                         "shards" => shards = Some(map.next_value()?),
                         "complete" => complete = Some(map.next_value()?),
-                        "runs" => {
-                            if let MaybeRuns(Some(list)) = map.next_value()? {
-                                runs = Some(list);
-                            }
-                        }
+                        "runs" => runs = Some(map.next_value::<LoadedRuns>()?),
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -121,34 +116,28 @@ pub struct LoadedRun {
 #[derive(Debug, Default)]
 pub struct LoadedRuns(pub Vec<LoadedRun>);
 
-/// The list of runs, or None for a number in its place.
-struct MaybeRuns(Option<LoadedRuns>);
-
-impl<'de> Deserialize<'de> for MaybeRuns {
+impl<'de> Deserialize<'de> for LoadedRuns {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Runs;
         impl<'de> serde::de::Visitor<'de> for Runs {
-            type Value = MaybeRuns;
+            type Value = LoadedRuns;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an array of client runs")
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeRuns, E> {
-                Ok(MaybeRuns(None))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<MaybeRuns, A::Error> {
+            ) -> Result<LoadedRuns, A::Error> {
                 let mut runs: Vec<LoadedRun> = Vec::new();
                 while let Some(json) = seq.next_element::<ClientRunFields<'_>>()? {
                     let run = load(json, runs.last().map(|r| &r.data))
                         .map_err(serde::de::Error::custom)?;
                     runs.push(run);
                 }
-                Ok(MaybeRuns(Some(LoadedRuns(runs))))
+                Ok(LoadedRuns(runs))
             }
         }
-        d.deserialize_any(Runs)
+        d.deserialize_seq(Runs)
     }
 }
 
@@ -324,10 +313,8 @@ mod tests {
     use super::*;
 
     fn record(shard: u64, shards: u64, runs: &str) -> ShardRecord {
-        let count = runs.matches("run_count").count();
         serde_json::from_str(&format!(
-            r#"{{"shard": {shard}, "shards": {shards}, "runs": {count}, "complete": true,
-                 "runs": [{runs}]}}"#
+            r#"{{"shard": {shard}, "shards": {shards}, "complete": true, "runs": [{runs}]}}"#
         ))
         .unwrap()
     }

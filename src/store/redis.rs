@@ -551,6 +551,10 @@ impl StoreThread {
                 },
             }
         }
+        // Runs begun are counted before any run is recorded: a run's start
+        // is always queued before its record, so the in-progress count
+        // never dips below what is really in progress.
+        calls.sort_by_key(|call| !matches!(call, Call::Begun { .. }));
         let mut pipe = redis::pipe();
         for call in &calls {
             match call {
