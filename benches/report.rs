@@ -22,7 +22,7 @@ use conntest::http::Method;
 use conntest::ids::IdGen;
 use conntest::report::summary::summarize;
 use conntest::report::{ReportFile, ReportInput};
-use conntest::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
+use conntest::run::{BodyPlan, ClientRun, DriverOutcome, Numbering, RunVerdict};
 use conntest::server::api::{Action, Api, ApiPolicy, Next};
 use conntest::server::stream::{StoreStream, StreamCtx};
 use conntest::store::memory::MemoryStore;
@@ -227,9 +227,10 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
         anchor: WallAnchor::fixed(MONO0, WALL0 as i128),
         interrupted: false,
         connections_opened: 50,
+        numbering: Numbering::ALL,
     };
     let body = BodyPlan::Uuid;
-    let verdicts: Vec<RunVerdict> = compare(&outcome.runs, &body, Some(&server_runs));
+    let verdicts: Vec<RunVerdict> = compare(&outcome, &body, Some(&server_runs), RUNS);
     assert!(verdicts.iter().all(RunVerdict::is_ok));
     let input = ReportInput {
         header: &header,
@@ -247,7 +248,7 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
     group.throughput(Throughput::Elements(RUNS));
 
     group.bench_function("client_compare_100k", |b| {
-        b.iter(|| black_box(compare(&outcome.runs, &body, Some(&server_runs))))
+        b.iter(|| black_box(compare(&outcome, &body, Some(&server_runs), RUNS)))
     });
 
     group.bench_function("client_summarize_100k", |b| {

@@ -80,6 +80,8 @@ fn roundtrip(c: &mut Criterion) {
                         run_path: format!("/test-groups/{id}/"),
                         authorization: None,
                         run_count: runs,
+                        first_count: 1,
+                        count_stride: 1,
                         concurrency,
                         client_delay: 0,
                         timeout: 10 * SECOND,

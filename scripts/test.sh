@@ -24,6 +24,8 @@ setup_debian() {
   for pair in "${DEBIAN_TOOLS[@]}"; do
     PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
+  # A module, not a command: Python's yaml parses deploy/'s manifests (tests/deploy.rs).
+  python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
   [ ${#need[@]} -eq 0 ] && return
   echo "scripts/test.sh: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

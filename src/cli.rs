@@ -1,13 +1,17 @@
-//! The command line: `conntest server`, `conntest client`, `conntest run`.
+//! The command line: `conntest server`, `conntest client`, `conntest run`,
+//! `conntest report`.
 //!
 //! Exit status: 0 the test passed (or the server stopped cleanly); 1 the
 //! test failed (the report is still written); 2 a usage or setup error (one
 //! line on stderr, no report); 130 interrupted (a partial report is written).
 
 use crate::client::fetch::{Endpoint, TlsOptions};
+use crate::client::gather::GatherOptions;
+use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
 use crate::server::{Server, ServerOptions, StopSignal};
+use crate::store::redis::{RedisStore, RedisUrl};
 use pico_args::{Arguments, Keys};
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -33,6 +37,7 @@ Usage:
   conntest client -r URL -g ID [options]   run a test group against a server
   conntest run [options]                   create a group and run it in one step
                                            (starts a local server unless -r is given)
+  conntest report -r URL -g ID -f FILE     the report of a sharded test, from the server
 
 Run `conntest COMMAND --help` for a command's options.
 Exit status: 0 passed, 1 test failed, 2 usage or setup error, 130 interrupted.
@@ -82,6 +87,12 @@ Usage: conntest client -r URL -g ID [options]
   --insecure            do not verify the server's certificate (said so in the report)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
   -q, --quiet           no progress line and no summary
+  --shard I/N           send only shard I's runs (0 <= I < N): run n is shard (n-1) mod N's;
+                        the pace is N x client_delay_ns and the concurrency c/N (the first
+                        c mod N shards one more, each at least 1); the shard's record is
+                        uploaded to the server after its runs, for `conntest report`
+  --shard I --shards N  the same; I defaults to JOB_COMPLETION_INDEX (a Kubernetes Indexed
+                        Job's), N to CONNTEST_SHARDS
 
 Exit status: 0 every run succeeded and matched the server's record; 1 the test
 failed (the reason on stderr, the report still written); 2 usage or setup error;
@@ -111,6 +122,28 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --insecure                  do not verify the server's certificate
   --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
+";
+
+const REPORT_HELP: &str = "\
+Usage: conntest report -r URL -g ID -f FILE [options]
+
+Builds the whole report of a sharded test (`conntest client --shard I/N`)
+from the server alone: the group's record and every shard's uploaded runs.
+Every run count 1..run_count must have been sent by exactly one shard:
+counts no shard sent are missing, counts sent by two are duplicated.
+
+  -r, --remote URL      the server, http://host:port with an optional path prefix
+  -g, --group ID        the run_group_id (a UUID)
+  -f, --file FILE       write the report here (JSON), as `conntest client -f` does
+  --timeout DURATION    per-request timeout (default 30s; at least 10s for the records)
+  --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
+  --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
+  --insecure            do not verify the server's certificate (said so in the report)
+  -q, --quiet           no summary
+
+Exit status: 0 every run was sent by one shard and matched the server's record;
+1 the test failed (the report still written); 2 usage or setup error;
+130 interrupted.
 ";
 
 /// Why a command could not do its job, reported as one line on stderr.
@@ -188,11 +221,13 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
         Some("server") if help => print_help(SERVER_HELP),
         Some("client") if help => print_help(CLIENT_HELP),
         Some("run") if help => print_help(RUN_HELP),
+        Some("report") if help => print_help(REPORT_HELP),
         Some("server") => server(args),
         Some("client") => client_command(args),
         Some("run") => run_command(args),
+        Some("report") => report_command(args),
         Some(other) => Err(CliError::Usage(format!(
-            "unknown command '{other}' (expected server, client or run; see --help)"
+            "unknown command '{other}' (expected server, client, run or report; see --help)"
         ))),
     }
 }
@@ -202,15 +237,23 @@ fn print_help(text: &str) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
+/// Every command calls this once its flags are parsed, before it does
+/// anything: an argument left over is refused. With `CONNTEST_CHECK_ARGS=1`
+/// (checking the command lines in manifests) the process ends here, having
+/// only parsed them.
 fn finish(args: Arguments) -> Result<(), CliError> {
     let rest = args.finish();
-    match rest.first() {
-        None => Ok(()),
-        Some(arg) => Err(CliError::Usage(format!(
+    if let Some(arg) = rest.first() {
+        return Err(CliError::Usage(format!(
             "unexpected argument '{}' (see --help)",
             arg.to_string_lossy()
-        ))),
+        )));
     }
+    if std::env::var_os("CONNTEST_CHECK_ARGS").is_some_and(|v| v == "1") {
+        eprintln!("conntest: arguments accepted");
+        std::process::exit(EXIT_OK);
+    }
+    Ok(())
 }
 
 fn server(mut args: Arguments) -> Result<i32, CliError> {
@@ -243,11 +286,11 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             .ok()
             .filter(|u| !u.is_empty()),
     };
-    options.backend = match store_url.as_deref() {
+    let redis = match store_url.as_deref() {
         None | Some("memory") => None,
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(Arc::new(
-            crate::store::redis::RedisStore::open(url, options.store).map_err(CliError::Usage)?,
-        )),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(RedisUrl::parse(url).map_err(CliError::Usage)?)
+        }
         Some(other) => {
             return Err(CliError::Usage(format!(
                 "--store '{other}': expected memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
@@ -288,6 +331,10 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         crate::server::api::parse_allow_list,
     )?;
     finish(args)?;
+    if let Some(url) = redis {
+        let store = RedisStore::start(url, options.store).map_err(CliError::Internal)?;
+        options.backend = Some(Arc::new(store));
+    }
     let max_connections = options.max_connections;
     let store = options
         .backend
@@ -369,6 +416,7 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
         insecure: false,
         keep_going: args.contains("--keep-going"),
         embedded_server: false,
+        shard: None,
     })
 }
 
@@ -380,20 +428,70 @@ fn tls_options(args: &mut Arguments) -> Result<TlsOptions, CliError> {
     })
 }
 
-fn client_command(mut args: Arguments) -> Result<i32, CliError> {
-    let remote: String = flag(&mut args, &["-r", "--remote"], text)?.ok_or_else(|| {
+/// `-r URL` and `-g ID`, both required.
+fn remote_and_group(args: &mut Arguments) -> Result<(String, String), CliError> {
+    let remote: String = flag(args, &["-r", "--remote"], text)?.ok_or_else(|| {
         CliError::Usage("-r URL is required (the server, e.g. http://host:8080)".into())
     })?;
-    let group = flag(&mut args, &["-g", "--group"], group_id)?
+    let group = flag(args, &["-g", "--group"], group_id)?
         .ok_or_else(|| CliError::Usage("-g ID is required (the run_group_id)".into()))?;
+    Ok((remote, group))
+}
+
+fn client_command(mut args: Arguments) -> Result<i32, CliError> {
+    let (remote, group) = remote_and_group(&mut args)?;
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
+    options.shard = shard_options(&mut args)?;
     finish(args)?;
     options.group = group;
     let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
     options.insecure = insecure(&endpoint, &tls);
     run_test(&endpoint, &options)
+}
+
+/// `--shard I/N` (or `--shard I` and `--shards N`), with
+/// `JOB_COMPLETION_INDEX` and `CONNTEST_SHARDS` as defaults.
+fn shard_options(args: &mut Arguments) -> Result<Option<Shard>, CliError> {
+    let shard = flag(args, &["--shard"], text)?;
+    let shards = flag(args, &["--shards"], text)?;
+    let env = |name: &str| match std::env::var_os(name) {
+        None => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|_| CliError::Usage(format!("{name} is not UTF-8"))),
+    };
+    let (env_index, env_shards) = (env("JOB_COMPLETION_INDEX")?, env("CONNTEST_SHARDS")?);
+    Shard::from_args(ShardArgs {
+        shard: shard.as_deref(),
+        shards: shards.as_deref(),
+        env_index: env_index.as_deref(),
+        env_shards: env_shards.as_deref(),
+    })
+    .map_err(CliError::Usage)
+}
+
+fn report_command(mut args: Arguments) -> Result<i32, CliError> {
+    let (remote, group) = remote_and_group(&mut args)?;
+    let report =
+        args.opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let timeout = flag(&mut args, &["--timeout"], parse_duration)?.unwrap_or(30 * SECOND);
+    let quiet = args.contains(["-q", "--quiet"]);
+    let token = token(&mut args)?;
+    let tls = tls_options(&mut args)?;
+    finish(args)?;
+    let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+    let options = GatherOptions {
+        group,
+        report,
+        timeout: Duration::from_nanos(timeout),
+        quiet,
+        insecure: insecure(&endpoint, &tls),
+    };
+    let stop = crate::signals::install();
+    verdict_code(client::gather::report(&endpoint, &options, &stop)?)
 }
 
 fn run_command(mut args: Arguments) -> Result<i32, CliError> {
@@ -464,11 +562,15 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
 
 fn run_test(endpoint: &Endpoint, options: &ClientOptions) -> Result<i32, CliError> {
     let stop = crate::signals::install();
-    match client::run(endpoint, options, &stop)? {
-        Verdict::Passed => Ok(EXIT_OK),
-        Verdict::Failed => Ok(EXIT_FAILED),
-        Verdict::Interrupted => Ok(EXIT_INTERRUPTED),
-    }
+    verdict_code(client::run(endpoint, options, &stop)?)
+}
+
+fn verdict_code(verdict: Verdict) -> Result<i32, CliError> {
+    Ok(match verdict {
+        Verdict::Passed => EXIT_OK,
+        Verdict::Failed => EXIT_FAILED,
+        Verdict::Interrupted => EXIT_INTERRUPTED,
+    })
 }
 
 /// `--insecure` means something only for an https server.

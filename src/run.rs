@@ -5,6 +5,7 @@
 use crate::event::clock::{Nanos, WallAnchor};
 use crate::problem::Problem;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What each run sends.
@@ -14,6 +15,21 @@ pub enum BodyPlan {
     Fixed(Vec<u8>),
     /// A fresh UUID v4 per run, so a mixed-up delivery shows.
     Uuid,
+    /// Each run's own bytes, by run index: the runs of several shards
+    /// merged, as they uploaded them.
+    PerRun(Vec<Arc<[u8]>>),
+}
+
+impl BodyPlan {
+    /// The body run `index` carried (`uuid` holds a UUID's text).
+    pub fn bytes<'a>(&'a self, index: usize, run: &ClientRun, uuid: &'a mut [u8; 36]) -> &'a [u8] {
+        match (self, run.body_uuid) {
+            (BodyPlan::Fixed(bytes), _) => bytes,
+            (BodyPlan::PerRun(bodies), _) => bodies.get(index).map_or(&[], |b| b),
+            (BodyPlan::Uuid, Some(id)) => id.hyphenated().encode_lower(uuid).as_bytes(),
+            (BodyPlan::Uuid, None) => b"",
+        }
+    }
 }
 
 /// A run's failure as the client saw it.
@@ -41,8 +57,37 @@ pub struct ClientRun {
     pub failure: Option<Box<Failure>>,
 }
 
+/// Which run count each of a test's client runs carries, and when it was due.
+#[derive(Debug, Clone)]
+pub enum Numbering {
+    /// Run index `i` carries count `first + i * stride` and was due at
+    /// `started + i * client_delay`: one client (1, 1) or shard I of N
+    /// (I + 1, N).
+    Stride { first: u64, stride: u64 },
+    /// The runs of several shards merged, in count order (a count two
+    /// shards sent comes twice).
+    Listed(Vec<ListedRun>),
+}
+
+impl Numbering {
+    /// One client sending every run.
+    pub const ALL: Numbering = Numbering::Stride {
+        first: 1,
+        stride: 1,
+    };
+}
+
+/// One run of a merged test: its count, when it was due and who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedRun {
+    pub count: u64,
+    pub due: Nanos,
+    pub shard: u32,
+}
+
 pub struct DriverOutcome {
-    /// Index `n - 1` holds run `n`; runs never sent (interrupted) are absent.
+    /// The runs sent, in order (`numbering` says each one's count); runs
+    /// never sent (interrupted) are absent.
     pub runs: Vec<ClientRun>,
     pub started: Nanos,
     pub finished: Nanos,
@@ -51,12 +96,59 @@ pub struct DriverOutcome {
     pub anchor: WallAnchor,
     pub interrupted: bool,
     pub connections_opened: u64,
+    pub numbering: Numbering,
 }
 
 impl DriverOutcome {
-    /// When run `index + 1` was due to leave.
+    /// When the run at `index` was due to leave.
     pub fn due(&self, index: usize) -> Nanos {
-        self.started + index as u64 * self.client_delay
+        match &self.numbering {
+            Numbering::Stride { .. } => self.started + index as u64 * self.client_delay,
+            Numbering::Listed(runs) => runs.get(index).map_or(0, |r| r.due),
+        }
+    }
+
+    /// The run count of the run at `index`.
+    pub fn count(&self, index: usize) -> u64 {
+        match &self.numbering {
+            Numbering::Stride { first, stride } => first + index as u64 * stride,
+            Numbering::Listed(runs) => runs.get(index).map_or(0, |r| r.count),
+        }
+    }
+
+    /// Whether a server record of `count` is this test's to verify: every
+    /// count for one client or merged shards; for a shard, its own counts
+    /// (the others' records are theirs).
+    pub fn owns(&self, count: u64) -> bool {
+        match self.numbering {
+            Numbering::Stride { first, stride } if stride > 1 => {
+                count >= first && (count - first) % stride == 0
+            }
+            _ => true,
+        }
+    }
+
+    /// How many of a group's `run_count` runs this test was to send.
+    pub fn covers(&self, run_count: u64) -> u64 {
+        match self.numbering {
+            Numbering::Stride { first, stride } if first <= run_count => {
+                (run_count - first) / stride.max(1) + 1
+            }
+            Numbering::Stride { .. } => 0,
+            Numbering::Listed(_) => run_count,
+        }
+    }
+
+    /// Whether every count from 1 to the group's `run_count` is expected
+    /// among the runs (merged shards): a count none carries is missing.
+    pub fn expects_every_count(&self) -> bool {
+        matches!(self.numbering, Numbering::Listed(_))
+    }
+
+    /// Whether the run at `index` repeats the count of the one before it
+    /// (a count two shards sent): not a run of its own in the counts.
+    pub fn is_repeat(&self, index: usize) -> bool {
+        index > 0 && self.count(index) == self.count(index - 1)
     }
 }
 

@@ -26,6 +26,15 @@ impl serde::Serialize for Rfc3339 {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Rfc3339 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        parse_rfc3339(&text)
+            .map(Rfc3339)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is not an RFC 3339 time")))
+    }
+}
+
 /// Writes `ns` (nanoseconds since the epoch) as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 pub fn write_rfc3339(out: &mut impl Write, ns: i128) -> std::fmt::Result {
     let secs = ns.div_euclid(1_000_000_000) as i64;

@@ -16,7 +16,7 @@ use crate::http::client::{ClientConn, ClientError, ClientLimits, Response};
 use crate::http::{push_decimal, Method};
 use crate::ids::IdGen;
 use crate::problem::Problem;
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure};
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Numbering};
 use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
@@ -25,7 +25,6 @@ use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use uuid::Uuid;
 
 pub struct DriverConfig {
     pub addr: SocketAddr,
@@ -33,7 +32,11 @@ pub struct DriverConfig {
     /// The run route up to the count: `/prefix/test-groups/ID/`.
     pub run_path: String,
     pub authorization: Option<String>,
+    /// Runs to send: the `i`-th (from 0) carries count `first_count + i *
+    /// count_stride` (1 and 1 for one client; I + 1 and N for shard I of N).
     pub run_count: u64,
+    pub first_count: u64,
+    pub count_stride: u64,
     pub concurrency: usize,
     pub client_delay: Nanos,
     pub timeout: Nanos,
@@ -96,7 +99,7 @@ struct Driver<'a> {
     ids: IdGen,
     scratch: Vec<u8>,
     path: Vec<u8>,
-    body: Vec<u8>,
+    uuid_text: [u8; 36],
     stop: &'a AtomicBool,
     stopping: bool,
     last_progress: (Nanos, u64),
@@ -129,7 +132,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         ids: IdGen::new(),
         scratch: vec![0; 64 * 1024],
         path: Vec::with_capacity(cfg.run_path.len() + 20),
-        body: Vec::new(),
+        uuid_text: [0; 36],
         stop,
         stopping: false,
         last_progress: (now, 0),
@@ -154,6 +157,10 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         anchor,
         interrupted,
         connections_opened: driver.connections_opened,
+        numbering: Numbering::Stride {
+            first: driver.cfg.first_count,
+            stride: driver.cfg.count_stride,
+        },
     };
     Ok((outcome, driver.gave_up))
 }
@@ -314,21 +321,13 @@ impl Driver<'_> {
         };
         self.path.clear();
         self.path.extend_from_slice(self.cfg.run_path.as_bytes());
-        push_decimal(&mut self.path, index as u64 + 1);
+        let count = self.cfg.first_count + index as u64 * self.cfg.count_stride;
+        push_decimal(&mut self.path, count);
         let path = std::str::from_utf8(&self.path).unwrap_or("/");
-        let body: &[u8] = match (&self.cfg.body, self.runs[index].body_uuid) {
-            (BodyPlan::Fixed(bytes), _) => bytes,
-            (BodyPlan::Uuid, Some(uuid)) => {
-                self.body.clear();
-                self.body.extend_from_slice(
-                    uuid.hyphenated()
-                        .encode_lower(&mut Uuid::encode_buffer())
-                        .as_bytes(),
-                );
-                &self.body
-            }
-            (BodyPlan::Uuid, None) => b"",
-        };
+        let body = self
+            .cfg
+            .body
+            .bytes(index, &self.runs[index], &mut self.uuid_text);
         let s = &mut self.slots[slot];
         let Some(http) = s.http.as_mut() else {
             return;

@@ -3,17 +3,20 @@
 
 pub mod driver;
 pub mod fetch;
+pub mod gather;
+pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
-use crate::report::summary::{render, summarize};
+use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput};
-use crate::run::BodyPlan;
-use crate::wire::{GroupHeader, RecordedRuns};
+use crate::run::{BodyPlan, DriverOutcome};
+use crate::wire::{GroupHeader, RecordedRun, RecordedRuns};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
-use std::path::PathBuf;
+use shard::Shard;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub struct ClientOptions {
     /// The server runs in this process (`conntest run` without -r): it
     /// needs descriptors too.
     pub embedded_server: bool,
+    /// Send only this shard's runs and upload them (`--shard I/N`).
+    pub shard: Option<Shard>,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +53,7 @@ impl Default for ClientOptions {
             insecure: false,
             keep_going: false,
             embedded_server: false,
+            shard: None,
         }
     }
 }
@@ -161,7 +167,16 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Verdict, RunError> {
     let group = fetch_group(endpoint, &options.group, options.timeout).map_err(RunError::Setup)?;
-    refuse_used_group(&group).map_err(RunError::Setup)?;
+    // A shard's group holds the other shards' runs.
+    match options.shard {
+        None => refuse_used_group(&group),
+        Some(shard) => shard.check(group.header.config.run_count),
+    }
+    .map_err(RunError::Setup)?;
+    if let Some(shard) = options.shard {
+        shard::warn_if_reported(endpoint, &options.group, shard, options.timeout);
+    }
+    let split = options.shard.unwrap_or(Shard::WHOLE);
     let header = group.header;
     let config = &header.config;
     let body = match (&options.data, &config.data) {
@@ -169,7 +184,7 @@ pub fn run(
         (None, Some(d)) => BodyPlan::Fixed(d.as_bytes().to_vec()),
         (None, None) => BodyPlan::Uuid,
     };
-    let concurrency = config.concurrency.max(1) as usize;
+    let concurrency = split.concurrency(config.concurrency.max(1) as usize);
     // The embedded server holds the other end of every connection.
     let sides = if options.embedded_server { 2 } else { 1 };
     if let Err(short) = crate::event::check_fd_budget(sides * concurrency as u64) {
@@ -187,13 +202,7 @@ pub fn run(
         )));
     }
     // The report's path is checked before the first run is sent.
-    let report = match &options.report {
-        Some(path) => Some(
-            ReportFile::open(path)
-                .map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let report = open_report(options.report.as_deref())?;
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
@@ -202,9 +211,11 @@ pub fn run(
             .url
             .join(&format!("/test-groups/{}/", header.run_group_id)),
         authorization: endpoint.bearer(),
-        run_count: config.run_count,
+        run_count: split.runs(config.run_count),
+        first_count: split.first_count(),
+        count_stride: split.count,
         concurrency,
-        client_delay: config.client_delay_ns,
+        client_delay: split.delay(config.client_delay_ns),
         timeout: (options.timeout.as_nanos() as u64).max(1),
         body: body.clone(),
         progress,
@@ -231,6 +242,10 @@ pub fn run(
     if !outcome.interrupted {
         wait_until_recorded(endpoint, &options.group, phase + longest, stop);
     }
+    let uploaded = options
+        .shard
+        .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+        .transpose();
     let fetched = fetch_record(
         endpoint,
         &options.group,
@@ -242,42 +257,138 @@ pub fn run(
         Err(e) => (None, Some(e)),
     };
     crate::debug!("fetched the server's record in {:?}", phase.elapsed());
-    let phase = std::time::Instant::now();
-    // Runs never sent get no verdict: the summary counts them (not_sent).
-    let verdicts = verify::compare(&outcome.runs, &body, server_runs.as_deref());
-    crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
-    let remote = endpoint.url.to_string();
-    let input = ReportInput {
+    let done = Done {
         header: &header,
-        remote_addr: &remote,
         outcome: &outcome,
         body: &body,
         server_runs: server_runs.as_deref(),
+        fetch_error,
+    };
+    let output = Output {
+        report,
+        path: options.report.as_deref(),
+        quiet: options.quiet,
+    };
+    let verdict = verify_and_conclude(endpoint, done, output, stop, |_, summary| {
+        summary.tls_insecure = options.insecure;
+        summary.shard = options.shard.map(|s| s.label());
+        if gave_up.is_some() {
+            summary.passed = false;
+            summary.stopped_early = gave_up;
+        }
+    })?;
+    // The shard's own report is written; the group's lacks its record.
+    uploaded.map_err(RunError::Setup)?;
+    Ok(verdict)
+}
+
+/// Uploads a shard's record unless the test was interrupted (the group's
+/// report then names the shard as never reported).
+fn upload_shard(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    shard: Shard,
+    outcome: &DriverOutcome,
+    body: &BodyPlan,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    if outcome.interrupted || stop.load(Ordering::Relaxed) {
+        eprintln!(
+            "conntest: interrupted: shard {}'s record was not uploaded",
+            shard.label()
+        );
+        return Ok(());
+    }
+    let phase = std::time::Instant::now();
+    let timeout = options.timeout.max(Duration::from_secs(10));
+    shard::upload(
+        endpoint,
+        &options.group,
+        shard,
+        outcome,
+        body,
+        timeout,
+        stop,
+    )
+    .map_err(|e| format!("uploading shard {}'s record: {e}", shard.label()))?;
+    crate::debug!(
+        "uploaded {} runs in {:?}",
+        outcome.runs.len(),
+        phase.elapsed()
+    );
+    Ok(())
+}
+
+/// A test whose runs are done, and the server's record of them.
+struct Done<'a> {
+    header: &'a GroupHeader,
+    outcome: &'a DriverOutcome,
+    body: &'a BodyPlan,
+    server_runs: Option<&'a [RecordedRun]>,
+    /// Why the server's record could not be fetched, when it could not.
+    fetch_error: Option<String>,
+}
+
+/// Compares a finished test's runs with the server's record, sums them up
+/// (`adjust` adds what the caller knows) and concludes.
+fn verify_and_conclude(
+    endpoint: &Endpoint,
+    done: Done<'_>,
+    output: Output<'_>,
+    stop: &AtomicBool,
+    adjust: impl FnOnce(&ReportInput<'_>, &mut Summary),
+) -> Result<Verdict, RunError> {
+    let phase = std::time::Instant::now();
+    let run_count = done.header.config.run_count;
+    // Runs never sent get no verdict: the summary counts them (not_sent).
+    let verdicts = verify::compare(done.outcome, done.body, done.server_runs, run_count);
+    crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
+    let remote = endpoint.url.to_string();
+    let input = ReportInput {
+        header: done.header,
+        remote_addr: &remote,
+        outcome: done.outcome,
+        body: done.body,
+        server_runs: done.server_runs,
         verdicts: &verdicts,
     };
-    let mut summary = summarize(&input, fetch_error);
-    summary.tls_insecure = options.insecure;
-    if gave_up.is_some() {
-        summary.passed = false;
-        summary.stopped_early = gave_up;
-    }
+    let mut summary = summarize(&input, done.fetch_error);
+    adjust(&input, &mut summary);
+    conclude(&input, summary, output, stop)
+}
+
+/// Where a finished test's report goes.
+struct Output<'a> {
+    report: Option<ReportFile>,
+    path: Option<&'a Path>,
+    quiet: bool,
+}
+
+/// Writes the report and the summary of a finished test (one client's, a
+/// shard's or a whole sharded group's) and gives its verdict.
+fn conclude(
+    input: &ReportInput<'_>,
+    mut summary: Summary,
+    output: Output<'_>,
+    stop: &AtomicBool,
+) -> Result<Verdict, RunError> {
     if stop.load(Ordering::Relaxed) {
         summary.interrupt();
     }
-    let written = match report {
+    let written = match output.report {
         Some(report) => {
             let phase = std::time::Instant::now();
-            let written = report.write(&input, &mut summary, stop);
+            let written = report.write(input, &mut summary, stop);
             crate::debug!("wrote the report in {:?}", phase.elapsed());
             written
         }
         None => Ok(()),
     };
     // A report that could not be written: the summary is all that is left.
-    if !options.quiet || written.is_err() {
+    if !output.quiet || written.is_err() {
         eprintln!("{}", render(&summary));
     }
-    if let (Err(e), Some(path)) = (written, &options.report) {
+    if let (Err(e), Some(path)) = (written, output.path) {
         return Err(RunError::Setup(format!(
             "writing the report {}: {e}",
             path.display()
@@ -292,6 +403,15 @@ pub fn run(
     } else {
         Verdict::Failed
     })
+}
+
+/// Opens `-f` before anything is sent, so a path that cannot be written
+/// fails at once.
+fn open_report(path: Option<&Path>) -> Result<Option<ReportFile>, RunError> {
+    path.map(|path| {
+        ReportFile::open(path).map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))
+    })
+    .transpose()
 }
 
 /// Fetches the server's record on a thread of its own, so that a stop

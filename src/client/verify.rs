@@ -8,35 +8,54 @@
 //! a run) and walked in run order, so a million runs cost no hash map.
 
 use crate::problem::Problem;
-use crate::run::{BodyPlan, ClientRun, RunVerdict};
+use crate::run::{BodyPlan, DriverOutcome, Numbering, RunVerdict};
 use crate::wire::RecordedRun;
 
-/// Verdicts for the runs sent, `client[n - 1]` being run `n`, in order,
-/// then one for each server record of a count never sent. Runs an interrupt
-/// kept from being sent get no verdict: the summary counts them.
+/// Verdicts for the runs sent, one each in `outcome.runs` order; then,
+/// when every count of the group's `run_count` is expected (merged
+/// shards), one for each count no run carries (missing); then one for each
+/// server record of a count never sent (unexpected). Runs an interrupt kept
+/// from being sent get no verdict: the summary counts them. Server records
+/// of counts `outcome` does not own (another shard's) are not looked at.
 ///
 /// `server` is None when the server's record could not be fetched: then only
 /// the client's own failures are reported.
 pub fn compare(
-    client: &[ClientRun],
+    outcome: &DriverOutcome,
     body: &BodyPlan,
     server: Option<&[RecordedRun]>,
+    run_count: u64,
 ) -> Vec<RunVerdict> {
+    let client = &outcome.runs;
     let verified = server.is_some();
     let server = server.unwrap_or(&[]);
-    // Server records by run count, then arrival.
-    let mut order: Vec<u32> = (0..server.len() as u32).collect();
+    // This test's server records by run count, then arrival.
+    let mut order: Vec<u32> = (0..server.len() as u32)
+        .filter(|&i| outcome.owns(server[i as usize].run_count))
+        .collect();
     order.sort_unstable_by_key(|&i| (server[i as usize].run_count, i));
-    let mut cursor = order.partition_point(|&i| server[i as usize].run_count < 1);
-    let run_count = client.len() as u64;
+    let count_at = |k: usize| server[order[k] as usize].run_count;
+    // Positions in `order` of records no run sent matched, in count order.
+    let mut unmatched: Vec<usize> = Vec::new();
+    let mut cursor = 0;
+    let mut matched = 0..0;
     let mut verdicts = Vec::with_capacity(client.len() + 1);
     let mut uuid_text = [0u8; 36];
-    for (run, n) in client.iter().zip(1u64..) {
-        let first = cursor;
-        while cursor < order.len() && server[order[cursor] as usize].run_count == n {
-            cursor += 1;
+    for (i, run) in client.iter().enumerate() {
+        let n = outcome.count(i);
+        if !outcome.is_repeat(i) {
+            while cursor < order.len() && count_at(cursor) < n {
+                unmatched.push(cursor);
+                cursor += 1;
+            }
+            let first = cursor;
+            while cursor < order.len() && count_at(cursor) == n {
+                cursor += 1;
+            }
+            matched = first..cursor;
         }
-        let matches = &order[first..cursor];
+        let matches = &order[matched.clone()];
+        let copies = copies_of(outcome, i);
         let mut problems = Vec::new();
         if let Some(f) = &run.failure {
             problems.push((f.problem, f.detail.to_string()));
@@ -48,22 +67,21 @@ pub fn compare(
                 "missing on the server: answered 200 but not recorded".to_owned(),
             ));
         }
-        let sent: &[u8] = match (body, run.body_uuid) {
-            (BodyPlan::Fixed(bytes), _) => bytes,
-            (BodyPlan::Uuid, Some(uuid)) => {
-                uuid.hyphenated().encode_lower(&mut uuid_text).as_bytes()
-            }
-            (BodyPlan::Uuid, None) => b"",
+        let sent = body.bytes(i, run, &mut uuid_text);
+        // One copy must equal every record of its count; of copies that
+        // several shards sent, each must equal one of the records.
+        let differs = |&k: &u32| difference(sent, &server[k as usize].data);
+        let corrupted = match copies.len() {
+            1 => matches.iter().find_map(differs),
+            _ if matches.iter().any(|k| differs(k).is_none()) => None,
+            _ => matches.first().and_then(differs),
         };
-        if let Some(why) = matches
-            .iter()
-            .find_map(|&i| difference(sent, &server[i as usize].data))
-        {
+        if let Some(why) = corrupted {
             problems.push((Problem::Corrupted, format!("data differs: {why}")));
         }
         let upstream = matches
             .first()
-            .and_then(|&i| server[i as usize].upstream.as_deref());
+            .and_then(|&k| server[k as usize].upstream.as_deref());
         if let Some(u) = upstream {
             // An answer outside 200-399 is a status problem; anything else
             // the server recorded (no answer, a bad one) an upstream error.
@@ -78,7 +96,16 @@ pub fn compare(
                 (None, false) => {}
             }
         }
-        if matches.len() > 1 {
+        if copies.len() > 1 {
+            problems.push((
+                Problem::Duplicated,
+                format!(
+                    "run {n} was sent by {}",
+                    shards_text(outcome, copies.clone())
+                ),
+            ));
+        }
+        if matches.len() > copies.len() {
             problems.push((
                 Problem::Duplicated,
                 format!("recorded {} times by the server", matches.len()),
@@ -86,13 +113,41 @@ pub fn compare(
         }
         verdicts.push(RunVerdict::new(n, matches.first().copied(), problems));
     }
-    // Whatever the walk did not reach was never sent: count 0 sorts first,
-    // counts past run_count last.
-    let never_sent = order.iter().filter(|&&i| {
-        let count = server[i as usize].run_count;
-        count == 0 || count > run_count
-    });
-    for &i in never_sent {
+    unmatched.extend(cursor..order.len());
+    // Counts no run carried, where every count is expected: missing, with
+    // the server's records of them (if any) attached. Those records are in
+    // `unmatched`, in count order.
+    let expected =
+        |k: &usize| outcome.expects_every_count() && (1..=run_count).contains(&count_at(*k));
+    let (attached, unexpected): (Vec<usize>, Vec<usize>) =
+        unmatched.into_iter().partition(expected);
+    if outcome.expects_every_count() {
+        let mut attached = attached.into_iter().peekable();
+        let mut sent = (0..client.len()).map(|i| outcome.count(i)).peekable();
+        for n in 1..=run_count {
+            if sent.next_if_eq(&n).is_some() {
+                while sent.next_if_eq(&n).is_some() {}
+                continue;
+            }
+            let mut recorded = Vec::new();
+            while let Some(k) = attached.next_if(|&k| count_at(k) == n) {
+                recorded.push(order[k]);
+            }
+            let why = match recorded.len() {
+                0 => format!("no shard sent run {n}"),
+                times => format!("no shard sent run {n}, yet the server recorded it {times} times"),
+            };
+            verdicts.push(RunVerdict::new(
+                n,
+                recorded.first().copied(),
+                vec![(Problem::Missing, why)],
+            ));
+        }
+    }
+    // What is left was never sent: count 0 sorts first, counts past the
+    // last sent (or past run_count) last.
+    for k in unexpected {
+        let i = order[k];
         let count = server[i as usize].run_count;
         let why = format!("the server recorded run {count} which this client never sent");
         verdicts.push(RunVerdict::new(
@@ -102,6 +157,38 @@ pub fn compare(
         ));
     }
     verdicts
+}
+
+/// The indexes of the runs that carry the same count as run `index`.
+fn copies_of(outcome: &DriverOutcome, index: usize) -> std::ops::Range<usize> {
+    // One client or one shard sends each count once.
+    if let Numbering::Stride { .. } = outcome.numbering {
+        return index..index + 1;
+    }
+    let n = outcome.count(index);
+    let mut first = index;
+    while first > 0 && outcome.count(first - 1) == n {
+        first -= 1;
+    }
+    let mut end = index + 1;
+    while end < outcome.runs.len() && outcome.count(end) == n {
+        end += 1;
+    }
+    first..end
+}
+
+/// "shards 0 and 2", for copies of one count.
+fn shards_text(outcome: &DriverOutcome, copies: std::ops::Range<usize>) -> String {
+    let Numbering::Listed(runs) = &outcome.numbering else {
+        return format!("{} clients", copies.len());
+    };
+    let names: Vec<String> = copies
+        .filter_map(|i| runs.get(i).map(|r| r.shard.to_string()))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("shards {} and {last}", rest.join(", ")),
+        _ => format!("shard {}", names.join("")),
+    }
 }
 
 /// Where two bodies first differ, in words; None when equal.
@@ -124,7 +211,7 @@ fn difference(sent: &[u8], recorded: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Failure;
+    use crate::run::{ClientRun, Failure, ListedRun};
     use crate::wire::UpstreamOutcome;
     use std::sync::Arc;
 
@@ -156,6 +243,29 @@ mod tests {
         }
     }
 
+    /// One client's runs, in order, compared.
+    fn check(
+        client: &[ClientRun],
+        body: &BodyPlan,
+        server: Option<&[RecordedRun]>,
+    ) -> Vec<RunVerdict> {
+        let outcome = outcome(client.to_vec(), Numbering::ALL);
+        compare(&outcome, body, server, client.len() as u64)
+    }
+
+    fn outcome(runs: Vec<ClientRun>, numbering: Numbering) -> DriverOutcome {
+        DriverOutcome {
+            runs,
+            started: 1,
+            finished: 9,
+            client_delay: 0,
+            anchor: crate::event::clock::WallAnchor::fixed(0, 0),
+            interrupted: false,
+            connections_opened: 1,
+            numbering,
+        }
+    }
+
     fn kinds(v: &RunVerdict) -> Vec<Problem> {
         v.problems().iter().map(|p| p.0).collect()
     }
@@ -178,7 +288,7 @@ mod tests {
             record(5, b"hello"),
             record(0, b"hello"),
         ];
-        let v = compare(&client, &body, Some(&server));
+        let v = check(&client, &body, Some(&server));
         assert_eq!(v.len(), 7);
         assert!(v[0].is_ok());
         assert_eq!(v[0].server_index, Some(2));
@@ -214,11 +324,11 @@ mod tests {
         let (ta, tb) = (text(&a), text(&b));
         // The server swapped the two bodies: both runs are corrupted.
         let server = [record(1, tb.as_bytes()), record(2, ta.as_bytes())];
-        let v = compare(&[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
+        let v = check(&[a.clone(), b.clone()], &BodyPlan::Uuid, Some(&server));
         assert_eq!(kinds(&v[0]), vec![Problem::Corrupted]);
         assert_eq!(kinds(&v[1]), vec![Problem::Corrupted]);
         let server = [record(1, ta.as_bytes()), record(2, tb.as_bytes())];
-        assert!(compare(&[a, b], &BodyPlan::Uuid, Some(&server))
+        assert!(check(&[a, b], &BodyPlan::Uuid, Some(&server))
             .iter()
             .all(RunVerdict::is_ok));
     }
@@ -234,7 +344,7 @@ mod tests {
             tls_ns: None,
             error: Some("connect failed: refused".into()),
         }));
-        let v = compare(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+        let v = check(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
         assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
     }
 
@@ -250,7 +360,7 @@ mod tests {
                 tls_ns: None,
                 error: error.map(Into::into),
             }));
-            let v = compare(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
+            let v = check(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
             kinds(&v[0])
         };
         let answered = "upstream answered 503 Service Unavailable (outside 200-399)";
@@ -265,7 +375,7 @@ mod tests {
 
     #[test]
     fn without_the_server_record_only_client_failures_count() {
-        let v = compare(
+        let v = check(
             &[run(None), run(Some(Problem::Refused))],
             &BodyPlan::Uuid,
             None,
@@ -276,9 +386,88 @@ mod tests {
 
     #[test]
     fn unsent_runs_get_no_verdict_and_their_records_are_unexpected() {
-        let v = compare(&[run(None)], &BodyPlan::Uuid, Some(&[record(2, b"")]));
+        let v = check(&[run(None)], &BodyPlan::Uuid, Some(&[record(2, b"")]));
         assert_eq!(v.len(), 2);
         assert_eq!(kinds(&v[1]), vec![Problem::Unexpected]);
+    }
+
+    #[test]
+    fn a_shard_verifies_only_its_own_counts() {
+        // Shard 1 of 3 sent runs 2 and 5.
+        let shard = outcome(
+            vec![run(None), run(None)],
+            Numbering::Stride {
+                first: 2,
+                stride: 3,
+            },
+        );
+        assert_eq!(
+            (shard.count(1), shard.covers(7), shard.covers(1)),
+            (5, 2, 0)
+        );
+        let body = BodyPlan::Fixed(b"a".to_vec());
+        let server = [1, 2, 3, 5, 8, 5, 0].map(|n| record(n, b"a"));
+        let v = compare(&shard, &body, Some(&server), 7);
+        let found: Vec<(u64, Option<u32>, Vec<Problem>)> = v
+            .iter()
+            .map(|v| (v.run_count, v.server_index, kinds(v)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, Some(1), vec![]),
+                (5, Some(3), vec![Problem::Duplicated]),
+                (8, Some(4), vec![Problem::Unexpected]),
+            ],
+            "runs 1, 3 and 0 are not this shard's"
+        );
+    }
+
+    #[test]
+    fn merged_shards_must_send_every_count_once() {
+        let listed = |count, shard| ListedRun {
+            count,
+            due: 1,
+            shard,
+        };
+        // Runs 1, 2 (by shards 1 and 2) and 4 of 5; 3 and 5 never sent.
+        let merged = outcome(
+            vec![run(None), run(None), run(None), run(None)],
+            Numbering::Listed(vec![listed(1, 0), listed(2, 1), listed(2, 2), listed(4, 0)]),
+        );
+        let body = BodyPlan::PerRun(
+            [b"a", b"b", b"c", b"d"]
+                .iter()
+                .map(|b| std::sync::Arc::from(&b[..]))
+                .collect(),
+        );
+        let server = [(1, "a"), (2, "c"), (2, "b"), (3, "x"), (4, "d"), (7, "a")]
+            .map(|(n, data)| record(n, data.as_bytes()));
+        let v = compare(&merged, &body, Some(&server), 5);
+        let summary: Vec<(u64, Vec<Problem>)> = v.iter().map(|v| (v.run_count, kinds(v))).collect();
+        assert_eq!(
+            summary,
+            [
+                (1, vec![]),
+                (2, vec![Problem::Duplicated]),
+                (2, vec![Problem::Duplicated]),
+                (4, vec![]),
+                (3, vec![Problem::Missing]),
+                (5, vec![Problem::Missing]),
+                (7, vec![Problem::Unexpected]),
+            ],
+            "each copy matches one of its count's records: neither is corrupted"
+        );
+        assert_eq!(v[1].problems()[0].1, "run 2 was sent by shards 1 and 2");
+        assert_eq!(
+            (v[4].server_index, v[4].problems()[0].1.as_str()),
+            (
+                Some(3),
+                "no shard sent run 3, yet the server recorded it 1 times"
+            )
+        );
+        assert_eq!(v[5].problems()[0].1, "no shard sent run 5");
+        assert!(merged.is_repeat(2) && !merged.is_repeat(1));
     }
 
     #[test]

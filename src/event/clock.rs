@@ -65,7 +65,7 @@ impl WallAnchor {
     }
 
     /// An anchor with chosen values, for tests that drive time by hand.
-    pub fn fixed(mono: Nanos, wall: i128) -> Self {
+    pub const fn fixed(mono: Nanos, wall: i128) -> Self {
         WallAnchor { mono, wall }
     }
 

@@ -9,6 +9,7 @@
 //! symlink is followed first. Anything else (standard output, a FIFO, a
 //! device) is written in place, as a shell's `>` would.
 
+pub mod shards;
 pub mod summary;
 
 use crate::event::clock::WallAnchor;
@@ -16,7 +17,7 @@ use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
 use crate::time::Rfc3339;
 use crate::wire::{data_fields, run_json, GroupHeader, RecordedRun};
 use serde::Serialize;
-use std::borrow::Cow;
+use shards::ClientRunFields;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::num::NonZeroU64;
@@ -40,25 +41,8 @@ pub struct ReportInput<'a> {
 struct ClientRunJson<'a> {
     run_group_id: Uuid,
     remote_addr: &'a str,
-    run_count: u64,
-    time: Rfc3339,
-    data: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_base64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_start: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_end: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_duration_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    connect_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_handshake_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    #[serde(flatten)]
+    run: ClientRunFields<'a>,
 }
 
 #[derive(Serialize)]
@@ -84,15 +68,31 @@ pub fn client_duration(run: &ClientRun) -> Option<u64> {
     (run.start != 0 && run.end >= run.start && run.status != 0).then(|| run.end - run.start)
 }
 
-/// The body a run carried.
-pub fn sent_body<'a>(body: &'a BodyPlan, run: &ClientRun, uuid_text: &'a mut String) -> &'a [u8] {
-    match (body, run.body_uuid) {
-        (BodyPlan::Fixed(bytes), _) => bytes,
-        (BodyPlan::Uuid, Some(uuid)) => {
-            *uuid_text = uuid.to_string();
-            uuid_text.as_bytes()
-        }
-        (BodyPlan::Uuid, None) => b"",
+/// The run at `index` as JSON (`uuid` holds a UUID body's text).
+pub fn client_run_fields<'a>(
+    outcome: &DriverOutcome,
+    index: usize,
+    body: &'a BodyPlan,
+    uuid: &'a mut [u8; 36],
+) -> ClientRunFields<'a> {
+    let run = &outcome.runs[index];
+    let anchor = &outcome.anchor;
+    let fields = data_fields(body.bytes(index, run, uuid));
+    ClientRunFields {
+        run_count: outcome.count(index),
+        time: wall(anchor, outcome.due(index)),
+        data: fields.data,
+        data_base64: fields.data_base64,
+        client_start: (run.start != 0).then(|| wall(anchor, run.start)),
+        client_end: (run.end != 0).then(|| wall(anchor, run.end)),
+        client_duration_ns: client_duration(run),
+        connect_ns: run.connect_ns.map(NonZeroU64::get),
+        tls_handshake_ns: run.tls_ns.map(NonZeroU64::get),
+        status: (run.status != 0).then_some(run.status),
+        error: run
+            .failure
+            .as_ref()
+            .map(|f| format!("{}: {}", f.problem.name(), f.detail)),
     }
 }
 
@@ -266,29 +266,15 @@ fn write_json(
     out.write_all(b"{\"client_run_group\":")?;
     out.write_all(&text.as_bytes()[..text.len() - 1])?;
     out.write_all(b",\"test_runs\":[")?;
-    let mut uuid_text = String::new();
-    for (i, run) in input.outcome.runs.iter().enumerate() {
+    let mut uuid_text = [0u8; 36];
+    for i in 0..input.outcome.runs.len() {
         if i > 0 {
             out.write_all(b",")?;
         }
-        let fields = data_fields(sent_body(input.body, run, &mut uuid_text));
         let json = ClientRunJson {
             run_group_id: group_id,
             remote_addr: input.remote_addr,
-            run_count: i as u64 + 1,
-            time: wall(anchor, input.outcome.due(i)),
-            data: Cow::Owned(fields.data.into_owned()),
-            data_base64: fields.data_base64,
-            client_start: (run.start != 0).then(|| wall(anchor, run.start)),
-            client_end: (run.end != 0).then(|| wall(anchor, run.end)),
-            client_duration_ns: client_duration(run),
-            connect_ns: run.connect_ns.map(NonZeroU64::get),
-            tls_handshake_ns: run.tls_ns.map(NonZeroU64::get),
-            status: (run.status != 0).then_some(run.status),
-            error: run
-                .failure
-                .as_ref()
-                .map(|f| format!("{}: {}", f.problem.name(), f.detail)),
+            run: client_run_fields(input.outcome, i, input.body, &mut uuid_text),
         };
         serde_json::to_writer(&mut *out, &json)?;
     }
@@ -317,12 +303,9 @@ fn write_json(
         if i > 0 {
             out.write_all(b",")?;
         }
-        let index = (verdict.run_count as usize).wrapping_sub(1);
-        let client = input
-            .outcome
-            .runs
-            .get(index)
-            .filter(|_| !verdict.is_unexpected());
+        // The first verdicts are the runs sent, in order; then counts
+        // never sent (missing, merged shards) and records never sent.
+        let client = input.outcome.runs.get(i);
         let server = verdict
             .server_index
             .and_then(|s| input.server_runs.and_then(|runs| runs.get(s as usize)));
@@ -330,7 +313,7 @@ fn write_json(
             run_id: server.map(|s| s.run_id),
             run_group_id: group_id,
             run_count: verdict.run_count,
-            client_time: client.map(|_| wall(anchor, input.outcome.due(index))),
+            client_time: client.map(|_| wall(anchor, input.outcome.due(i))),
             server_time: server.map(|s| Rfc3339(s.server_start as i128)),
             client_duration_ns: client.and_then(client_duration),
             server_duration_ns: server.map(RecordedRun::server_duration_ns),

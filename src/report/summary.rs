@@ -2,6 +2,7 @@
 //! from HDR histograms (4 significant digits, 1 ns to 2 hours: a 10 ms
 //! value is resolved to about 1 us).
 
+use super::shards::ShardCoverage;
 use super::{client_duration, ReportInput};
 use crate::event::clock::SECOND;
 use crate::problem::Problem;
@@ -65,7 +66,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// Whether the server's record could be fetched and compared.
     pub verified: bool,
-    /// The group's `run_count`: `succeeded + failed + not_sent`.
+    /// The group's `run_count` (a shard's: its share): `succeeded +
+    /// failed + not_sent`.
     pub runs: u64,
     /// Runs with no problem at all.
     pub succeeded: u64,
@@ -118,6 +120,13 @@ pub struct Summary {
     /// Why the server's record could not be compared, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_fetch_error: Option<String>,
+    /// A shard's own report: `I/N` (its runs are counts I+1, I+1+N, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// The report of a sharded test (`conntest report`): which shards
+    /// reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardCoverage>,
 }
 
 pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) -> Summary {
@@ -132,19 +141,25 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         };
         map.insert(p.name(), 0);
     }
-    // The first verdicts are the runs sent, one each; any after them are
-    // server records of runs never sent. Runs never sent have no verdict.
-    let client_runs = input.header.config.run_count;
-    let sent = outcome.runs.len() as u64;
-    let succeeded = input
-        .verdicts
-        .iter()
-        .take(sent as usize)
-        .filter(|v| v.is_ok())
-        .count() as u64;
-    let failed = sent - succeeded;
-    let not_sent = client_runs.saturating_sub(sent);
-    let unexpected = input.verdicts.len() as u64 - sent.min(input.verdicts.len() as u64);
+    // The first verdicts are the runs sent, one each (a count two shards
+    // sent counts once, as one run); any after them are counts no shard
+    // sent (missing: failed runs) and server records of runs never sent
+    // (unexpected: not runs). Runs never sent otherwise have no verdict.
+    let client_runs = outcome.covers(input.header.config.run_count);
+    let (mut succeeded, mut failed, mut unexpected) = (0u64, 0u64, 0u64);
+    for (i, v) in input.verdicts.iter().enumerate() {
+        if i < outcome.runs.len() && outcome.is_repeat(i) {
+            continue;
+        }
+        if v.is_ok() {
+            succeeded += 1;
+        } else if v.is_unexpected() {
+            unexpected += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    let not_sent = client_runs.saturating_sub(succeeded + failed);
     for v in input.verdicts {
         for (p, _) in v.problems() {
             let map = if p.is_discrepancy() {
@@ -218,7 +233,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     } else {
         0.0
     };
-    let delay = input.header.config.client_delay_ns;
+    let delay = outcome.client_delay;
     Summary {
         passed: failed == 0
             && unexpected == 0
@@ -255,6 +270,8 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         tls_insecure: false,
         stopped_early: None,
         server_fetch_error,
+        shard: None,
+        shards: None,
     }
 }
 
@@ -419,6 +436,7 @@ mod tests {
             anchor: WallAnchor::fixed(0, 0),
             interrupted: false,
             connections_opened: 1,
+            numbering: crate::run::Numbering::ALL,
         };
         let verdicts: Vec<_> = (0..3)
             .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))

@@ -362,9 +362,11 @@ impl Api {
             (Then::ShowShard(id, shard), Reply::Status(status)) => {
                 match status.shards.iter().find(|s| s.shard == shard) {
                     Some(s) => {
-                        let mut head = serde_json::to_vec(s).unwrap_or_default();
-                        head.pop(); // the closing brace
-                        head.extend_from_slice(b",\"runs\":[");
+                        let head = format!(
+                            "{{\"shard\":{},\"shards\":{},\"complete\":{},\"runs\":[",
+                            s.shard, s.shards, s.complete
+                        )
+                        .into_bytes();
                         Next::Stream {
                             id,
                             list: RunList::Shard(shard),

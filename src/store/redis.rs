@@ -113,13 +113,27 @@ pub struct RedisStore {
     jobs: Sender<Job>,
 }
 
-impl RedisStore {
-    /// Checks the URL and starts the store thread; the first connection is
-    /// made there (a store down at start is reported by `/readyz` and the
-    /// log, and retried).
-    pub fn open(url: &str, limits: StoreLimits) -> Result<RedisStore, String> {
+/// A checked store URL, not yet connected.
+pub struct RedisUrl {
+    client: redis::Client,
+    shown: String,
+}
+
+impl RedisUrl {
+    /// Checks `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://...`.
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
         let shown = without_password(url);
         let client = redis::Client::open(url).map_err(|e| format!("--store {shown}: {e}"))?;
+        Ok(RedisUrl { client, shown })
+    }
+}
+
+impl RedisStore {
+    /// Starts the store thread; the first connection is made there (a
+    /// store down at start is reported by `/readyz` and the log, and
+    /// retried).
+    pub fn start(url: RedisUrl, limits: StoreLimits) -> Result<RedisStore, String> {
+        let RedisUrl { client, shown } = url;
         let shared = Arc::new(Shared {
             shown,
             limits,
@@ -151,21 +165,20 @@ impl Backend for RedisStore {
         if !self.shared.up.load(Ordering::Relaxed) {
             return Some(Reply::Error(self.shared.unavailable()));
         }
-        // Known groups answer from the cache.
-        let cached = match &op {
-            Op::Header { id } | Op::Begin { id } => self.shared.known(id),
-            _ => None,
-        };
-        if let Some(known) = cached {
-            if let Op::Begin { id } = op {
-                if let Err(e) = self.send(Job::Begun {
+        // A run on a known group starts at once (a group deleted meanwhile
+        // refuses its record). Reads ask Redis: another replica may have
+        // deleted the group.
+        if let Op::Begin { id } = op {
+            if let Some(known) = self.shared.known(&id) {
+                let begun = Job::Begun {
                     id,
                     expire_at_ms: known.expire_at_ms,
-                }) {
-                    return Some(Reply::Error(e));
-                }
+                };
+                return Some(match self.send(begun) {
+                    Ok(()) => Reply::Group(known.header),
+                    Err(e) => Reply::Error(e),
+                });
             }
-            return Some(Reply::Group(known.header));
         }
         let job = Job::Op {
             op,
@@ -538,6 +551,10 @@ impl StoreThread {
                 },
             }
         }
+        // Runs begun are counted before any run is recorded: a run's start
+        // is always queued before its record, so the in-progress count
+        // never dips below what is really in progress.
+        calls.sort_by_key(|call| !matches!(call, Call::Begun { .. }));
         let mut pipe = redis::pipe();
         for call in &calls {
             match call {
