@@ -213,17 +213,18 @@ http {{
         proxy_read_timeout 60s;
         # Everything but runs keeps nginx's default `proxy_next_upstream
         # error timeout`: a request that could not reach a replica (a killed
-        # one) goes to the next. nginx (since 1.9.13) never passes a POST on
-        # once it was sent, but a GET, DELETE or a shard page it may; those
-        # are idempotent.
+        # one) goes to the next, so the client's setup and record GETs
+        # survive a dead replica. Since 1.9.13 that default passes a POST on
+        # only when it was never sent; GET and DELETE, idempotent, it may
+        # send again after a failure.
         location / {{
             proxy_pass http://replicas;
         }}
         # A run is the thing counted. `off`: every run reaches exactly one
-        # replica or fails to the client as it is (a 502), never silently
-        # replayed to another replica (which a `non_idempotent` setting
-        # would do, and the default would do for a run sent as a GET), so a
-        # test's failures are exactly the runs the client saw fail.
+        # replica or fails to the client as it is (a 502), never replayed
+        # to another replica, whatever nginx's version or a later
+        # `non_idempotent`, so a test's failures are exactly the runs the
+        # client saw fail.
         location ~ ^/test-groups/[^/]+/[0-9]+$ {{
             proxy_pass http://replicas;
             proxy_next_upstream off;
