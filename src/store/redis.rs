@@ -28,7 +28,7 @@ use super::{
 };
 use crate::wire::{run_json, GroupHeader};
 use redis::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,8 @@ use uuid::Uuid;
 const MAX_BATCH: usize = 512;
 /// Connect and reply bound; past it the store counts as down.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pipelines sent and not yet answered, at most.
+const IN_FLIGHT: usize = 2;
 /// How often a down store is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 /// Headers kept per replica before the cache starts over.
@@ -437,25 +439,61 @@ enum Expect {
 }
 
 impl StoreThread {
+    /// Sends what is queued as a pipeline while the previous one is still
+    /// on its way (at most [`IN_FLIGHT`] at once), then reads the oldest
+    /// one's replies: Redis works on one batch while this thread answers
+    /// the last and the loops queue the next.
     fn run(mut self, queue: Receiver<Job>) {
         let mut batch = Vec::new();
+        let mut in_flight: VecDeque<Vec<Call>> = VecDeque::new();
         loop {
             if self.conn.is_none() {
                 self.connect();
             }
-            // Idle, the connection is checked (so /readyz tells a store
-            // gone quiet); down, it is tried again.
-            match queue.recv_timeout(RETRY) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.ping();
-                    continue;
+            if in_flight.is_empty() && batch.is_empty() {
+                // Idle, the connection is checked (so /readyz tells a store
+                // gone quiet); down, it is tried again.
+                match queue.recv_timeout(RETRY) {
+                    Ok(job) => batch.push(job),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.ping();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
             }
-            batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-            self.carry_out(&mut batch);
+            batch.extend(queue.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
+            if !batch.is_empty() && in_flight.len() < IN_FLIGHT {
+                let calls = self.plan(&mut batch);
+                match self.send(&calls) {
+                    Ok(()) => in_flight.push_back(calls),
+                    Err(e) => {
+                        self.down(&e);
+                        self.fail(in_flight.drain(..).chain([calls]));
+                    }
+                }
+                continue;
+            }
+            // The window is full, or nothing more is queued: read the
+            // oldest batch's replies.
+            if let Some(calls) = in_flight.pop_front() {
+                if let Err(e) = self.receive(calls) {
+                    self.down(&e);
+                    self.fail(in_flight.drain(..));
+                }
+            }
         }
+    }
+
+    /// Answers every call of `batches` with the store's unavailability.
+    fn fail(&self, batches: impl Iterator<Item = Vec<Call>>) {
+        let mut replies = Vec::new();
+        for calls in batches {
+            for call in calls {
+                self.answer(call, None, &mut replies);
+            }
+        }
+        deliver(replies);
     }
 
     fn connect(&mut self) {
@@ -506,10 +544,9 @@ impl StoreThread {
         *last = why;
     }
 
-    /// Sends the batch as one pipeline and delivers every answer. A burst
-    /// of runs of one group costs two script calls: one counts the runs
-    /// begun, one records the runs done.
-    fn carry_out(&mut self, batch: &mut Vec<Job>) {
+    /// The batch's script calls. A burst of runs of one group costs two:
+    /// one counts the runs begun, one records the runs done.
+    fn plan(&self, batch: &mut Vec<Job>) -> Vec<Call> {
         let mut calls: Vec<Call> = Vec::with_capacity(batch.len());
         let mut begun_at: HashMap<Uuid, usize> = HashMap::new();
         let mut records_at: HashMap<Uuid, usize> = HashMap::new();
@@ -555,8 +592,13 @@ impl StoreThread {
         // is always queued before its record, so the in-progress count
         // never dips below what is really in progress.
         calls.sort_by_key(|call| !matches!(call, Call::Begun { .. }));
+        calls
+    }
+
+    /// Writes the calls as one pipeline.
+    fn send(&mut self, calls: &[Call]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
-        for call in &calls {
+        for call in calls {
             match call {
                 Call::One(cmd, ..) => {
                     pipe.add_command(cmd.clone());
@@ -581,65 +623,74 @@ impl StoreThread {
                 }
             }
         }
-        let result = match &mut self.conn {
-            Some(conn) => pipe.query::<Vec<Value>>(conn),
-            None => Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "not connected",
-            ))),
-        };
-        let values = match result {
-            Ok(values) if values.len() == calls.len() => values,
-            Ok(values) => {
-                let e = redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "wrong number of replies",
-                    format!("{} for {} commands", values.len(), calls.len()),
-                ));
-                self.down(&e);
-                Vec::new()
-            }
-            Err(e) => {
-                self.down(&e);
-                Vec::new()
-            }
-        };
+        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
+        conn.send_packed_command(&pipe.get_packed_pipeline())
+    }
+
+    /// Reads one reply per call, in order, and delivers the answers. An
+    /// error reply answers its own call; a broken connection is returned
+    /// (the calls not yet read are answered as unavailable).
+    fn receive(&mut self, calls: Vec<Call>) -> redis::RedisResult<()> {
         let mut replies: Vec<(Arc<Inbox>, Ticket, Reply)> = Vec::with_capacity(calls.len());
-        let mut values = values.into_iter();
+        let mut broken = None;
         for call in calls {
-            let value = values.next();
-            match call {
-                Call::One(_, expect, (inbox, ticket)) => {
-                    let reply = match value {
-                        Some(value) => self.read_reply(expect, value),
-                        None => Reply::Error(self.shared.unavailable()),
+            let value = match (&broken, self.conn.as_mut()) {
+                (None, Some(conn)) => match conn.recv_response() {
+                    Ok(value) => Some(value),
+                    Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                        broken = Some(e);
+                        None
+                    }
+                    Err(e) => {
+                        crate::warn!("store {}: {e}", self.shared.shown);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            self.answer(call, value, &mut replies);
+        }
+        deliver(replies);
+        broken.map_or(Ok(()), Err)
+    }
+
+    /// The answers to one call, given its reply (none: unavailable).
+    fn answer(
+        &self,
+        call: Call,
+        value: Option<Value>,
+        replies: &mut Vec<(Arc<Inbox>, Ticket, Reply)>,
+    ) {
+        match call {
+            Call::One(_, expect, (inbox, ticket)) => {
+                let reply = match value {
+                    Some(value) => self.read_reply(expect, value),
+                    None => Reply::Error(self.shared.unavailable()),
+                };
+                replies.push((inbox, ticket, reply));
+            }
+            Call::Begun { .. } => {}
+            Call::Records { id, to, .. } => {
+                // The first `recorded` runs are in; the rest found the
+                // store full (or the group gone, or the store down).
+                let (recorded, refusal) = match value.as_ref().and_then(int) {
+                    Some(-1) => {
+                        self.shared.forget(&id);
+                        (0, StoreError::UnknownGroup)
+                    }
+                    Some(n) if n >= 0 => (n as usize, self.full()),
+                    _ => (0, self.shared.unavailable()),
+                };
+                for (i, (inbox, ticket)) in to.into_iter().enumerate() {
+                    let reply = if i < recorded {
+                        Reply::Done
+                    } else {
+                        Reply::Error(refusal.clone())
                     };
                     replies.push((inbox, ticket, reply));
                 }
-                Call::Begun { .. } => {}
-                Call::Records { id, to, .. } => {
-                    // The first `recorded` runs are in; the rest found the
-                    // store full (or the group gone, or the store down).
-                    let (recorded, refusal) = match value.as_ref().and_then(int) {
-                        Some(-1) => {
-                            self.shared.forget(&id);
-                            (0, StoreError::UnknownGroup)
-                        }
-                        Some(n) if n >= 0 => (n as usize, self.full()),
-                        _ => (0, self.shared.unavailable()),
-                    };
-                    for (i, (inbox, ticket)) in to.into_iter().enumerate() {
-                        let reply = if i < recorded {
-                            Reply::Done
-                        } else {
-                            Reply::Error(refusal.clone())
-                        };
-                        replies.push((inbox, ticket, reply));
-                    }
-                }
             }
         }
-        deliver(replies);
     }
 
     /// The script call that carries out `op`, and how to read its reply.
@@ -863,6 +914,10 @@ impl StoreThread {
             },
         }
     }
+}
+
+fn not_connected() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "not connected"))
 }
 
 fn evalsha<'a>(pipe: &'a mut redis::Pipeline, sha: &str) -> &'a mut redis::Pipeline {
