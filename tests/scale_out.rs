@@ -125,21 +125,6 @@ fn wait_recorded(addr: SocketAddr, id: &str, at_least: u64) -> u64 {
     seen
 }
 
-/// Polls `GET path` on `addr` every 50 ms until it answers `status` (at
-/// most `limit`); whether it did.
-fn wait_status(addr: SocketAddr, path: &str, status: u16, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
-    loop {
-        if try_call(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == status) {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A run as the client or the server has it: its run count and body.
 fn count_and_data(run: &Value) -> (u64, String) {
     let data = run

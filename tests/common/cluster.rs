@@ -56,8 +56,9 @@ fn wait_ready(child: &mut Child, mut ready: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Whether a Redis on 127.0.0.1:`port` answers PING with PONG (not
-/// `-LOADING` while it reads its append-only file back).
+/// Whether a Redis on 127.0.0.1:`port` takes commands: PING answers PONG,
+/// or NOAUTH when it wants a password (not `-LOADING` while it reads its
+/// append-only file back).
 pub fn redis_pongs(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
@@ -67,7 +68,7 @@ pub fn redis_pongs(port: u16) -> bool {
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+        && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
 }
 
 /// A `redis-server` on a free 127.0.0.1 port, its files in a temporary
@@ -75,14 +76,15 @@ pub fn redis_pongs(port: u16) -> bool {
 pub struct RedisProcess {
     child: Option<Child>,
     pub port: u16,
-    persistent: bool,
+    /// Arguments after the harness's own (a later one overrides).
+    extra: Vec<String>,
     dir: TempDir,
 }
 
 impl RedisProcess {
     /// A Redis that keeps nothing on disk (`--save '' --appendonly no`).
     pub fn start() -> RedisProcess {
-        Self::start_with(false)
+        Self::start_with_args(&[])
     }
 
     /// A Redis whose append-only file is written and fsynced before each
@@ -90,16 +92,12 @@ impl RedisProcess {
     /// acknowledged survives [`RedisProcess::stop`] and
     /// [`RedisProcess::restart`], as a production Redis's would.
     pub fn start_persistent() -> RedisProcess {
-        Self::start_with(true)
+        Self::start_with_args(&["--appendonly", "yes"])
     }
 
-    fn start_with(persistent: bool) -> RedisProcess {
-        let mut redis = RedisProcess {
-            child: None,
-            port: 0,
-            persistent,
-            dir: TempDir::new("redis"),
-        };
+    /// A Redis given `extra` arguments too (such as `--requirepass PW`).
+    pub fn start_with_args(extra: &[&str]) -> RedisProcess {
+        let mut redis = Self::new(extra);
         for _ in 0..PORT_ATTEMPTS {
             redis.port = closed_port();
             if redis.spawn() {
@@ -107,6 +105,27 @@ impl RedisProcess {
             }
         }
         panic!("redis-server did not start; see {}", redis.log_path());
+    }
+
+    /// A Redis on `port` (say, one a server was told before Redis came).
+    pub fn start_on(port: u16) -> RedisProcess {
+        let mut redis = Self::new(&[]);
+        redis.port = port;
+        assert!(
+            redis.spawn(),
+            "redis-server did not start on port {port}; see {}",
+            redis.log_path()
+        );
+        redis
+    }
+
+    fn new(extra: &[&str]) -> RedisProcess {
+        RedisProcess {
+            child: None,
+            port: 0,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            dir: TempDir::new("redis"),
+        }
     }
 
     fn log_path(&self) -> String {
@@ -118,11 +137,11 @@ impl RedisProcess {
         let dir = self.dir.0.to_string_lossy().into_owned();
         let port = self.port.to_string();
         let log = self.log_path();
-        let appendonly = if self.persistent { "yes" } else { "no" };
         let mut child = Command::new(REDIS_SERVER)
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", appendonly, "--appendfsync", "always"])
+            .args(["--appendonly", "no", "--appendfsync", "always"])
             .args(["--dir", &dir, "--logfile", &log, "--daemonize", "no"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -309,6 +328,21 @@ impl Drop for Nginx {
     }
 }
 
+/// Polls `GET path` on `addr` every 50 ms until it answers `status` (at
+/// most `limit`); whether it did.
+pub fn wait_status(addr: SocketAddr, path: &str, status: u16, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if super::try_call(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == status) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The value of one series of `GET /metrics` on `addr`: `series` is the
 /// exact text before the value, such as `conntest_runs_recorded_total` or
 /// `conntest_http_requests_total{route="/healthz",status="200"}`; 0 when
@@ -323,8 +357,8 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
         .map_or(0.0, |value| value.trim().parse().expect("a metric value"))
 }
 
-/// Redis + 3 `conntest server --store redis://...` replicas + nginx
-/// round-robin in front of them.
+/// Redis + 3 `conntest server --store redis://...` replicas, each ready
+/// (`/readyz` 200), + nginx round-robin in front of them.
 pub struct Cluster {
     pub redis: RedisProcess,
     pub replicas: Vec<ServerProcess>,
@@ -348,6 +382,15 @@ impl Cluster {
         args.extend_from_slice(extra);
         let replicas: Vec<ServerProcess> =
             (0..REPLICAS).map(|_| ServerProcess::start(&args)).collect();
+        // A replica listens before its store connection is up (runs get a
+        // 503 until then): wait for readiness, as a load balancer would.
+        for replica in &replicas {
+            assert!(
+                wait_status(replica.addr, "/readyz", 200, PEER_LIMIT),
+                "replica {} not ready",
+                replica.addr
+            );
+        }
         let nginx = Nginx::start(&replicas.iter().map(|r| r.addr).collect::<Vec<_>>());
         Cluster {
             redis,
