@@ -1259,3 +1259,59 @@ fn a_request_and_close_notify_in_one_read_are_answered() {
         String::from_utf8_lossy(&out)
     );
 }
+
+// ---------------------------------------------------------------------------
+// The server's Redis store over TLS (`rediss://`)
+
+#[test]
+fn a_rediss_store_is_verified_against_the_platform_trust() {
+    let pki = Pki::new("rediss");
+    let (cert, key) = pki.leaf("redis", &["localhost"]);
+    let tls_port = closed_port();
+    let redis = common::cluster::RedisProcess::start_with_args(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        s(&cert),
+        "--tls-key-file",
+        s(&key),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{tls_port}/0");
+    let ready = |server: &ServerProcess, status| {
+        common::cluster::wait_status(server.addr, "/readyz", status, Duration::from_secs(10))
+    };
+    // Trusted through SSL_CERT_FILE: groups and runs go over TLS.
+    let server =
+        ServerProcess::start_with_env(&["--store", &url], &[("SSL_CERT_FILE", s(&pki.ca))]);
+    assert!(ready(&server, 200), "{}", server.log_text());
+    let id = create_group(server.addr, r#"{"run_count": 1}"#);
+    let run = request(
+        server.addr,
+        "POST",
+        &format!("/test-groups/{id}/1"),
+        b"over tls",
+    );
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert_eq!(
+        get_group(server.addr, &id)["test_runs"][0]["data"],
+        "over tls"
+    );
+    // Another CA: never ready, and /readyz says why.
+    let other = Pki::new("rediss-other");
+    let untrusted =
+        ServerProcess::start_with_env(&["--store", &url], &[("SSL_CERT_FILE", s(&other.ca))]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let why = loop {
+        let reply = request(untrusted.addr, "GET", "/readyz", b"");
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        // "not connected yet" until the first handshake has failed.
+        if reply.text().contains("certificate") || Instant::now() > deadline {
+            break reply.text();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(why.contains(&url) && why.contains("certificate"), "{why}");
+    drop(redis);
+}
