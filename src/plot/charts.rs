@@ -12,6 +12,15 @@ pub const HEIGHT: u32 = 440;
 
 /// The percentiles the latency chart marks: x = 1/(1-p) on a log axis.
 const PERCENTILE_TICKS: [f64; 6] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5];
+/// The percentiles marked on the curve with their value.
+const PERCENTILE_MARKS: [(f64, &str); 6] = [
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (0.9999, "p99.99"),
+    (0.99999, "p99.999"),
+];
 /// Individual points are drawn up to this many runs; beyond, the line alone.
 const MAX_MARKERS: usize = 2000;
 /// Bins of the histogram chart (log-spaced between the smallest and largest
@@ -19,6 +28,10 @@ const MAX_MARKERS: usize = 2000;
 const HISTOGRAM_BINS: usize = 60;
 /// At most this many bins across the time charts.
 const TIME_BINS: i128 = 60;
+
+/// Tick labels and axis descriptions (plotters' defaults are small).
+const LABELS: (&str, u32) = ("sans-serif", 16);
+const AXIS_DESC: (&str, u32) = ("sans-serif", 18);
 
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 39, 40);
@@ -82,7 +95,7 @@ fn unit_for(max_ns: u64) -> (&'static str, f64) {
 fn per_run_note(data: &PlotData, present: usize) -> Option<String> {
     if data.only_failed_runs() {
         Some(format!(
-            "only the {} failed run(s) of {} are in this report (written with --runs failed)",
+            "this report holds only the failed runs: {} of the {} sent",
             data.runs_present,
             data.counts.runs - data.counts.not_sent
         ))
@@ -130,6 +143,8 @@ fn round_trip_chart(data: &PlotData) -> Result<Chart, String> {
             .map_err(drawing)?;
         chart
             .configure_mesh()
+            .label_style(LABELS)
+            .axis_desc_style(AXIS_DESC)
             .x_desc("run count")
             .y_desc(format!("duration ({unit})"))
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -143,7 +158,10 @@ fn round_trip_chart(data: &PlotData) -> Result<Chart, String> {
                 continue;
             }
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(1)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(1),
+                ))
                 .map_err(drawing)?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
@@ -157,6 +175,7 @@ fn round_trip_chart(data: &PlotData) -> Result<Chart, String> {
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
+                .label_font(LABELS)
                 .border_style(BLACK)
                 .background_style(WHITE.mix(0.85))
                 .draw()
@@ -207,21 +226,29 @@ fn percentile_chart(data: &PlotData) -> Result<Chart, String> {
             .map_err(drawing)?;
         chart
             .configure_mesh()
+            .label_style(LABELS)
+            .axis_desc_style(AXIS_DESC)
             .x_desc("percentile (log scale of 1/(1-p))")
             .y_desc(format!("client round trip ({unit})"))
             .x_label_formatter(&|x| percentile_label(*x))
             .draw()
             .map_err(drawing)?;
         chart
-            .draw_series(LineSeries::new(curve.iter().copied(), CLIENT.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                curve.iter().copied(),
+                CLIENT.stroke_width(2),
+            ))
             .map_err(drawing)?;
-        let marks = PERCENTILE_TICKS.iter().filter_map(|&x| {
-            let v = latency.value_at(1.0 - 1.0 / x)? as f64 / scale;
-            let label = format!("{} {v:.1}", percentile_label(x));
+        let marks = PERCENTILE_MARKS.iter().filter_map(|&(q, name)| {
+            let v = latency.value_at(q)? as f64 / scale;
             Some(
-                EmptyElement::at((x, v))
+                EmptyElement::at((1.0 / (1.0 - q), v))
                     + Circle::new((0, 0), 4, CLIENT.filled())
-                    + Text::new(label, (6, -18), ("sans-serif", 14)),
+                    + Text::new(
+                        format!("{name} {v:.1}"),
+                        (if q < 0.999 { 6 } else { -110 }, -22),
+                        LABELS,
+                    ),
             )
         });
         chart.draw_series(marks).map_err(drawing)?;
@@ -261,8 +288,33 @@ fn log_bins(latency: &Buckets) -> (Vec<f64>, Vec<u64>) {
     (edges, counts)
 }
 
-/// `12.3`, `123`, `0.05`: three significant digits.
+/// Tick values for a log axis from `lo` to `hi`: 1, 2 and 5 x powers of
+/// ten, or every digit x a power of ten on a short range, or the ends.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    let within = |digits: &[f64]| -> Vec<f64> {
+        (first..=last)
+            .flat_map(|e| digits.iter().map(move |d| d * 10f64.powi(e)))
+            .filter(|v| *v >= lo && *v <= hi)
+            .collect()
+    };
+    let ticks = within(&[1.0, 2.0, 5.0]);
+    if ticks.len() >= 3 {
+        return ticks;
+    }
+    let ticks = within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    if ticks.len() >= 2 {
+        return ticks;
+    }
+    vec![lo, (lo * hi).sqrt(), hi]
+}
+
+/// `12.3`, `123`, `0.05`: three significant digits (whole numbers as such).
 fn significant(v: f64) -> String {
+    if v == v.round() {
+        return format!("{v:.0}");
+    }
     let digits = (2 - v.abs().max(1e-9).log10().floor() as i32).max(0) as usize;
     format!("{v:.digits$}")
 }
@@ -271,20 +323,23 @@ fn histogram_chart(data: &PlotData) -> Result<Chart, String> {
     let (edges, counts) = log_bins(&data.latency);
     let (unit, scale) = unit_for(edges[edges.len() - 1] as u64);
     let y1 = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
+    let (lo, hi) = (edges[0] / scale, edges[edges.len() - 1] / scale);
     let title = "Round trip histogram";
     render(title, |root| {
         let mut chart = builder(root, title)
             .build_cartesian_2d(
-                (edges[0] / scale..edges[edges.len() - 1] / scale).log_scale(),
+                (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
                 0.0..y1,
             )
             .map_err(drawing)?;
         chart
             .configure_mesh()
+            .label_style(LABELS)
+            .axis_desc_style(AXIS_DESC)
             .x_desc(format!("client round trip ({unit}, log scale)"))
             .y_desc("runs")
             .x_label_formatter(&|x| significant(*x))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| significant(*y))
             .draw()
             .map_err(drawing)?;
         let bars = counts
@@ -372,6 +427,8 @@ fn time_chart(
             .map_err(drawing)?;
         chart
             .configure_mesh()
+            .label_style(LABELS)
+            .axis_desc_style(AXIS_DESC)
             .x_desc(format!(
                 "seconds since the first run left (bins of {} ms)",
                 width / 1_000_000
@@ -433,8 +490,21 @@ mod tests {
 
     #[test]
     fn percentile_labels_count_the_nines() {
-        let labels: Vec<String> = PERCENTILE_TICKS.iter().map(|&x| percentile_label(x)).collect();
+        let labels: Vec<String> = PERCENTILE_TICKS
+            .iter()
+            .map(|&x| percentile_label(x))
+            .collect();
         assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]);
+    }
+
+    #[test]
+    fn log_ticks_fit_the_range() {
+        assert_eq!(log_ticks(3.0, 300.0), [5.0, 10.0, 20.0, 50.0, 100.0, 200.0]);
+        assert_eq!(log_ticks(21.0, 46.0), [30.0, 40.0]);
+        assert_eq!(log_ticks(21.0, 22.0).len(), 3);
+        assert_eq!(significant(0.0), "0");
+        assert_eq!(significant(2.5), "2.50");
+        assert_eq!(significant(21.37), "21.4");
     }
 
     #[test]
@@ -444,6 +514,7 @@ mod tests {
         assert_eq!(bin_width(100_000_000), 2_000_000);
         assert_eq!(bin_width(200_000_000), 5_000_000);
         assert_eq!(bin_width(500_000_000), 10_000_000);
-        assert_eq!(bin_width(60_000_000_000), 1_000_000_000);
+        assert_eq!(bin_width(59_000_000_000), 1_000_000_000);
+        assert_eq!(bin_width(60_000_000_000), 2_000_000_000);
     }
 }

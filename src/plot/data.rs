@@ -171,7 +171,10 @@ fn summary_histogram(summary: &Map<String, Value>) -> Result<Option<Buckets>, St
     let h = HistogramJson::deserialize(value)
         .map_err(|e| format!("summary.histogram is not {{unit, bounds, counts}}: {e}"))?;
     if h.unit != "ns" {
-        return Err(format!("summary.histogram: unit '{}', expected 'ns'", h.unit));
+        return Err(format!(
+            "summary.histogram: unit '{}', expected 'ns'",
+            h.unit
+        ));
     }
     if h.bounds.len() != h.counts.len() {
         return Err(format!(
@@ -270,7 +273,8 @@ mod tests {
 
     #[test]
     fn a_bad_histogram_is_named() {
-        let bad = br#"{"summary": {"histogram": {"unit": "ns", "bounds": [2, 1], "counts": [1, 1]}}}"#;
+        let bad =
+            br#"{"summary": {"histogram": {"unit": "ns", "bounds": [2, 1], "counts": [1, 1]}}}"#;
         let e = parse(bad).err().unwrap_or_default();
         assert!(e.contains("ascending"), "{e}");
     }

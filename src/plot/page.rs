@@ -116,7 +116,8 @@ fn summary_tables(summary: &Map<String, Value>, out: &mut String) {
 /// The whole page.
 pub fn page(data: &PlotData, charts: &[Chart]) -> String {
     let passed = data.summary.get("passed").and_then(Value::as_bool);
-    let mut out = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n");
+    let mut out =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n");
     let name = if data.description.is_empty() {
         data.run_group_id.as_str()
     } else {
