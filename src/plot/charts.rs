@@ -68,6 +68,7 @@ fn builder<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, SVGB
     let mut b = ChartBuilder::on(root);
     b.caption(title, ("sans-serif", 24))
         .margin(18)
+        .margin_right(48)
         .x_label_area_size(50)
         .y_label_area_size(90);
     b
