@@ -4,6 +4,8 @@
 //! over time. Text is written as SVG `<text>`: no font is read.
 
 use super::data::{Buckets, PlotData};
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -74,6 +76,19 @@ fn builder<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, SVGB
     b
 }
 
+/// The axes, with readable labels.
+fn mesh<'a, 'b, X, Y>(
+    chart: &'b mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+) -> MeshStyle<'a, 'b, X, Y, SVGBackend<'a>>
+where
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut style = chart.configure_mesh();
+    style.label_style(LABELS).axis_desc_style(AXIS_DESC);
+    style
+}
+
 /// A line of text under the caption: what the chart cannot show.
 fn note(root: &Area, text: &str) -> Result<(), String> {
     let style = ("sans-serif", 18).into_font().color(&NOTE);
@@ -142,10 +157,7 @@ fn round_trip_chart(data: &PlotData) -> Result<Chart, String> {
         let mut chart = builder(root, title)
             .build_cartesian_2d(x0..x1, 0.0..y1)
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .label_style(LABELS)
-            .axis_desc_style(AXIS_DESC)
+        mesh(&mut chart)
             .x_desc("run count")
             .y_desc(format!("duration ({unit})"))
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -225,10 +237,7 @@ fn percentile_chart(data: &PlotData) -> Result<Chart, String> {
                 0.0..y1,
             )
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .label_style(LABELS)
-            .axis_desc_style(AXIS_DESC)
+        mesh(&mut chart)
             .x_desc("percentile (log scale of 1/(1-p))")
             .y_desc(format!("client round trip ({unit})"))
             .x_label_formatter(&|x| percentile_label(*x))
@@ -333,10 +342,7 @@ fn histogram_chart(data: &PlotData) -> Result<Chart, String> {
                 0.0..y1,
             )
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .label_style(LABELS)
-            .axis_desc_style(AXIS_DESC)
+        mesh(&mut chart)
             .x_desc(format!("client round trip ({unit}, log scale)"))
             .y_desc("runs")
             .x_label_formatter(&|x| significant(*x))
@@ -426,10 +432,7 @@ fn time_chart(
         let mut chart = builder(root, title)
             .build_cartesian_2d(0.0..x1, 0.0..y1)
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .label_style(LABELS)
-            .axis_desc_style(AXIS_DESC)
+        mesh(&mut chart)
             .x_desc(format!(
                 "seconds since the first run left (bins of {} ms)",
                 width / 1_000_000
