@@ -1,5 +1,5 @@
 //! The command line: `conntest server`, `conntest client`, `conntest run`,
-//! `conntest report`.
+//! `conntest report`, `conntest plot`.
 //!
 //! Exit status: 0 the test passed (or the server stopped cleanly); 1 the
 //! test failed (the report is still written); 2 a usage or setup error (one
@@ -38,6 +38,7 @@ Usage:
   conntest run [options]                   create a group and run it in one step
                                            (starts a local server unless -r is given)
   conntest report -r URL -g ID -f FILE     the report of a sharded test, from the server
+  conntest plot REPORT -o FILE.html|.svg   charts of a report: a self-contained page, or SVG
 
 Run `conntest COMMAND --help` for a command's options.
 Exit status: 0 passed, 1 test failed, 2 usage or setup error, 130 interrupted.
@@ -146,6 +147,19 @@ Exit status: 0 every run was sent by one shard and matched the server's record;
 130 interrupted.
 ";
 
+const PLOT_HELP: &str = "\
+Usage: conntest plot REPORT -o FILE
+
+Draws the charts of a report written by `conntest client -f` (or `run`, `report`):
+round trip by run count, round trip by percentile (p0 .. p99.999, log scale),
+the round-trip histogram, and the achieved rate and failed runs per second
+over time. The latency charts come from the summary's histogram, so a report
+holding only failed runs plots too.
+
+  -o, --output FILE     FILE.html: one self-contained page (summary table and
+                        charts, inline, no scripts); FILE.svg: the charts alone
+";
+
 /// Why a command could not do its job, reported as one line on stderr.
 #[derive(Debug)]
 enum CliError {
@@ -222,12 +236,14 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
         Some("client") if help => print_help(CLIENT_HELP),
         Some("run") if help => print_help(RUN_HELP),
         Some("report") if help => print_help(REPORT_HELP),
+        Some("plot") if help => print_help(PLOT_HELP),
         Some("server") => server(args),
         Some("client") => client_command(args),
         Some("run") => run_command(args),
         Some("report") => report_command(args),
+        Some("plot") => plot_command(args),
         Some(other) => Err(CliError::Usage(format!(
-            "unknown command '{other}' (expected server, client, run or report; see --help)"
+            "unknown command '{other}' (expected server, client, run, report or plot; see --help)"
         ))),
     }
 }
@@ -492,6 +508,23 @@ fn report_command(mut args: Arguments) -> Result<i32, CliError> {
     };
     let stop = crate::signals::install();
     verdict_code(client::gather::report(&endpoint, &options, &stop)?)
+}
+
+fn plot_command(mut args: Arguments) -> Result<i32, CliError> {
+    let path = |s: &OsStr| Ok::<_, String>(PathBuf::from(s));
+    let output = args.opt_value_from_os_str(["-o", "--output"], path)?;
+    let report = args.opt_free_from_os_str(path)?;
+    finish(args)?;
+    let (Some(report), Some(output)) = (report, output) else {
+        return Err(CliError::Usage(
+            "plot needs a report and -o FILE.html or -o FILE.svg (see --help)".into(),
+        ));
+    };
+    crate::plot::write(&report, &output).map_err(|e| match e {
+        crate::plot::PlotError::Usage(m) => CliError::Usage(m),
+        crate::plot::PlotError::Internal(m) => CliError::Internal(m),
+    })?;
+    Ok(EXIT_OK)
 }
 
 fn run_command(mut args: Arguments) -> Result<i32, CliError> {

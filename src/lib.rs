@@ -10,6 +10,7 @@
 //! - [`server`]: the test-group API and the server loop;
 //! - [`client`]: the load driver, verification and the one-command run;
 //! - [`report`]: the report file and the summary's percentiles;
+//! - [`plot`]: charts of a report (`conntest plot`), as SVG and HTML;
 //! - [`run`]: the client's runs and the verdict on each, which the report reads;
 //! - [`problem`]: every kind of thing that can be wrong with a run;
 //! - [`time`]: RFC 3339 timestamps;
@@ -44,6 +45,7 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod log;
+pub mod plot;
 pub mod problem;
 pub mod report;
 pub mod run;
