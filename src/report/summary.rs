@@ -53,6 +53,43 @@ impl Distribution {
     }
 }
 
+/// The round-trip histogram itself (`summary.histogram`), so that charts
+/// need no per-run data: `counts[i]` runs took more than `bounds[i-1]` (0
+/// for the first) and at most `bounds[i]` nanoseconds, to the HDR
+/// histogram's precision. Only non-empty buckets are listed.
+///
+/// The buckets are logarithmic, hdrhistogram's `iter_log` from 1 us with a
+/// factor of 1.1 (each bound 10% above the last, the first holding
+/// everything up to 1 us): fine enough for a percentile plot, and at most
+/// about 240 buckets up to the histogram's 2 hours.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyHistogram {
+    pub unit: &'static str,
+    pub bounds: Vec<u64>,
+    pub counts: Vec<u64>,
+}
+
+/// [`LatencyHistogram`]'s first bound, in nanoseconds, and its factor.
+const FIRST_BUCKET_NS: u64 = 1_000;
+const BUCKET_FACTOR: f64 = 1.1;
+
+impl Distribution {
+    /// The values' logarithmic buckets; None when there is none.
+    pub fn buckets(&self) -> Option<LatencyHistogram> {
+        let h = self.0.as_ref().filter(|h| !h.is_empty())?;
+        let (bounds, counts) = h
+            .iter_log(FIRST_BUCKET_NS, BUCKET_FACTOR)
+            .filter(|step| step.count_since_last_iteration() > 0)
+            .map(|step| (step.value_iterated_to(), step.count_since_last_iteration()))
+            .unzip();
+        Some(LatencyHistogram {
+            unit: "ns",
+            bounds,
+            counts,
+        })
+    }
+}
+
 impl Default for Distribution {
     fn default() -> Self {
         Distribution::new()
@@ -92,6 +129,8 @@ pub struct Summary {
     /// The rate at which runs actually left, first to last.
     pub achieved_rate_rps: f64,
     pub client_duration_ns: Option<Percentiles>,
+    /// The successful round trips of `client_duration_ns`, bucketed.
+    pub histogram: Option<LatencyHistogram>,
     pub server_duration_ns: Option<Percentiles>,
     /// Client minus server duration: the time spent on the path.
     pub network_ns: Option<Percentiles>,
@@ -257,6 +296,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         target_rate_rps: (delay > 0).then(|| SECOND as f64 / delay as f64),
         achieved_rate_rps: achieved,
         client_duration_ns: client.percentiles(),
+        histogram: client.buckets(),
         server_duration_ns: server.percentiles(),
         network_ns: network.percentiles(),
         latency_from_due_ns: from_due.percentiles(),
@@ -374,6 +414,37 @@ mod tests {
         assert!(Distribution::new().percentiles().is_none());
     }
 
+    #[test]
+    fn the_histogram_holds_every_value_in_ascending_log_buckets() {
+        let mut d = Distribution::new();
+        // 100 000 values from 200 ns to about 20 s, spread over the scale.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let exponent = (x % 1_000) as f64 / 1_000.0 * 8.0;
+            d.record((200.0 * 10f64.powf(exponent)) as u64);
+        }
+        d.record(5);
+        let h = d.buckets().unwrap();
+        assert_eq!(h.unit, "ns");
+        assert_eq!(h.counts.iter().sum::<u64>(), 100_001);
+        assert_eq!(h.bounds.len(), h.counts.len());
+        assert!(h.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", h.bounds);
+        assert!(h.counts.iter().all(|&c| c > 0), "only non-empty buckets");
+        assert!((150..=300).contains(&h.bounds.len()), "{}", h.bounds.len());
+        assert!(h.bounds[0] < FIRST_BUCKET_NS, "up to 1 us: {}", h.bounds[0]);
+        let top = *h.bounds.last().unwrap();
+        assert!(top >= d.percentiles().unwrap().max, "{top}");
+        // Neighbouring bounds are about 10% apart.
+        let ratio = h.bounds[h.bounds.len() - 1] as f64 / h.bounds[h.bounds.len() - 2] as f64;
+        assert!((1.05..1.15).contains(&ratio), "{ratio}");
+        assert!(Distribution::new().buckets().is_none());
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["bounds"].as_array().unwrap().len(), h.bounds.len());
+    }
+
     /// A three-run test whose server record has an upstream with a name,
     /// one with an address (no look-up), and none.
     #[test]
@@ -461,6 +532,11 @@ mod tests {
         );
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["upstream_dns_ns"]["p50"], 2000);
+        // Every successful round trip (50 us each) is in the histogram.
+        assert_eq!(json["histogram"]["unit"], "ns");
+        assert_eq!(json["histogram"]["counts"], serde_json::json!([3]));
+        let bound = json["histogram"]["bounds"][0].as_u64().unwrap();
+        assert!((50_000..55_000).contains(&bound), "{bound}");
     }
 
     #[test]
