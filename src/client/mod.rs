@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod fetch;
 pub mod gather;
+pub mod progress;
 pub mod shard;
 pub mod verify;
 
