@@ -445,82 +445,109 @@ mod tests {
         assert_eq!(json["bounds"].as_array().unwrap().len(), h.bounds.len());
     }
 
-    /// A three-run test whose server record has an upstream with a name,
-    /// one with an address (no look-up), and none.
+    use crate::run::{BodyPlan, RunVerdict};
+    use crate::wire::{GroupHeader, RecordedRun};
+
+    /// A three-run test (50 us round trips) whose server record has an
+    /// upstream with a name, one with an address (no look-up), and none.
+    struct ThreeRuns {
+        header: GroupHeader,
+        outcome: crate::run::DriverOutcome,
+        body: BodyPlan,
+        server_runs: Vec<RecordedRun>,
+        verdicts: Vec<RunVerdict>,
+    }
+
+    impl ThreeRuns {
+        fn new() -> ThreeRuns {
+            use crate::event::clock::WallAnchor;
+            use crate::run::{ClientRun, DriverOutcome};
+            use crate::wire::RecordedRuns;
+
+            let header: GroupHeader = serde_json::from_str(
+                r#"{"run_group_id": "5e0c1f00-0000-4000-8000-00000000beef",
+                    "created_at": "2026-01-01T00:00:00Z", "description": "",
+                    "run_count": 3, "concurrency": 1, "client_delay_ns": 0,
+                    "server_delay_ns": 0, "upstream_endpoint": "http://up"}"#,
+            )
+            .unwrap();
+            let run = |n: u32, upstream: &str| {
+                format!(
+                    r#"{{"run_id": "00000000-0000-4000-8000-00000000000{n}", "run_count": {n},
+                        "time": "2026-01-01T00:00:00Z", "data": "x",
+                        "server_start": "2026-01-01T00:00:00Z",
+                        "server_end": "2026-01-01T00:00:00.000001Z",
+                        "server_duration_ns": 1000{upstream}}}"#
+                )
+            };
+            let records = format!(
+                "[{}, {}, {}]",
+                run(
+                    1,
+                    r#", "upstream_response_code": 200, "upstream_response_time_ns": 10000,
+                       "upstream_dns_ns": 2000, "upstream_connect_ns": 3000, "upstream_tls_ns": 4000"#
+                ),
+                run(
+                    2,
+                    r#", "upstream_response_code": 200, "upstream_response_time_ns": 9000,
+                       "upstream_connect_ns": 5000"#
+                ),
+                run(3, ""),
+            );
+            let RecordedRuns(server_runs) = serde_json::from_str(&records).unwrap();
+            let client_run = |start| ClientRun {
+                start,
+                end: start + 50_000,
+                connect_ns: None,
+                tls_ns: None,
+                status: 200,
+                body_uuid: None,
+                failure: None,
+            };
+            let outcome = DriverOutcome {
+                runs: vec![client_run(1_000), client_run(2_000), client_run(3_000)],
+                started: 1_000,
+                finished: 60_000,
+                client_delay: 0,
+                anchor: WallAnchor::fixed(0, 0),
+                interrupted: false,
+                connections_opened: 1,
+                numbering: crate::run::Numbering::ALL,
+            };
+            let verdicts = (0..3)
+                .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))
+                .collect();
+            ThreeRuns {
+                header,
+                outcome,
+                body: BodyPlan::Fixed(b"x".to_vec()),
+                server_runs,
+                verdicts,
+            }
+        }
+
+        fn input(&self) -> ReportInput<'_> {
+            ReportInput {
+                header: &self.header,
+                remote_addr: "http://server",
+                outcome: &self.outcome,
+                body: &self.body,
+                server_runs: Some(&self.server_runs),
+                verdicts: &self.verdicts,
+            }
+        }
+    }
+
     #[test]
     fn upstream_timings_from_the_server_record_including_dns() {
-        use crate::event::clock::WallAnchor;
-        use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
-        use crate::wire::{GroupHeader, RecordedRuns};
-
-        let header: GroupHeader = serde_json::from_str(
-            r#"{"run_group_id": "5e0c1f00-0000-4000-8000-00000000beef",
-                "created_at": "2026-01-01T00:00:00Z", "description": "",
-                "run_count": 3, "concurrency": 1, "client_delay_ns": 0,
-                "server_delay_ns": 0, "upstream_endpoint": "http://up"}"#,
-        )
-        .unwrap();
-        let run = |n: u32, upstream: &str| {
-            format!(
-                r#"{{"run_id": "00000000-0000-4000-8000-00000000000{n}", "run_count": {n},
-                    "time": "2026-01-01T00:00:00Z", "data": "x",
-                    "server_start": "2026-01-01T00:00:00Z",
-                    "server_end": "2026-01-01T00:00:00.000001Z",
-                    "server_duration_ns": 1000{upstream}}}"#
-            )
-        };
-        let records = format!(
-            "[{}, {}, {}]",
-            run(
-                1,
-                r#", "upstream_response_code": 200, "upstream_response_time_ns": 10000,
-                   "upstream_dns_ns": 2000, "upstream_connect_ns": 3000, "upstream_tls_ns": 4000"#
-            ),
-            run(
-                2,
-                r#", "upstream_response_code": 200, "upstream_response_time_ns": 9000,
-                   "upstream_connect_ns": 5000"#
-            ),
-            run(3, ""),
-        );
-        let RecordedRuns(server_runs) = serde_json::from_str(&records).unwrap();
-        let dns: Vec<_> = server_runs
+        let test = ThreeRuns::new();
+        let dns: Vec<_> = test
+            .server_runs
             .iter()
             .map(|r| r.upstream.as_ref().and_then(|u| u.dns_ns))
             .collect();
         assert_eq!(dns, [Some(2000), None, None]);
-
-        let client_run = |start| ClientRun {
-            start,
-            end: start + 50_000,
-            connect_ns: None,
-            tls_ns: None,
-            status: 200,
-            body_uuid: None,
-            failure: None,
-        };
-        let outcome = DriverOutcome {
-            runs: vec![client_run(1_000), client_run(2_000), client_run(3_000)],
-            started: 1_000,
-            finished: 60_000,
-            client_delay: 0,
-            anchor: WallAnchor::fixed(0, 0),
-            interrupted: false,
-            connections_opened: 1,
-            numbering: crate::run::Numbering::ALL,
-        };
-        let verdicts: Vec<_> = (0..3)
-            .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))
-            .collect();
-        let input = ReportInput {
-            header: &header,
-            remote_addr: "http://server",
-            outcome: &outcome,
-            body: &BodyPlan::Fixed(b"x".to_vec()),
-            server_runs: Some(&server_runs),
-            verdicts: &verdicts,
-        };
-        let summary = summarize(&input, None);
+        let summary = summarize(&test.input(), None);
         assert!(summary.passed);
         let count_and_max = |p: &Option<Percentiles>| p.as_ref().map(|p| (p.count, p.max));
         assert_eq!(count_and_max(&summary.upstream_dns_ns), Some((1, 2000)));
@@ -537,6 +564,48 @@ mod tests {
         assert_eq!(json["histogram"]["counts"], serde_json::json!([3]));
         let bound = json["histogram"]["bounds"][0].as_u64().unwrap();
         assert!((50_000..55_000).contains(&bound), "{bound}");
+    }
+
+    /// With `--runs failed`, the run arrays hold the failed run alone (and
+    /// its server record); the summary and its histogram cover all three.
+    #[test]
+    fn a_report_of_failed_runs_keeps_the_whole_summary_and_histogram() {
+        let mut test = ThreeRuns::new();
+        test.verdicts[1] = RunVerdict::new(
+            2,
+            Some(1),
+            vec![(Problem::Corrupted, "data differs".into())],
+        );
+        let input = test.input();
+        let mut summary = summarize(&input, None);
+        let mut out = Vec::new();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        super::super::write_json(
+            &mut out,
+            &input,
+            &mut summary,
+            super::super::RunsFilter::Failed,
+            &stop,
+        )
+        .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let counts = |runs: &serde_json::Value| -> Vec<u64> {
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["run_count"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(counts(&report["client_run_group"]["test_runs"]), [2]);
+        assert_eq!(counts(&report["server_run_group"]["test_runs"]), [2]);
+        assert_eq!(counts(&report["results"]), [2]);
+        assert_eq!(report["summary"]["runs"], 3);
+        assert_eq!(report["summary"]["failed"], 1);
+        assert_eq!(report["summary"]["client_duration_ns"]["count"], 3);
+        assert_eq!(
+            report["summary"]["histogram"]["counts"],
+            serde_json::json!([3])
+        );
     }
 
     #[test]
