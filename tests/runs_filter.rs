@@ -1,7 +1,9 @@
 //! `--runs failed|all` through the real binary: with `failed`, a large
 //! passing test's report holds only its summary (with the histogram) and
 //! the failing run, its result and its server record; `conntest run` and
-//! `conntest report` take it too; an unknown value is a usage error.
+//! `conntest report` take it too; an unknown value is a usage error. And
+//! the progress line on a terminal (a pseudo-terminal from util-linux's
+//! `script`) shows the live round trip and an ETA.
 
 mod common;
 
@@ -188,4 +190,41 @@ fn an_unknown_runs_value_is_a_one_line_usage_error() {
         assert_one_line_usage_error(&done, &["--runs", "'some'", "expected failed or all"]);
         assert!(!dir.path("r.json").exists(), "no report");
     }
+}
+
+#[test]
+fn on_a_terminal_the_progress_line_shows_the_live_round_trip_and_an_eta() {
+    let dir = TempDir::new("runs-progress");
+    // 40 runs paced 10 ms apart: at least 400 ms, so several lines.
+    let command = format!(
+        "{} run --run-count 40 --client-delay-ns 10000000",
+        bin().display()
+    );
+    let done = run_bounded(
+        std::process::Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(&dir.0)
+            .env_remove("LOG_LEVEL"),
+        LIMIT,
+    );
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let lines: Vec<&str> = done
+        .stdout
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" errors"))
+        .collect();
+    assert!(!lines.is_empty(), "a progress line: {:?}", done.stdout);
+    for line in &lines {
+        assert!(
+            line.starts_with("\x1b[K"),
+            "each line clears the last: {line:?}"
+        );
+        assert!(line.contains("/40 runs, "), "{line:?}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(", round trip p50 ")
+            && l.contains(" p99 ")
+            && l.contains(", ETA ")),
+        "the live round trip and an ETA: {lines:?}"
+    );
 }
