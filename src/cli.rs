@@ -10,6 +10,7 @@ use crate::client::gather::GatherOptions;
 use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
+use crate::report::RunsFilter;
 use crate::server::{Server, ServerOptions, StopSignal};
 use crate::store::redis::{RedisStore, RedisUrl};
 use pico_args::{Arguments, Keys};
@@ -80,6 +81,8 @@ Usage: conntest client -r URL -g ID [options]
   -r, --remote URL      the server, http://host:port with an optional path prefix
   -g, --group ID        the run_group_id to run (a UUID)
   -f, --file FILE       write the report here (JSON)
+  --runs failed|all     the runs the report lists: only failed or discrepant ones, or all
+                        (default all); the summary always covers every run
   -d, --data DATA       the body of every run (default: the group's data, else a UUID per run);
                         @FILE reads it from a file, @- from standard input, byte for byte
   --timeout DURATION    per-request timeout (default 30s)
@@ -117,6 +120,7 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   -d, --data DATA             the body of every run (default: a UUID per run);
                               @FILE reads it from a file, @- from standard input
   -f, --file FILE             write the report here (JSON)
+  --runs failed|all           the runs the report lists (default all; see client --help)
   --timeout DURATION          per-request timeout (default 30s)
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
   --cacert FILE               trust this CA (PEM) for an https:// server
@@ -136,6 +140,7 @@ counts no shard sent are missing, counts sent by two are duplicated.
   -r, --remote URL      the server, http://host:port with an optional path prefix
   -g, --group ID        the run_group_id (a UUID)
   -f, --file FILE       write the report here (JSON), as `conntest client -f` does
+  --runs failed|all     the runs the report lists (default all; see client --help)
   --timeout DURATION    per-request timeout (default 30s; at least 10s for the records)
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
@@ -424,6 +429,7 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
         group: String::new(),
         report: args
             .opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
+        runs: runs_filter(args)?,
         data: data.as_deref().map(data_argument).transpose()?,
         timeout: Duration::from_nanos(
             flag(args, &["--timeout"], parse_duration)?.unwrap_or(30 * SECOND),
@@ -434,6 +440,11 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
         embedded_server: false,
         shard: None,
     })
+}
+
+/// `--runs failed|all` (default all).
+fn runs_filter(args: &mut Arguments) -> Result<RunsFilter, CliError> {
+    Ok(flag(args, &["--runs"], RunsFilter::parse)?.unwrap_or_default())
 }
 
 /// `--cacert FILE` and `--insecure`, for an https server.
@@ -493,6 +504,7 @@ fn report_command(mut args: Arguments) -> Result<i32, CliError> {
     let (remote, group) = remote_and_group(&mut args)?;
     let report =
         args.opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let runs = runs_filter(&mut args)?;
     let timeout = flag(&mut args, &["--timeout"], parse_duration)?.unwrap_or(30 * SECOND);
     let quiet = args.contains(["-q", "--quiet"]);
     let token = token(&mut args)?;
@@ -502,6 +514,7 @@ fn report_command(mut args: Arguments) -> Result<i32, CliError> {
     let options = GatherOptions {
         group,
         report,
+        runs,
         timeout: Duration::from_nanos(timeout),
         quiet,
         insecure: insecure(&endpoint, &tls),

@@ -8,6 +8,7 @@
 //! (the wake-up at which its last answer byte was read) and, when it opened
 //! a connection, the connect time.
 
+use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
@@ -102,7 +103,8 @@ struct Driver<'a> {
     uuid_text: [u8; 36],
     stop: &'a AtomicBool,
     stopping: bool,
-    last_progress: (Nanos, u64),
+    /// The progress line's state, on a terminal.
+    progress: Option<Progress>,
     /// Since when every finished run was refused (None after any other end).
     refused_since: Option<Nanos>,
     /// Why the test stopped before its last run, when the server is gone.
@@ -135,15 +137,16 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         uuid_text: [0; 36],
         stop,
         stopping: false,
-        last_progress: (now, 0),
+        progress: None,
         refused_since: None,
         gave_up: None,
         cfg,
     };
     if driver.cfg.progress {
+        driver.progress = Some(Progress::new(now, driver.cfg.run_count));
         driver
             .wheel
-            .insert(now + 100 * MILLISECOND, Timer::Progress);
+            .insert(now + progress::INTERVAL, Timer::Progress);
     }
     let interrupted = driver.run(now)?;
     if driver.cfg.progress {
@@ -223,7 +226,7 @@ impl Driver<'_> {
                     }
                     Timer::Progress => {
                         self.print_progress(now);
-                        self.wheel.insert(now + 100 * MILLISECOND, Timer::Progress);
+                        self.wheel.insert(now + progress::INTERVAL, Timer::Progress);
                     }
                 }
             }
@@ -571,14 +574,12 @@ impl Driver<'_> {
     }
 
     fn print_progress(&mut self, now: Nanos) {
-        let (then, done_then) = self.last_progress;
-        let rate =
-            (self.finished_runs - done_then) as f64 * SECOND as f64 / (now - then).max(1) as f64;
-        self.last_progress = (now, self.finished_runs);
-        eprint!(
-            "\r\x1b[K{}/{} runs, {:.0} runs/s, {} errors",
-            self.finished_runs, self.cfg.run_count, rate, self.failed_runs
-        );
+        let Some(progress) = self.progress.as_mut() else {
+            return;
+        };
+        if let Some(line) = progress.line(now, &self.runs, self.finished_runs, self.failed_runs) {
+            eprint!("\r\x1b[K{line}");
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use super::fetch::Endpoint;
 use super::{fetch_group, open_report, verify_and_conclude, Done, Output, RunError, Verdict};
 use crate::problem::Problem;
 use crate::report::shards::{merge, ShardCoverage, ShardRecord, ShardsStatus};
+use crate::report::RunsFilter;
 use crate::run::RunVerdict;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -17,6 +18,8 @@ use std::time::Duration;
 pub struct GatherOptions {
     pub group: String,
     pub report: Option<PathBuf>,
+    /// Which runs the report lists (`--runs`).
+    pub runs: RunsFilter,
     /// Per-request timeout.
     pub timeout: Duration,
     pub quiet: bool,
@@ -30,7 +33,7 @@ pub fn report(
     options: &GatherOptions,
     stop: &AtomicBool,
 ) -> Result<Verdict, RunError> {
-    let report = open_report(options.report.as_deref())?;
+    let report = open_report(options.report.as_deref(), options.runs)?;
     let id = &options.group;
     let timeout = options.timeout.max(Duration::from_secs(10));
     let group = fetch_group(endpoint, id, timeout).map_err(RunError::Setup)?;

@@ -4,12 +4,13 @@
 pub mod driver;
 pub mod fetch;
 pub mod gather;
+pub mod progress;
 pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
 use crate::report::summary::{render, summarize, Summary};
-use crate::report::{ReportFile, ReportInput};
+use crate::report::{ReportFile, ReportInput, RunsFilter};
 use crate::run::{BodyPlan, DriverOutcome};
 use crate::wire::{GroupHeader, RecordedRun, RecordedRuns};
 use driver::DriverConfig;
@@ -26,6 +27,8 @@ use std::time::Duration;
 pub struct ClientOptions {
     pub group: String,
     pub report: Option<PathBuf>,
+    /// Which runs the report lists (`--runs`).
+    pub runs: RunsFilter,
     /// `-d`: the body of every run.
     pub data: Option<Vec<u8>>,
     /// Per-request timeout.
@@ -47,6 +50,7 @@ impl Default for ClientOptions {
         ClientOptions {
             group: String::new(),
             report: None,
+            runs: RunsFilter::All,
             data: None,
             timeout: Duration::from_secs(30),
             quiet: false,
@@ -202,7 +206,7 @@ pub fn run(
         )));
     }
     // The report's path is checked before the first run is sent.
-    let report = open_report(options.report.as_deref())?;
+    let report = open_report(options.report.as_deref(), options.runs)?;
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
@@ -407,9 +411,11 @@ fn conclude(
 
 /// Opens `-f` before anything is sent, so a path that cannot be written
 /// fails at once.
-fn open_report(path: Option<&Path>) -> Result<Option<ReportFile>, RunError> {
+fn open_report(path: Option<&Path>, runs: RunsFilter) -> Result<Option<ReportFile>, RunError> {
     path.map(|path| {
-        ReportFile::open(path).map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))
+        ReportFile::open(path)
+            .map(|file| file.with_runs(runs))
+            .map_err(|e| RunError::Setup(format!("-f {}: {e}", path.display())))
     })
     .transpose()
 }

@@ -37,6 +37,51 @@ pub struct ReportInput<'a> {
     pub verdicts: &'a [RunVerdict],
 }
 
+/// Which runs go into the report's three run arrays (`--runs`); the
+/// `summary` always covers every run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunsFilter {
+    /// Every run (the seed's report, complete).
+    #[default]
+    All,
+    /// Only failed or discrepant runs, and the server records they were
+    /// compared with (or that no run sent).
+    Failed,
+}
+
+impl RunsFilter {
+    /// `--runs failed|all`.
+    pub fn parse(s: &str) -> Result<RunsFilter, String> {
+        match s {
+            "all" => Ok(RunsFilter::All),
+            "failed" => Ok(RunsFilter::Failed),
+            _ => Err(format!("'{s}': expected failed or all")),
+        }
+    }
+
+    /// Whether the run or result with this verdict (None: a run with no
+    /// verdict) is written.
+    fn keeps(self, verdict: Option<&RunVerdict>) -> bool {
+        self == RunsFilter::All || !verdict.is_some_and(RunVerdict::is_ok)
+    }
+
+    /// The server records written: None for all, else the indices of those
+    /// a failed verdict names, in order.
+    fn server_records(self, verdicts: &[RunVerdict]) -> Option<Vec<u32>> {
+        if self == RunsFilter::All {
+            return None;
+        }
+        let mut kept: Vec<u32> = verdicts
+            .iter()
+            .filter(|v| !v.is_ok())
+            .filter_map(|v| v.server_index)
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
+        Some(kept)
+    }
+}
+
 #[derive(Serialize)]
 struct ClientRunJson<'a> {
     run_group_id: Uuid,
@@ -130,6 +175,7 @@ pub struct ReportFile {
     /// The temporary file `file` is, and the path it replaces once
     /// complete; removed if the report is never completed.
     rename: Option<(PathBuf, PathBuf)>,
+    runs: RunsFilter,
 }
 
 impl ReportFile {
@@ -142,6 +188,7 @@ impl ReportFile {
             return Ok(ReportFile {
                 file: None,
                 rename: None,
+                runs: RunsFilter::All,
             });
         }
         let target = resolve(path)?;
@@ -162,6 +209,7 @@ impl ReportFile {
             return Ok(ReportFile {
                 file: Some(file),
                 rename: None,
+                runs: RunsFilter::All,
             });
         }
         let dir = target
@@ -184,7 +232,14 @@ impl ReportFile {
         Ok(ReportFile {
             file: Some(file),
             rename: Some((tmp, target)),
+            runs: RunsFilter::All,
         })
+    }
+
+    /// Writes only the runs `runs` keeps (`--runs`).
+    pub fn with_runs(mut self, runs: RunsFilter) -> ReportFile {
+        self.runs = runs;
+        self
     }
 
     /// Writes the report; a regular file is synced and renamed into place.
@@ -201,12 +256,14 @@ impl ReportFile {
                 &mut BufWriter::with_capacity(1 << 20, io::stdout().lock()),
                 input,
                 summary,
+                self.runs,
                 stop,
             )?,
             Some(file) => write_json(
                 &mut BufWriter::with_capacity(1 << 20, file),
                 input,
                 summary,
+                self.runs,
                 stop,
             )?,
         }
@@ -253,6 +310,7 @@ fn write_json(
     out: &mut impl Write,
     input: &ReportInput<'_>,
     summary: &mut Summary,
+    filter: RunsFilter,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let header = input.header;
@@ -267,8 +325,12 @@ fn write_json(
     out.write_all(&text.as_bytes()[..text.len() - 1])?;
     out.write_all(b",\"test_runs\":[")?;
     let mut uuid_text = [0u8; 36];
+    let mut first = true;
     for i in 0..input.outcome.runs.len() {
-        if i > 0 {
+        if !filter.keeps(input.verdicts.get(i)) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
             out.write_all(b",")?;
         }
         let json = ClientRunJson {
@@ -286,8 +348,13 @@ fn write_json(
             let text = serde_json::to_string(header)?;
             out.write_all(&text.as_bytes()[..text.len() - 1])?;
             out.write_all(b",\"test_runs\":[")?;
-            for (i, run) in runs.iter().enumerate() {
-                if i > 0 {
+            let kept = filter.server_records(input.verdicts);
+            let indices: Box<dyn Iterator<Item = usize>> = match &kept {
+                None => Box::new(0..runs.len()),
+                Some(kept) => Box::new(kept.iter().map(|&i| i as usize)),
+            };
+            for (n, run) in indices.filter_map(|i| runs.get(i)).enumerate() {
+                if n > 0 {
                     out.write_all(b",")?;
                 }
                 serde_json::to_writer(&mut *out, &run_json(run))?;
@@ -299,8 +366,12 @@ fn write_json(
 
     // results: one per verdict.
     out.write_all(b",\"results\":[")?;
+    let mut first = true;
     for (i, verdict) in input.verdicts.iter().enumerate() {
-        if i > 0 {
+        if !filter.keeps(Some(verdict)) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
             out.write_all(b",")?;
         }
         // The first verdicts are the runs sent, in order; then counts

@@ -53,6 +53,43 @@ impl Distribution {
     }
 }
 
+/// The round-trip histogram itself (`summary.histogram`), so that charts
+/// need no per-run data: `counts[i]` runs took more than `bounds[i-1]` (0
+/// for the first) and at most `bounds[i]` nanoseconds, to the HDR
+/// histogram's precision. Only non-empty buckets are listed.
+///
+/// The buckets are logarithmic, hdrhistogram's `iter_log` from 1 us with a
+/// factor of 1.1 (each bound 10% above the last, the first holding
+/// everything up to 1 us): fine enough for a percentile plot, and at most
+/// about 240 buckets up to the histogram's 2 hours.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyHistogram {
+    pub unit: &'static str,
+    pub bounds: Vec<u64>,
+    pub counts: Vec<u64>,
+}
+
+/// [`LatencyHistogram`]'s first bound, in nanoseconds, and its factor.
+const FIRST_BUCKET_NS: u64 = 1_000;
+const BUCKET_FACTOR: f64 = 1.1;
+
+impl Distribution {
+    /// The values' logarithmic buckets; None when there is none.
+    pub fn buckets(&self) -> Option<LatencyHistogram> {
+        let h = self.0.as_ref().filter(|h| !h.is_empty())?;
+        let (bounds, counts) = h
+            .iter_log(FIRST_BUCKET_NS, BUCKET_FACTOR)
+            .filter(|step| step.count_since_last_iteration() > 0)
+            .map(|step| (step.value_iterated_to(), step.count_since_last_iteration()))
+            .unzip();
+        Some(LatencyHistogram {
+            unit: "ns",
+            bounds,
+            counts,
+        })
+    }
+}
+
 impl Default for Distribution {
     fn default() -> Self {
         Distribution::new()
@@ -92,6 +129,8 @@ pub struct Summary {
     /// The rate at which runs actually left, first to last.
     pub achieved_rate_rps: f64,
     pub client_duration_ns: Option<Percentiles>,
+    /// The successful round trips of `client_duration_ns`, bucketed.
+    pub histogram: Option<LatencyHistogram>,
     pub server_duration_ns: Option<Percentiles>,
     /// Client minus server duration: the time spent on the path.
     pub network_ns: Option<Percentiles>,
@@ -257,6 +296,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         target_rate_rps: (delay > 0).then(|| SECOND as f64 / delay as f64),
         achieved_rate_rps: achieved,
         client_duration_ns: client.percentiles(),
+        histogram: client.buckets(),
         server_duration_ns: server.percentiles(),
         network_ns: network.percentiles(),
         latency_from_due_ns: from_due.percentiles(),
@@ -374,82 +414,140 @@ mod tests {
         assert!(Distribution::new().percentiles().is_none());
     }
 
-    /// A three-run test whose server record has an upstream with a name,
-    /// one with an address (no look-up), and none.
+    #[test]
+    fn the_histogram_holds_every_value_in_ascending_log_buckets() {
+        let mut d = Distribution::new();
+        // 100 000 values from 200 ns to about 20 s, spread over the scale.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let exponent = (x % 1_000) as f64 / 1_000.0 * 8.0;
+            d.record((200.0 * 10f64.powf(exponent)) as u64);
+        }
+        d.record(5);
+        let h = d.buckets().unwrap();
+        assert_eq!(h.unit, "ns");
+        assert_eq!(h.counts.iter().sum::<u64>(), 100_001);
+        assert_eq!(h.bounds.len(), h.counts.len());
+        assert!(h.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", h.bounds);
+        assert!(h.counts.iter().all(|&c| c > 0), "only non-empty buckets");
+        assert!((150..=300).contains(&h.bounds.len()), "{}", h.bounds.len());
+        assert!(h.bounds[0] < FIRST_BUCKET_NS, "up to 1 us: {}", h.bounds[0]);
+        let top = *h.bounds.last().unwrap();
+        assert!(top >= d.percentiles().unwrap().max, "{top}");
+        // Neighbouring bounds are about 10% apart.
+        let ratio = h.bounds[h.bounds.len() - 1] as f64 / h.bounds[h.bounds.len() - 2] as f64;
+        assert!((1.05..1.15).contains(&ratio), "{ratio}");
+        assert!(Distribution::new().buckets().is_none());
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["bounds"].as_array().unwrap().len(), h.bounds.len());
+    }
+
+    use crate::run::{BodyPlan, RunVerdict};
+    use crate::wire::{GroupHeader, RecordedRun};
+
+    /// A three-run test (50 us round trips) whose server record has an
+    /// upstream with a name, one with an address (no look-up), and none.
+    struct ThreeRuns {
+        header: GroupHeader,
+        outcome: crate::run::DriverOutcome,
+        body: BodyPlan,
+        server_runs: Vec<RecordedRun>,
+        verdicts: Vec<RunVerdict>,
+    }
+
+    impl ThreeRuns {
+        fn new() -> ThreeRuns {
+            use crate::event::clock::WallAnchor;
+            use crate::run::{ClientRun, DriverOutcome};
+            use crate::wire::RecordedRuns;
+
+            let header: GroupHeader = serde_json::from_str(
+                r#"{"run_group_id": "5e0c1f00-0000-4000-8000-00000000beef",
+                    "created_at": "2026-01-01T00:00:00Z", "description": "",
+                    "run_count": 3, "concurrency": 1, "client_delay_ns": 0,
+                    "server_delay_ns": 0, "upstream_endpoint": "http://up"}"#,
+            )
+            .unwrap();
+            let run = |n: u32, upstream: &str| {
+                format!(
+                    r#"{{"run_id": "00000000-0000-4000-8000-00000000000{n}", "run_count": {n},
+                        "time": "2026-01-01T00:00:00Z", "data": "x",
+                        "server_start": "2026-01-01T00:00:00Z",
+                        "server_end": "2026-01-01T00:00:00.000001Z",
+                        "server_duration_ns": 1000{upstream}}}"#
+                )
+            };
+            let records = format!(
+                "[{}, {}, {}]",
+                run(
+                    1,
+                    r#", "upstream_response_code": 200, "upstream_response_time_ns": 10000,
+                       "upstream_dns_ns": 2000, "upstream_connect_ns": 3000, "upstream_tls_ns": 4000"#
+                ),
+                run(
+                    2,
+                    r#", "upstream_response_code": 200, "upstream_response_time_ns": 9000,
+                       "upstream_connect_ns": 5000"#
+                ),
+                run(3, ""),
+            );
+            let RecordedRuns(server_runs) = serde_json::from_str(&records).unwrap();
+            let client_run = |start| ClientRun {
+                start,
+                end: start + 50_000,
+                connect_ns: None,
+                tls_ns: None,
+                status: 200,
+                body_uuid: None,
+                failure: None,
+            };
+            let outcome = DriverOutcome {
+                runs: vec![client_run(1_000), client_run(2_000), client_run(3_000)],
+                started: 1_000,
+                finished: 60_000,
+                client_delay: 0,
+                anchor: WallAnchor::fixed(0, 0),
+                interrupted: false,
+                connections_opened: 1,
+                numbering: crate::run::Numbering::ALL,
+            };
+            let verdicts = (0..3)
+                .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))
+                .collect();
+            ThreeRuns {
+                header,
+                outcome,
+                body: BodyPlan::Fixed(b"x".to_vec()),
+                server_runs,
+                verdicts,
+            }
+        }
+
+        fn input(&self) -> ReportInput<'_> {
+            ReportInput {
+                header: &self.header,
+                remote_addr: "http://server",
+                outcome: &self.outcome,
+                body: &self.body,
+                server_runs: Some(&self.server_runs),
+                verdicts: &self.verdicts,
+            }
+        }
+    }
+
     #[test]
     fn upstream_timings_from_the_server_record_including_dns() {
-        use crate::event::clock::WallAnchor;
-        use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
-        use crate::wire::{GroupHeader, RecordedRuns};
-
-        let header: GroupHeader = serde_json::from_str(
-            r#"{"run_group_id": "5e0c1f00-0000-4000-8000-00000000beef",
-                "created_at": "2026-01-01T00:00:00Z", "description": "",
-                "run_count": 3, "concurrency": 1, "client_delay_ns": 0,
-                "server_delay_ns": 0, "upstream_endpoint": "http://up"}"#,
-        )
-        .unwrap();
-        let run = |n: u32, upstream: &str| {
-            format!(
-                r#"{{"run_id": "00000000-0000-4000-8000-00000000000{n}", "run_count": {n},
-                    "time": "2026-01-01T00:00:00Z", "data": "x",
-                    "server_start": "2026-01-01T00:00:00Z",
-                    "server_end": "2026-01-01T00:00:00.000001Z",
-                    "server_duration_ns": 1000{upstream}}}"#
-            )
-        };
-        let records = format!(
-            "[{}, {}, {}]",
-            run(
-                1,
-                r#", "upstream_response_code": 200, "upstream_response_time_ns": 10000,
-                   "upstream_dns_ns": 2000, "upstream_connect_ns": 3000, "upstream_tls_ns": 4000"#
-            ),
-            run(
-                2,
-                r#", "upstream_response_code": 200, "upstream_response_time_ns": 9000,
-                   "upstream_connect_ns": 5000"#
-            ),
-            run(3, ""),
-        );
-        let RecordedRuns(server_runs) = serde_json::from_str(&records).unwrap();
-        let dns: Vec<_> = server_runs
+        let test = ThreeRuns::new();
+        let dns: Vec<_> = test
+            .server_runs
             .iter()
             .map(|r| r.upstream.as_ref().and_then(|u| u.dns_ns))
             .collect();
         assert_eq!(dns, [Some(2000), None, None]);
-
-        let client_run = |start| ClientRun {
-            start,
-            end: start + 50_000,
-            connect_ns: None,
-            tls_ns: None,
-            status: 200,
-            body_uuid: None,
-            failure: None,
-        };
-        let outcome = DriverOutcome {
-            runs: vec![client_run(1_000), client_run(2_000), client_run(3_000)],
-            started: 1_000,
-            finished: 60_000,
-            client_delay: 0,
-            anchor: WallAnchor::fixed(0, 0),
-            interrupted: false,
-            connections_opened: 1,
-            numbering: crate::run::Numbering::ALL,
-        };
-        let verdicts: Vec<_> = (0..3)
-            .map(|i| RunVerdict::new(i + 1, Some(i as u32), Vec::new()))
-            .collect();
-        let input = ReportInput {
-            header: &header,
-            remote_addr: "http://server",
-            outcome: &outcome,
-            body: &BodyPlan::Fixed(b"x".to_vec()),
-            server_runs: Some(&server_runs),
-            verdicts: &verdicts,
-        };
-        let summary = summarize(&input, None);
+        let summary = summarize(&test.input(), None);
         assert!(summary.passed);
         let count_and_max = |p: &Option<Percentiles>| p.as_ref().map(|p| (p.count, p.max));
         assert_eq!(count_and_max(&summary.upstream_dns_ns), Some((1, 2000)));
@@ -461,6 +559,53 @@ mod tests {
         );
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["upstream_dns_ns"]["p50"], 2000);
+        // Every successful round trip (50 us each) is in the histogram.
+        assert_eq!(json["histogram"]["unit"], "ns");
+        assert_eq!(json["histogram"]["counts"], serde_json::json!([3]));
+        let bound = json["histogram"]["bounds"][0].as_u64().unwrap();
+        assert!((50_000..55_000).contains(&bound), "{bound}");
+    }
+
+    /// With `--runs failed`, the run arrays hold the failed run alone (and
+    /// its server record); the summary and its histogram cover all three.
+    #[test]
+    fn a_report_of_failed_runs_keeps_the_whole_summary_and_histogram() {
+        let mut test = ThreeRuns::new();
+        test.verdicts[1] = RunVerdict::new(
+            2,
+            Some(1),
+            vec![(Problem::Corrupted, "data differs".into())],
+        );
+        let input = test.input();
+        let mut summary = summarize(&input, None);
+        let mut out = Vec::new();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        super::super::write_json(
+            &mut out,
+            &input,
+            &mut summary,
+            super::super::RunsFilter::Failed,
+            &stop,
+        )
+        .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let counts = |runs: &serde_json::Value| -> Vec<u64> {
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["run_count"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(counts(&report["client_run_group"]["test_runs"]), [2]);
+        assert_eq!(counts(&report["server_run_group"]["test_runs"]), [2]);
+        assert_eq!(counts(&report["results"]), [2]);
+        assert_eq!(report["summary"]["runs"], 3);
+        assert_eq!(report["summary"]["failed"], 1);
+        assert_eq!(report["summary"]["client_duration_ns"]["count"], 3);
+        assert_eq!(
+            report["summary"]["histogram"]["counts"],
+            serde_json::json!([3])
+        );
     }
 
     #[test]
