@@ -99,6 +99,8 @@ fn metrics_count_runs_requests_connections_and_upstream_outcomes() {
         request(addr, "GET", &format!("/test-groups/{unknown}"), b"").status,
         404
     );
+    // A group's record streams from the store, and is counted too.
+    assert_eq!(get_group(addr, &plain)["test_runs"][1]["run_count"], 2);
 
     // Each request closed its connection; wait (bounded) until the loops
     // have closed them too, leaving only the scrape's own.
@@ -120,6 +122,7 @@ fn metrics_count_runs_requests_connections_and_upstream_outcomes() {
     assert_eq!(requests(&samples, "/test-groups/create", "200"), 3.0);
     assert_eq!(requests(&samples, "other", "404"), 1.0);
     assert_eq!(requests(&samples, "/test-groups/{id}", "404"), 1.0);
+    assert_eq!(requests(&samples, "/test-groups/{id}", "200"), 1.0);
     // A scrape counts once answered: the ones before this one.
     assert_eq!(requests(&samples, "/metrics", "200"), scrapes - 1.0);
     let outcome = |o| {

@@ -415,8 +415,11 @@ impl Api {
                 &format!("the store answered {reply:?} to {then:?}"),
             )),
         };
-        if let Next::Respond(response) = &next {
-            self.metrics.request(route, response.status);
+        // A run is counted when it is answered, after its record.
+        match &next {
+            Next::Respond(response) => self.metrics.request(route, response.status),
+            Next::Stream { .. } => self.metrics.request(route, 200),
+            Next::Run(_) => {}
         }
         next
     }
