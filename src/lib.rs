@@ -39,6 +39,7 @@
 //! assert!(out.windows(12).any(|w| w == b"HTTP/1.1 408"));
 //! ```
 
+pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod event;

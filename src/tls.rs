@@ -7,9 +7,13 @@
 
 use crate::http::Outgoing;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -30,12 +34,13 @@ pub fn client_config(extra_ca: &[&Path], insecure: bool) -> Result<Arc<ClientCon
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
             .with_no_client_auth()
     } else {
+        let mut trusted = rustls_native_certs::load_native_certs().certs;
         let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
+        let (added, _) = roots.add_parsable_certificates(trusted.iter().cloned());
         if added == 0 {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        let mut pinned = Vec::new();
         for path in extra_ca {
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("CA file {}: {e}", path.display()))?
@@ -46,11 +51,23 @@ pub fn client_config(extra_ca: &[&Path], insecure: bool) -> Result<Arc<ClientCon
             }
             for cert in certs {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                pinned.push(cert);
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        trusted.extend(pinned.iter().cloned());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| format!("TLS: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                webpki,
+                pinned,
+                trusted,
+            }))
+            .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -126,6 +143,137 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Full webpki verification, with two additions: a certificate found in a
+/// `--cacert` file is accepted when presented exactly (pinning, as curl
+/// effectively does for a self-signed certificate, CA:TRUE or not), and a
+/// refusal carries what was presented, so the error can say it in words.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The certificates of the `--cacert` files.
+    pinned: Vec<CertificateDer<'static>>,
+    /// Every certificate trusted here, to name the one a refused
+    /// certificate's issuer name points at.
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(cause) => {
+                    let refused = Refused {
+                        cause,
+                        presented: crate::cert::describe(end_entity),
+                        same_name: crate::cert::issuer_among(end_entity, &self.trusted),
+                    };
+                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                        Arc::new(refused),
+                    )))
+                }
+                other => other,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A certificate verification refused, with what was presented.
+#[derive(Debug)]
+struct Refused {
+    cause: CertificateError,
+    presented: Option<crate::cert::Described>,
+    /// A trusted certificate whose subject is the presented one's issuer
+    /// name (but which did not sign it).
+    same_name: Option<crate::cert::Described>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.cause)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// The refusal in words: the host, what was presented, why it was
+    /// refused, and the flag that fixes it.
+    fn words(&self, host: &str) -> String {
+        const TRUST: &str = "trust its CA with --cacert FILE (client; --upstream-cacert on the \
+            server), or skip verification with --insecure (client)";
+        let Some(cert) = &self.presented else {
+            return format!(
+                "TLS: the certificate of {host} was refused ({:?}) and cannot be read: {TRUST}",
+                self.cause
+            );
+        };
+        let what = format!("the certificate of {host} ({cert})");
+        use CertificateError as E;
+        match &self.cause {
+            E::Expired | E::ExpiredContext { .. } => format!(
+                "TLS: {what} has expired: it was valid from {} to {}; renew it, or use --insecure (client)",
+                cert.not_before, cert.not_after
+            ),
+            E::NotValidYet | E::NotValidYetContext { .. } => format!(
+                "TLS: {what} is not valid yet: it is valid from {} to {}; check the clocks, or use --insecure (client)",
+                cert.not_before, cert.not_after
+            ),
+            E::NotValidForName | E::NotValidForNameContext { .. } => format!(
+                "TLS: {what} is not valid for the name '{host}': it names {}; use a URL with one of those names, or --insecure (client)",
+                if cert.names.is_empty() { "no DNS name or address".to_owned() } else { cert.names.join(", ") }
+            ),
+            E::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
+                "TLS: {what} is a CA certificate (CA:TRUE) used as the server's own; to trust exactly this certificate, give it to --cacert FILE (pinned by exact match), or use --insecure (client)"
+            ),
+            _ => match &self.same_name {
+                Some(tried) => format!(
+                    "TLS: {what} is not trusted: the certificate trusted here with its issuer's name ({tried}) did not sign it, and a name match is not a chain; {TRUST}"
+                ),
+                None if cert.self_signed => format!(
+                    "TLS: {what} is self-signed and not trusted here; give that certificate to --cacert FILE (pinned by exact match), or use --insecure (client)"
+                ),
+                None => format!("TLS: {what} is not trusted: no CA trusted here issued it; {TRUST}"),
+            },
+        }
     }
 }
 
@@ -312,8 +460,14 @@ pub fn looks_like_http(bytes: &[u8]) -> bool {
 
 /// A rustls error in words a user can act on.
 fn describe_tls_error(e: &rustls::Error, peer_name: &str) -> String {
-    use rustls::{CertificateError, Error};
+    use rustls::Error;
     match e {
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<Refused>() {
+                Some(refused) => refused.words(peer_name),
+                None => format!("TLS: {e}"),
+            }
+        }
         Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "TLS: certificate not trusted (unknown issuer): add its CA with --cacert \
              (client) or --upstream-cacert (server)"

@@ -68,6 +68,16 @@ impl Pki {
     /// A leaf for `names` (DNS names or IP addresses) signed by this CA:
     /// `FILE.pem` and `FILE-key.pem` in the directory.
     fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.leaf_with(file, names, |_| {})
+    }
+
+    /// A leaf as [`Pki::leaf`], its parameters changed by `tweak` first.
+    fn leaf_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
         params
@@ -80,6 +90,7 @@ impl Pki {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        tweak(&mut params);
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         let cert_path = self.dir.path(&format!("{file}.pem"));
@@ -489,12 +500,24 @@ fn untrusted_certificate_is_a_setup_error() {
     let remote = format!("https://localhost:{}", server.addr.port());
     let report = pki.path("report.json");
 
-    // No --cacert: the platform's roots do not know this CA.
+    // No --cacert: the platform's roots do not know this CA. The error
+    // names the host, what was presented and the flags that fix it.
     let done = conntest(
         &pki.dir.0,
         &["run", "-r", &remote, "--run-count", "5", "-f", s(&report)],
     );
-    assert_setup_error(&done, &report, &["not trusted"]);
+    assert_setup_error(
+        &done,
+        &report,
+        &[
+            "the certificate of localhost",
+            "subject 'CN=localhost'",
+            "issuer 'CN=conntest test CA tls-untrusted'",
+            "not trusted",
+            "--cacert",
+            "--insecure",
+        ],
+    );
 
     // Another CA does not help either.
     let other = Pki::new("tls-other-ca");
@@ -537,10 +560,105 @@ fn wrong_host_name_is_a_setup_error() {
         &["--cacert", s(&pki.ca), "--run-count", "5"],
         &report,
     );
-    let message = assert_setup_error(&done, &report, &["host name"]);
+    let message = assert_setup_error(
+        &done,
+        &report,
+        &[
+            "not valid for the name 'localhost'",
+            "it names other.example",
+        ],
+    );
     assert!(
         !message.contains("not trusted"),
         "the CA is trusted; the name is what is wrong: {message}"
+    );
+}
+
+#[test]
+fn an_expired_certificate_says_when_it_was_valid() {
+    let pki = Pki::new("tls-expired");
+    let (cert, key) = pki.leaf_with("old", &["localhost"], |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    let report = pki.path("report.json");
+    let done = conntest_run(
+        &pki.dir.0,
+        &format!("https://localhost:{}", server.addr.port()),
+        &["--cacert", s(&pki.ca), "--run-count", "2"],
+        &report,
+    );
+    assert_setup_error(
+        &done,
+        &report,
+        &[
+            "has expired",
+            "2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
+        ],
+    );
+}
+
+/// `openssl req -x509 ... -subj /CN=host` makes a self-signed certificate
+/// marked CA:TRUE; curl accepts it given with --cacert, and so do we: the
+/// exact certificate is pinned. Without it, the error says what it is.
+#[test]
+fn a_self_signed_ca_certificate_given_with_cacert_is_pinned() {
+    let dir = TempDir::new("tls-selfsigned");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path("cert.pem"), dir.path("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let server = ServerProcess::start(&["--tls-cert", s(&cert_path), "--tls-key", s(&key_path)]);
+    let remote = format!("https://localhost:{}", server.addr.port());
+    let report = dir.path("report.json");
+
+    let done = conntest_run(
+        &dir.0,
+        &remote,
+        &["--cacert", s(&cert_path), "--run-count", "3"],
+        &report,
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+
+    let refused = dir.path("refused.json");
+    let done = conntest_run(&dir.0, &remote, &["--run-count", "3"], &refused);
+    assert_setup_error(
+        &done,
+        &refused,
+        &["CA:TRUE", "self-signed", "--cacert", "pinned"],
+    );
+}
+
+/// A trusted certificate with the issuer's name is not the issuer: the
+/// error names the certificate that was tried (as Debian's snakeoil, also
+/// CN=localhost, was taken for a test certificate's issuer).
+#[test]
+fn a_trusted_certificate_of_the_same_name_is_named_when_it_did_not_sign() {
+    let real = Pki::new("tls-same-name");
+    let impostor = Pki::new("tls-same-name");
+    let server = tls_server(&real, "leaf", &["localhost"]);
+    let report = real.path("report.json");
+    let done = conntest_run(
+        &real.dir.0,
+        &format!("https://localhost:{}", server.addr.port()),
+        &["--cacert", s(&impostor.ca), "--run-count", "2"],
+        &report,
+    );
+    assert_setup_error(
+        &done,
+        &report,
+        &[
+            "the certificate trusted here with its issuer's name (subject 'CN=conntest test CA tls-same-name'",
+            "did not sign it",
+            "--cacert",
+        ],
     );
 }
 
@@ -819,7 +937,13 @@ fn https_upstream_errors_are_recorded_per_run() {
         wrong.addr.port()
     );
     let (done, report, group) = run_upstream_group(&main, &pki.dir, &config);
-    assert_upstream_errors(&done, &report, &group, 4, &["host name"]);
+    assert_upstream_errors(
+        &done,
+        &report,
+        &group,
+        4,
+        &["not valid for the name 'localhost'"],
+    );
 
     // https:// to a plain HTTP server.
     let plain = ServerProcess::start(&[]);
@@ -1197,7 +1321,7 @@ fn transport_errors_name_their_cause() {
     // Wrong name.
     let (mut client, mut server) = in_memory_pair(&pki, &["other.example"], "localhost", true);
     let err = step_until(&mut client, &mut server, "a failure", |_, _| false).unwrap_err();
-    assert!(err.contains("host name"), "{err}");
+    assert!(err.contains("not valid for the name 'localhost'"), "{err}");
 
     // Plain HTTP to a TLS server.
     let (_, mut server) = in_memory_pair(&pki, &["localhost"], "localhost", true);
