@@ -227,6 +227,7 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
         anchor: WallAnchor::fixed(MONO0, WALL0 as i128),
         interrupted: false,
         connections_opened: 50,
+        tls: None,
         numbering: Numbering::ALL,
     };
     let body = BodyPlan::Uuid;

@@ -97,6 +97,8 @@ pub struct DriverOutcome {
     pub interrupted: bool,
     pub connections_opened: u64,
     pub numbering: Numbering,
+    /// What the first TLS session agreed to (https only).
+    pub tls: Option<crate::tls::Negotiated>,
 }
 
 impl DriverOutcome {

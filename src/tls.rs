@@ -277,6 +277,17 @@ impl Refused {
     }
 }
 
+/// What a TLS session agreed to, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Negotiated {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// As IANA names it, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// The application protocol agreed with ALPN, if any.
+    pub alpn: Option<String>,
+}
+
 /// The bytes between a socket and an HTTP machine.
 #[derive(Default)]
 pub enum Transport {
@@ -334,6 +345,29 @@ impl Transport {
             Transport::Plain => false,
             Transport::Tls(t) => t.session.is_handshaking(),
         }
+    }
+
+    /// What the session agreed to, once its handshake is done.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        let Transport::Tls(t) = self else {
+            return None;
+        };
+        let version = match t.session.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let suite = t.session.negotiated_cipher_suite()?.suite();
+        Some(Negotiated {
+            version,
+            cipher_suite: suite
+                .as_str()
+                .map_or_else(|| format!("{suite:?}"), str::to_owned),
+            alpn: t
+                .session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        })
     }
 
     /// The peer ended the TLS session (close_notify).

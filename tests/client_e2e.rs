@@ -405,6 +405,10 @@ fn exactly_concurrency_requests_in_flight_on_the_server() {
     );
 
     let report = read_json(&dir.path("report.json"));
+    assert!(
+        report["summary"].get("tls").is_none(),
+        "no TLS over http://"
+    );
     let wall = u(&report["summary"]["wall_time_ns"]);
     eprintln!(
         "80 runs, concurrency 8, 20 ms server delay: wall time {:.1} ms (ideal 200 ms)",

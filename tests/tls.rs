@@ -365,6 +365,16 @@ fn run_and_client_against_an_https_server() {
     let json = read_json(&report);
     assert_eq!(u(&json["summary"]["runs"]), 300);
     assert_eq!(u(&json["summary"]["succeeded"]), 300);
+    // What the path agreed to is in the summary.
+    let agreed = &json["summary"]["tls"];
+    assert_eq!(agreed["version"], "TLSv1.3", "{agreed}");
+    assert_eq!(agreed["alpn"], "http/1.1", "{agreed}");
+    assert!(
+        agreed["cipher_suite"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("TLS13_")),
+        "{agreed}"
+    );
     assert_eq!(client_runs(&json).len(), 300);
     assert_tls_timings(&json, Some(4));
     assert!(

@@ -97,6 +97,8 @@ struct Driver<'a> {
     finished_runs: u64,
     failed_runs: u64,
     connections_opened: u64,
+    /// What the first TLS handshake agreed to.
+    negotiated: Option<crate::tls::Negotiated>,
     ids: IdGen,
     scratch: Vec<u8>,
     path: Vec<u8>,
@@ -131,6 +133,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         finished_runs: 0,
         failed_runs: 0,
         connections_opened: 0,
+        negotiated: None,
         ids: IdGen::new(),
         scratch: vec![0; 64 * 1024],
         path: Vec::with_capacity(cfg.run_path.len() + 20),
@@ -160,6 +163,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         anchor,
         interrupted,
         connections_opened: driver.connections_opened,
+        tls: driver.negotiated,
         numbering: Numbering::Stride {
             first: driver.cfg.first_count,
             stride: driver.cfg.count_stride,
@@ -428,6 +432,9 @@ impl Driver<'_> {
                     }
                     if s.transport.is_tls() {
                         if handshaking && !s.transport.is_handshaking() {
+                            if self.negotiated.is_none() {
+                                self.negotiated = s.transport.negotiated();
+                            }
                             // The request leaves now, with the handshake's last flight.
                             if let Some(index) = s.busy {
                                 let run = &mut self.runs[index];

@@ -262,6 +262,7 @@ mod tests {
             anchor: crate::event::clock::WallAnchor::fixed(0, 0),
             interrupted: false,
             connections_opened: 1,
+            tls: None,
             numbering,
         }
     }

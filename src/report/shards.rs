@@ -225,6 +225,7 @@ pub fn merge(records: Vec<ShardRecord>, client_delay: Nanos) -> (DriverOutcome, 
     let runs: Vec<ClientRun> = all.into_iter().map(|(_, r)| r.run).collect();
     let outcome = DriverOutcome {
         connections_opened: runs.iter().filter(|r| r.connect_ns.is_some()).count() as u64,
+        tls: None,
         runs,
         started,
         finished,

@@ -153,6 +153,10 @@ pub struct Summary {
     pub upstream_tls_ns: Option<Percentiles>,
     /// The server's certificate was not verified (`--insecure`).
     pub tls_insecure: bool,
+    /// What the path agreed to over https: TLS version, cipher suite and
+    /// ALPN protocol (absent over http).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::Negotiated>,
     /// Why the test stopped before its last run (the server is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
@@ -308,6 +312,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         upstream_connect_ns: upstream_connect.percentiles(),
         upstream_tls_ns: upstream_tls.percentiles(),
         tls_insecure: false,
+        tls: outcome.tls.clone(),
         stopped_early: None,
         server_fetch_error,
         shard: None,
@@ -512,6 +517,7 @@ mod tests {
                 anchor: WallAnchor::fixed(0, 0),
                 interrupted: false,
                 connections_opened: 1,
+                tls: None,
                 numbering: crate::run::Numbering::ALL,
             };
             let verdicts = (0..3)
