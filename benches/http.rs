@@ -15,7 +15,7 @@
 //!   its answer and parses it, as the load driver does per run.
 
 use conntest::event::clock::WallAnchor;
-use conntest::http::client::{ClientConn, ClientLimits};
+use conntest::http::client::{ClientConn, ClientLimits, NO_HEADERS};
 use conntest::http::server::{Response, ServerConn, ServerLimits};
 use conntest::http::Method;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -31,7 +31,7 @@ const OK_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 /// The run request exactly as the conntest client writes it.
 fn run_request() -> Vec<u8> {
     let mut c = ClientConn::new(ClientLimits::default());
-    c.send(Method::Post, HOST, PATH, &[], BODY);
+    c.send(Method::Post, HOST, PATH, NO_HEADERS, BODY);
     let bytes = c.poll_output().to_vec();
     assert_eq!(BODY.len(), 36);
     assert!(bytes.starts_with(b"POST /test-groups/"));
@@ -108,7 +108,7 @@ fn client(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut conn = ClientConn::new(ClientLimits::default());
-                conn.send(Method::Post, HOST, PATH, &[], BODY);
+                conn.send(Method::Post, HOST, PATH, NO_HEADERS, BODY);
                 let n = conn.poll_output().len();
                 conn.advance_output(n);
                 conn.receive(OK_RESPONSE);
@@ -142,7 +142,7 @@ fn client(c: &mut Criterion) {
                         Method::Post,
                         black_box(HOST),
                         black_box(PATH),
-                        &[],
+                        NO_HEADERS,
                         black_box(BODY),
                     );
                     let n = black_box(conn.poll_output()).len();
@@ -157,7 +157,7 @@ fn client(c: &mut Criterion) {
     group.bench_function("client_run_cycle", |b| {
         let mut conn = ClientConn::new(ClientLimits::default());
         b.iter(|| {
-            conn.send(Method::Post, HOST, PATH, &[], black_box(BODY));
+            conn.send(Method::Post, HOST, PATH, NO_HEADERS, black_box(BODY));
             let n = black_box(conn.poll_output()).len();
             conn.advance_output(n);
             conn.receive(black_box(OK_RESPONSE));

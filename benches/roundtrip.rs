@@ -78,7 +78,7 @@ fn roundtrip(c: &mut Criterion) {
                         addr,
                         host_header: endpoint.url.host_header(),
                         run_path: format!("/test-groups/{id}/"),
-                        authorization: None,
+                        headers: Vec::new(),
                         run_count: runs,
                         first_count: 1,
                         count_stride: 1,

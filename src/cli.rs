@@ -89,6 +89,9 @@ Usage: conntest client -r URL -g ID [options]
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
   --insecure            do not verify the server's certificate (said so in the report)
+  -H, --header 'N: V'   add this header to every request to the server (repeatable; a Host
+                        replaces the URL's, TLS keeps the URL's name; not Content-Length or
+                        Transfer-Encoding)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
   -q, --quiet           no progress line and no summary
   --shard I/N           send only shard I's runs (0 <= I < N): run n is shard (n-1) mod N's;
@@ -125,6 +128,7 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
   --cacert FILE               trust this CA (PEM) for an https:// server
   --insecure                  do not verify the server's certificate
+  -H, --header 'N: V'         add this header to every request to the server (repeatable)
   --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
 ";
@@ -145,6 +149,7 @@ counts no shard sent are missing, counts sent by two are duplicated.
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
   --insecure            do not verify the server's certificate (said so in the report)
+  -H, --header 'N: V'   add this header to every request to the server (repeatable)
   -q, --quiet           no summary
 
 Exit status: 0 every run was sent by one shard and matched the server's record;
@@ -455,6 +460,53 @@ fn tls_options(args: &mut Arguments) -> Result<TlsOptions, CliError> {
     })
 }
 
+/// The server at `-r`, with the token, trust and `-H` headers given.
+fn remote_endpoint(
+    remote: &str,
+    token: Option<String>,
+    tls: &TlsOptions,
+    headers: Vec<(String, String)>,
+) -> Result<Endpoint, CliError> {
+    let mut endpoint = Endpoint::resolve(remote, token, tls).map_err(CliError::Usage)?;
+    endpoint.headers = headers;
+    Ok(endpoint)
+}
+
+/// `-H 'Name: value'`, repeatable: headers for every request to the server.
+fn header_options(args: &mut Arguments) -> Result<Vec<(String, String)>, CliError> {
+    let mut headers = Vec::new();
+    while let Some(h) = flag(args, &["-H", "--header"], header)? {
+        headers.push(h);
+    }
+    Ok(headers)
+}
+
+/// One `-H` value: a header name (an HTTP token), a colon, a value on one
+/// line. The framing headers are conntest's own.
+fn header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not 'Name: value'"))?;
+    let name = name.trim();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("'{name}' is not a header name"));
+    }
+    if ["content-length", "transfer-encoding"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+    {
+        return Err(format!(
+            "'{name}' frames the request and conntest sets it itself (Content-Length, Transfer-Encoding cannot be given)"
+        ));
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("the value of '{name}' holds a line break"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// `-r URL` and `-g ID`, both required.
 fn remote_and_group(args: &mut Arguments) -> Result<(String, String), CliError> {
     let remote: String = flag(args, &["-r", "--remote"], text)?.ok_or_else(|| {
@@ -470,10 +522,11 @@ fn client_command(mut args: Arguments) -> Result<i32, CliError> {
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
+    let headers = header_options(&mut args)?;
     options.shard = shard_options(&mut args)?;
     finish(args)?;
     options.group = group;
-    let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+    let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
     options.insecure = insecure(&endpoint, &tls);
     run_test(&endpoint, &options)
 }
@@ -509,8 +562,9 @@ fn report_command(mut args: Arguments) -> Result<i32, CliError> {
     let quiet = args.contains(["-q", "--quiet"]);
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
+    let headers = header_options(&mut args)?;
     finish(args)?;
-    let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+    let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
     let options = GatherOptions {
         group,
         report,
@@ -570,12 +624,13 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
     let mut options = client_options(&mut args)?;
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
+    let headers = header_options(&mut args)?;
     finish(args)?;
     let config = serde_json::Value::Object(config).to_string().into_bytes();
 
     let (endpoint, local) = match remote {
         Some(remote) => {
-            let endpoint = Endpoint::resolve(&remote, token, &tls).map_err(CliError::Usage)?;
+            let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
             options.insecure = insecure(&endpoint, &tls);
             (endpoint, None)
         }
@@ -589,7 +644,9 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
                 .name("server".into())
                 .spawn(move || server.run(loop_stop))
                 .map_err(CliError::internal("starting the local server's thread"))?;
-            (Endpoint::local(addr), Some((stop, handle)))
+            let mut endpoint = Endpoint::local(addr);
+            endpoint.headers = headers;
+            (endpoint, Some((stop, handle)))
         }
     };
     options.embedded_server = local.is_some();

@@ -832,7 +832,13 @@ fn client_run(
     let mut conn = ClientConn::new(limits);
     for (i, &head) in heads.iter().enumerate() {
         let method = if head { Method::Head } else { Method::Get };
-        conn.send(method, "h:1", &format!("/r/{i}"), &[], b"");
+        conn.send(
+            method,
+            "h:1",
+            &format!("/r/{i}"),
+            conntest::http::client::NO_HEADERS,
+            b"",
+        );
     }
     let n = conn.poll_output().len();
     conn.advance_output(n);

@@ -32,7 +32,8 @@ pub struct DriverConfig {
     pub host_header: String,
     /// The run route up to the count: `/prefix/test-groups/ID/`.
     pub run_path: String,
-    pub authorization: Option<String>,
+    /// Header lines after `Host`: the token and the `-H` headers.
+    pub headers: Vec<(String, String)>,
     /// Runs to send: the `i`-th (from 0) carries count `first_count + i *
     /// count_stride` (1 and 1 for one client; I + 1 and N for shard I of N).
     pub run_count: u64,
@@ -339,15 +340,13 @@ impl Driver<'_> {
         let Some(http) = s.http.as_mut() else {
             return;
         };
-        let mut headers: [(&str, &str); 1] = [("", "")];
-        let extra: &[(&str, &str)] = match &self.cfg.authorization {
-            Some(a) => {
-                headers[0] = ("Authorization", a);
-                &headers
-            }
-            None => &[],
-        };
-        http.send(Method::Post, &self.cfg.host_header, path, extra, body);
+        http.send(
+            Method::Post,
+            &self.cfg.host_header,
+            path,
+            &self.cfg.headers,
+            body,
+        );
         // The start is read here, right before the first byte is written
         // (after the handshake, for a new TLS connection).
         let start = clock::now();

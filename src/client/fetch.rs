@@ -30,6 +30,9 @@ pub struct Endpoint {
     pub addrs: Vec<SocketAddr>,
     pub token: Option<String>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `-H` headers, on every request to the server (a `Host` among them
+    /// replaces the URL's; TLS keeps the URL's name).
+    pub headers: Vec<(String, String)>,
     /// Index of the address that last answered.
     preferred: Arc<AtomicUsize>,
 }
@@ -62,6 +65,7 @@ impl Endpoint {
             addrs,
             token,
             tls,
+            headers: Vec::new(),
             preferred: Arc::default(),
         })
     }
@@ -79,12 +83,36 @@ impl Endpoint {
             addrs: vec![addr],
             token: None,
             tls: None,
+            headers: Vec::new(),
             preferred: Arc::default(),
         }
     }
 
     pub fn bearer(&self) -> Option<String> {
         self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    /// The `Host` requests carry: a `-H 'Host: ...'`, else the URL's.
+    pub fn host_header(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map_or_else(|| self.url.host_header(), |(_, value)| value.clone())
+    }
+
+    /// The header lines of a run request after `Host`: the token, then
+    /// the `-H` headers.
+    pub fn run_headers(&self) -> Vec<(String, String)> {
+        let token = self.bearer().map(|b| ("Authorization".to_owned(), b));
+        token
+            .into_iter()
+            .chain(
+                self.headers
+                    .iter()
+                    .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+                    .cloned(),
+            )
+            .collect()
     }
 
     /// Sends one request to `route` (joined to the URL's path prefix) and
@@ -167,14 +195,14 @@ impl Endpoint {
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
         let mut http = ClientConn::new(ClientLimits::default());
-        let bearer = self.bearer();
-        let mut headers = vec![("User-Agent", "conntest"), ("Connection", "close")];
-        if let Some(b) = &bearer {
-            headers.push(("Authorization", b));
-        }
+        let mut headers = vec![
+            ("User-Agent".to_owned(), "conntest".to_owned()),
+            ("Connection".to_owned(), "close".to_owned()),
+        ];
+        headers.extend(self.run_headers());
         http.send(
             method,
-            &self.url.host_header(),
+            &self.host_header(),
             &self.url.join(route),
             &headers,
             body,

@@ -210,11 +210,11 @@ pub fn run(
     let progress = !options.quiet && driver::stderr_is_terminal();
     let cfg = DriverConfig {
         addr: endpoint.addr(),
-        host_header: endpoint.url.host_header(),
+        host_header: endpoint.host_header(),
         run_path: endpoint
             .url
             .join(&format!("/test-groups/{}/", header.run_group_id)),
-        authorization: endpoint.bearer(),
+        headers: endpoint.run_headers(),
         run_count: split.runs(config.run_count),
         first_count: split.first_count(),
         count_stride: split.count,

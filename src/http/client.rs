@@ -90,6 +90,9 @@ enum ReadState {
     },
 }
 
+/// No extra header lines, for [`ClientConn::send`].
+pub const NO_HEADERS: &[(&str, &str)] = &[];
+
 pub struct ClientConn {
     limits: ClientLimits,
     input: Vec<u8>,
@@ -127,12 +130,14 @@ impl ClientConn {
 
     /// Queues a request. `host` is the Host header's value; `extra` headers
     /// are written as given.
-    pub fn send(
+    /// `extra` header lines, `Name: value` each, after `Host`; use
+    /// [`NO_HEADERS`] for none.
+    pub fn send<N: AsRef<str>, V: AsRef<str>>(
         &mut self,
         method: Method,
         host: &str,
         path: &str,
-        extra: &[(&str, &str)],
+        extra: &[(N, V)],
         body: &[u8],
     ) {
         let out = &mut self.output;
@@ -143,9 +148,9 @@ impl ClientConn {
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
         for (name, value) in extra {
-            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(name.as_ref().as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(value.as_ref().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         if !body.is_empty() || matches!(method, Method::Post | Method::Put) {
@@ -400,7 +405,7 @@ mod tests {
     fn conn_awaiting(n: usize) -> ClientConn {
         let mut c = ClientConn::new(ClientLimits::default());
         for _ in 0..n {
-            c.send(Method::Post, "h:1", "/x", &[], b"body");
+            c.send(Method::Post, "h:1", "/x", NO_HEADERS, b"body");
         }
         c
     }
@@ -420,7 +425,7 @@ mod tests {
             b"POST /p/test-groups/g/1 HTTP/1.1\r\nHost: example:8080\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\nhi"
         );
         c.advance_output(c.poll_output().len());
-        c.send(Method::Get, "h", "/", &[], b"");
+        c.send(Method::Get, "h", "/", NO_HEADERS, b"");
         assert_eq!(c.poll_output(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     }
 
@@ -482,7 +487,7 @@ mod tests {
             discard_body: true,
             ..ClientLimits::default()
         });
-        c.send(Method::Get, "h", "/", &[], b"");
+        c.send(Method::Get, "h", "/", NO_HEADERS, b"");
         c.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n");
         assert_eq!(
             c.next_response().unwrap_err(),
@@ -514,11 +519,11 @@ mod tests {
             discard_body: true,
             ..ClientLimits::default()
         });
-        c.send(Method::Get, "h", "/", &[], b"");
+        c.send(Method::Get, "h", "/", NO_HEADERS, b"");
         c.receive(b"HTTP/1.1 204 No Content\r\n\r\n");
         let r = c.next_response().unwrap().unwrap();
         assert_eq!(r.status, 204);
-        c.send(Method::Get, "h", "/", &[], b"");
+        c.send(Method::Get, "h", "/", NO_HEADERS, b"");
         c.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody");
         assert!(c.next_response().unwrap().unwrap().body.is_empty());
     }

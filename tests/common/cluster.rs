@@ -202,21 +202,10 @@ fn nginx_config(dir: &str, port: u16, upstreams: &[SocketAddr]) -> String {
         .iter()
         .map(|addr| format!("        server {addr};\n"))
         .collect();
-    format!(
-        r#"worker_processes 1;
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream replicas {{
+    nginx_http(
+        dir,
+        &format!(
+            r#"    upstream replicas {{
 {servers}        keepalive 32;
     }}
     server {{
@@ -249,7 +238,29 @@ http {{
             proxy_next_upstream off;
         }}
     }}
-}}
+"#
+        ),
+    )
+}
+
+/// An nginx configuration, every file it writes in `dir`, its `http` block
+/// holding `servers` (upstreams and servers).
+pub fn nginx_http(dir: &str, servers: &str) -> String {
+    format!(
+        r#"worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{servers}}}
 "#
     )
 }
@@ -267,12 +278,18 @@ impl Nginx {
     /// Starts nginx on a free 127.0.0.1 port and waits until it answers
     /// (any status: a GET /healthz proxied to a replica).
     pub fn start(upstreams: &[SocketAddr]) -> Nginx {
+        Self::start_with(|dir, port| nginx_config(dir, port, upstreams))
+    }
+
+    /// Starts nginx with the configuration `config(dir, port)` makes (see
+    /// [`nginx_http`]) and waits until it answers anything but 502.
+    pub fn start_with(config: impl Fn(&str, u16) -> String) -> Nginx {
         let dir = TempDir::new("nginx");
         let root = dir.0.to_string_lossy().into_owned();
         for _ in 0..PORT_ATTEMPTS {
             let port = closed_port();
             let conf = dir.path("nginx.conf");
-            std::fs::write(&conf, nginx_config(&root, port, upstreams)).expect("write nginx.conf");
+            std::fs::write(&conf, config(&root, port)).expect("write nginx.conf");
             let mut child = Command::new(NGINX)
                 .args([
                     "-p",
