@@ -5,7 +5,7 @@
 //! test failed (the report is still written); 2 a usage or setup error (one
 //! line on stderr, no report); 130 interrupted (a partial report is written).
 
-use crate::client::fetch::{Endpoint, TlsOptions};
+use crate::client::fetch::{Endpoint, Overrides, TlsOptions};
 use crate::client::gather::GatherOptions;
 use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
@@ -92,6 +92,8 @@ Usage: conntest client -r URL -g ID [options]
   -H, --header 'N: V'   add this header to every request to the server (repeatable; a Host
                         replaces the URL's, TLS keeps the URL's name; not Content-Length or
                         Transfer-Encoding)
+  --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
+  --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
   -q, --quiet           no progress line and no summary
   --shard I/N           send only shard I's runs (0 <= I < N): run n is shard (n-1) mod N's;
@@ -129,6 +131,8 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --cacert FILE               trust this CA (PEM) for an https:// server
   --insecure                  do not verify the server's certificate
   -H, --header 'N: V'         add this header to every request to the server (repeatable)
+  --resolve H:P:ADDR          connect to ADDR for host H port P (repeatable, as curl)
+  --connect-to H:P:H2:P2      connect to H2:P2 for host H port P (repeatable, as curl)
   --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
 ";
@@ -150,6 +154,8 @@ counts no shard sent are missing, counts sent by two are duplicated.
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
   --insecure            do not verify the server's certificate (said so in the report)
   -H, --header 'N: V'   add this header to every request to the server (repeatable)
+  --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
+  --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
   -q, --quiet           no summary
 
 Exit status: 0 every run was sent by one shard and matched the server's record;
@@ -466,10 +472,63 @@ fn remote_endpoint(
     token: Option<String>,
     tls: &TlsOptions,
     headers: Vec<(String, String)>,
+    overrides: &Overrides,
 ) -> Result<Endpoint, CliError> {
-    let mut endpoint = Endpoint::resolve(remote, token, tls).map_err(CliError::Usage)?;
+    let mut endpoint = Endpoint::resolve(remote, token, tls, overrides).map_err(CliError::Usage)?;
     endpoint.headers = headers;
     Ok(endpoint)
+}
+
+/// `--resolve HOST:PORT:ADDR` and `--connect-to HOST:PORT:HOST2:PORT2`,
+/// each repeatable, as curl reads them.
+fn route_options(args: &mut Arguments) -> Result<Overrides, CliError> {
+    let mut overrides = Overrides::default();
+    while let Some(r) = flag(args, &["--resolve"], resolve_entry)? {
+        overrides.resolve.push(r);
+    }
+    while let Some(c) = flag(args, &["--connect-to"], connect_to_entry)? {
+        overrides.connect_to.push(c);
+    }
+    Ok(overrides)
+}
+
+/// `HOST:PORT:ADDR` (ADDR an IP address, IPv6 in brackets or not).
+fn resolve_entry(s: &str) -> Result<(String, u16, IpAddr), String> {
+    let bad = || format!("'{s}' is not HOST:PORT:ADDR");
+    let mut parts = s.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    let addr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map_err(|_| format!("'{addr}' in '{s}' is not an IP address"))?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port, addr))
+}
+
+/// `HOST:PORT:HOST2:PORT2`; an empty part matches any (or keeps it).
+fn connect_to_entry(s: &str) -> Result<(String, u16, String, u16), String> {
+    let bad = || format!("'{s}' is not HOST:PORT:HOST2:PORT2");
+    let port = |p: &str| {
+        if p.is_empty() {
+            Ok(0)
+        } else {
+            p.parse::<u16>().map_err(|_| bad())
+        }
+    };
+    // HOST2 may be a bracketed IPv6 address, colons and all.
+    let (left, right) = match s.match_indices(':').nth(1) {
+        Some((i, _)) => (&s[..i], &s[i + 1..]),
+        None => return Err(bad()),
+    };
+    let (host, p) = left.split_once(':').ok_or_else(bad)?;
+    let (host2, p2) = right.rsplit_once(':').ok_or_else(bad)?;
+    Ok((host.to_owned(), port(p)?, host2.to_owned(), port(p2)?))
 }
 
 /// `-H 'Name: value'`, repeatable: headers for every request to the server.
@@ -523,10 +582,11 @@ fn client_command(mut args: Arguments) -> Result<i32, CliError> {
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
     let headers = header_options(&mut args)?;
+    let overrides = route_options(&mut args)?;
     options.shard = shard_options(&mut args)?;
     finish(args)?;
     options.group = group;
-    let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
+    let endpoint = remote_endpoint(&remote, token, &tls, headers, &overrides)?;
     options.insecure = insecure(&endpoint, &tls);
     run_test(&endpoint, &options)
 }
@@ -563,8 +623,9 @@ fn report_command(mut args: Arguments) -> Result<i32, CliError> {
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
     let headers = header_options(&mut args)?;
+    let overrides = route_options(&mut args)?;
     finish(args)?;
-    let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
+    let endpoint = remote_endpoint(&remote, token, &tls, headers, &overrides)?;
     let options = GatherOptions {
         group,
         report,
@@ -625,12 +686,13 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
     let token = token(&mut args)?;
     let tls = tls_options(&mut args)?;
     let headers = header_options(&mut args)?;
+    let overrides = route_options(&mut args)?;
     finish(args)?;
     let config = serde_json::Value::Object(config).to_string().into_bytes();
 
     let (endpoint, local) = match remote {
         Some(remote) => {
-            let endpoint = remote_endpoint(&remote, token, &tls, headers)?;
+            let endpoint = remote_endpoint(&remote, token, &tls, headers, &overrides)?;
             options.insecure = insecure(&endpoint, &tls);
             (endpoint, None)
         }

@@ -609,6 +609,30 @@ fn an_expired_certificate_says_when_it_was_valid() {
     );
 }
 
+/// `--resolve` sends the name to an address; the certificate is still
+/// checked against the URL's name (and SNI carries it).
+#[test]
+fn resolve_keeps_the_urls_name_for_tls() {
+    let pki = Pki::new("tls-resolve");
+    let server = tls_server(&pki, "leaf", &["conntest.invalid"]);
+    let port = server.addr.port();
+    let report = pki.path("report.json");
+    let done = conntest_run(
+        &pki.dir.0,
+        &format!("https://conntest.invalid:{port}"),
+        &[
+            "--resolve",
+            &format!("conntest.invalid:{port}:127.0.0.1"),
+            "--cacert",
+            s(&pki.ca),
+            "--run-count",
+            "3",
+        ],
+        &report,
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+}
+
 /// `openssl req -x509 ... -subj /CN=host` makes a self-signed certificate
 /// marked CA:TRUE; curl accepts it given with --cacert, and so do we: the
 /// exact certificate is pinned. Without it, the error says what it is.

@@ -7,7 +7,7 @@ use crate::http::url::{Scheme, Url};
 use crate::http::Method;
 use crate::tls::Transport;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,51 @@ pub struct TlsOptions {
     pub cacert: Option<PathBuf>,
     /// Skip certificate verification (said so in the summary).
     pub insecure: bool,
+}
+
+/// Where to connect instead of the URL's host and port, as curl's
+/// `--connect-to HOST:PORT:HOST2:PORT2` and `--resolve HOST:PORT:ADDR`
+/// say. The `Host` header and TLS keep the URL's name.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// (host, port, address): that host and port are at that address.
+    pub resolve: Vec<(String, u16, IpAddr)>,
+    /// (host, port, host2, port2): connect to host2:port2 instead; an
+    /// empty host or a port 0 matches any (and keeps it, on the right).
+    pub connect_to: Vec<(String, u16, String, u16)>,
+}
+
+impl Overrides {
+    /// The addresses to connect to for `host:port`.
+    fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        let same = |a: &str, b: &str| a.is_empty() || a.eq_ignore_ascii_case(b);
+        let (host, port) = self
+            .connect_to
+            .iter()
+            .find(|(h, p, _, _)| same(h, host) && (*p == 0 || *p == port))
+            .map_or((host, port), |(_, _, h2, p2)| {
+                (
+                    if h2.is_empty() { host } else { h2.as_str() },
+                    if *p2 == 0 { port } else { *p2 },
+                )
+            });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Some((_, _, ip)) = self
+            .resolve
+            .iter()
+            .find(|(h, p, _)| h.eq_ignore_ascii_case(host) && *p == port)
+        {
+            return Ok(vec![SocketAddr::new(*ip, port)]);
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("'{host}' resolved to no address"));
+        }
+        Ok(addrs)
+    }
 }
 
 /// A conntest server: its URL, its addresses, the token to present and,
@@ -38,11 +83,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `-r` and resolves its host.
+    /// Parses `-r` and resolves its host (or where `overrides` send it).
     pub fn resolve(
         remote: &str,
         token: Option<String>,
         tls: &TlsOptions,
+        overrides: &Overrides,
     ) -> Result<Endpoint, String> {
         let url = Url::parse(remote).map_err(|e| format!("-r: {e}"))?;
         let tls = match url.scheme {
@@ -53,13 +99,7 @@ impl Endpoint {
                 Some(crate::tls::client_config(&cacert, tls.insecure)?)
             }
         };
-        let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve '{}': {e}", url.host))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(format!("'{}' resolved to no address", url.host));
-        }
+        let addrs = overrides.addresses(&url.host, url.port)?;
         Ok(Endpoint {
             url,
             addrs,

@@ -1,6 +1,8 @@
-//! `-H 'Name: value'` on every request to the server, through a real nginx
-//! that routes by Host name and wants an ingress header, as an ingress
-//! does; framing headers are refused.
+//! Reaching the right place: `-H 'Name: value'` on every request to the
+//! server, through a real nginx that routes by Host name and wants an
+//! ingress header, as an ingress does (framing headers are refused); and
+//! `--resolve` / `--connect-to` sending a name that no DNS knows to the
+//! server's address.
 
 mod common;
 use common::cluster::{nginx_http, Nginx};
@@ -96,5 +98,49 @@ fn framing_and_malformed_headers_are_one_line_usage_errors() {
             LIMIT,
         );
         assert_one_line_usage_error(&done, &["-H", needle]);
+    }
+}
+
+#[test]
+fn resolve_and_connect_to_send_a_name_to_an_address() {
+    let server = ServerProcess::start(&[]);
+    let port = server.addr.port();
+    let dir = TempDir::new("resolve");
+    // `conntest.invalid` resolves nowhere: only the override reaches it.
+    let remote = format!("http://conntest.invalid:{port}");
+    let done = conntest_run(
+        &dir,
+        &remote,
+        &["--resolve", &format!("conntest.invalid:{port}:127.0.0.1")],
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let done = conntest_run(
+        &dir,
+        "http://conntest.invalid",
+        &[
+            "--connect-to",
+            &format!("conntest.invalid:80:127.0.0.1:{port}"),
+        ],
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    // An override for another port does not apply.
+    let done = conntest_run(
+        &dir,
+        &remote,
+        &["--resolve", "conntest.invalid:1:127.0.0.1"],
+    );
+    assert_eq!(done.code, Some(2), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("cannot resolve 'conntest.invalid'"),
+        "{}",
+        done.stderr
+    );
+    for (flag, value, needle) in [
+        ("--resolve", "conntest.invalid:80", "HOST:PORT:ADDR"),
+        ("--resolve", "h:80:not-an-ip", "not an IP address"),
+        ("--connect-to", "h:80", "HOST:PORT:HOST2:PORT2"),
+    ] {
+        let done = conntest_run(&dir, &remote, &[flag, value]);
+        assert_one_line_usage_error(&done, &[flag, needle]);
     }
 }
