@@ -70,6 +70,9 @@ Usage: conntest server [options]
   --tls-key FILE             ...and this private key (PEM)
   --upstream-cacert FILE     trust this CA (PEM) for https upstreams, beside the platform's
                              (SSL_CERT_FILE and SSL_CERT_DIR are honoured)
+  --tls-client-ca FILE       require client certificates issued by a CA in FILE (mutual TLS)
+  --upstream-cert FILE       present this client certificate (PEM) to https upstreams...
+  --upstream-key FILE        ...with this key
 
 LOG_LEVEL=error|warn|info|debug sets what is logged to stderr (default info).
 DURATION is a number with a unit: 500us, 250ms, 10s, 2m, 1h, 7d (a bare number is seconds).
@@ -88,6 +91,7 @@ Usage: conntest client -r URL -g ID [options]
   --timeout DURATION    per-request timeout (default 30s)
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
+  --cert FILE --key FILE  present this client certificate (PEM) and key (mutual TLS)
   --insecure            do not verify the server's certificate (said so in the report)
   -H, --header 'N: V'   add this header to every request to the server (repeatable; a Host
                         replaces the URL's, TLS keeps the URL's name; not Content-Length or
@@ -129,6 +133,7 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --timeout DURATION          per-request timeout (default 30s)
   --token TOKEN               bearer token for the server (also CONNTEST_TOKEN)
   --cacert FILE               trust this CA (PEM) for an https:// server
+  --cert FILE --key FILE  present this client certificate (PEM) and key (mutual TLS)
   --insecure                  do not verify the server's certificate
   -H, --header 'N: V'         add this header to every request to the server (repeatable)
   --resolve H:P:ADDR          connect to ADDR for host H port P (repeatable, as curl)
@@ -152,6 +157,7 @@ counts no shard sent are missing, counts sent by two are duplicated.
   --timeout DURATION    per-request timeout (default 30s; at least 10s for the records)
   --token TOKEN         bearer token for a server started with --token (also CONNTEST_TOKEN)
   --cacert FILE         trust this CA (PEM) for an https:// server, beside the platform's
+  --cert FILE --key FILE  present this client certificate (PEM) and key (mutual TLS)
   --insecure            do not verify the server's certificate (said so in the report)
   -H, --header 'N: V'   add this header to every request to the server (repeatable)
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
@@ -336,26 +342,24 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     } else {
         "no token required"
     };
-    let tls_cert: Option<PathBuf> =
-        args.opt_value_from_os_str("--tls-cert", |s| Ok::<_, String>(PathBuf::from(s)))?;
-    let tls_key: Option<PathBuf> =
-        args.opt_value_from_os_str("--tls-key", |s| Ok::<_, String>(PathBuf::from(s)))?;
-    options.tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(crate::tls::server_config(&cert, &key).map_err(CliError::Usage)?)
+    let client_ca = path_flag(&mut args, "--tls-client-ca")?;
+    options.tls = match (identity(&mut args, "--tls-cert", "--tls-key")?, &client_ca) {
+        (Some(id), ca) => {
+            Some(crate::tls::server_config(id, ca.as_deref()).map_err(CliError::Usage)?)
         }
-        (None, None) => None,
-        _ => {
+        (None, Some(_)) => {
             return Err(CliError::Usage(
-                "--tls-cert and --tls-key go together".into(),
+                "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is over https)".into(),
             ))
         }
+        (None, None) => None,
     };
-    let upstream_ca: Option<PathBuf> =
-        args.opt_value_from_os_str("--upstream-cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
-    if let Some(ca) = &upstream_ca {
+    let upstream_ca = path_flag(&mut args, "--upstream-cacert")?;
+    let upstream_id = identity(&mut args, "--upstream-cert", "--upstream-key")?;
+    if upstream_ca.is_some() || upstream_id.is_some() {
+        let ca: Vec<&std::path::Path> = upstream_ca.iter().map(PathBuf::as_path).collect();
         options.upstream_tls =
-            Some(crate::tls::client_config(&[ca.as_path()], false).map_err(CliError::Usage)?);
+            Some(crate::tls::client_config(&ca, false, upstream_id).map_err(CliError::Usage)?);
     }
     options.policy.upstream_allow = flag(
         &mut args,
@@ -461,9 +465,30 @@ fn runs_filter(args: &mut Arguments) -> Result<RunsFilter, CliError> {
 /// `--cacert FILE` and `--insecure`, for an https server.
 fn tls_options(args: &mut Arguments) -> Result<TlsOptions, CliError> {
     Ok(TlsOptions {
-        cacert: args.opt_value_from_os_str("--cacert", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        cacert: path_flag(args, "--cacert")?,
         insecure: args.contains("--insecure"),
+        identity: identity(args, "--cert", "--key")?,
     })
+}
+
+/// A flag whose value is a path.
+fn path_flag(args: &mut Arguments, name: &'static str) -> Result<Option<PathBuf>, CliError> {
+    Ok(args.opt_value_from_os_str(name, |s| Ok::<_, String>(PathBuf::from(s)))?)
+}
+
+/// A certificate and its key, given by two flags that go together.
+fn identity(
+    args: &mut Arguments,
+    cert: &'static str,
+    key: &'static str,
+) -> Result<Option<crate::tls::Identity>, CliError> {
+    match (path_flag(args, cert)?, path_flag(args, key)?) {
+        (Some(c), Some(k)) => crate::tls::Identity::load(&c, &k, (cert, key))
+            .map(Some)
+            .map_err(CliError::Usage),
+        (None, None) => Ok(None),
+        _ => Err(CliError::Usage(format!("{cert} and {key} go together"))),
+    }
 }
 
 /// The server at `-r`, with the token, trust and `-H` headers given.

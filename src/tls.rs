@@ -22,17 +22,63 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A certificate chain and its private key, from PEM files; `flags`
+/// names the pair in errors (`--tls-cert/--tls-key`, `--cert/--key`).
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Identity {
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// Never the key.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({} certificates)", self.chain.len())
+    }
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path, flags: (&str, &str)) -> Result<Identity, String> {
+        let (cert_flag, key_flag) = flags;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| format!("{cert_flag} {}: {e}", cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{cert_flag} {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "{cert_flag} {}: no certificate in it",
+                cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("{key_flag} {}: {e}", key.display()))?;
+        Ok(Identity { chain, key })
+    }
+}
+
 /// A client config: platform roots (or Mozilla's), plus `extra_ca` files;
-/// or no verification at all when `insecure`.
-pub fn client_config(extra_ca: &[&Path], insecure: bool) -> Result<Arc<ClientConfig>, String> {
+/// or no verification at all when `insecure`. With `identity`, it presents
+/// that client certificate to a server that asks for one (mutual TLS).
+pub fn client_config(
+    extra_ca: &[&Path],
+    insecure: bool,
+    identity: Option<Identity>,
+) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
-    let mut config = if insecure {
+    let wants_client_cert = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-            .with_no_client_auth()
     } else {
         let mut trusted = rustls_native_certs::load_native_certs().certs;
         let mut roots = RootCertStore::empty();
@@ -67,31 +113,52 @@ pub fn client_config(extra_ca: &[&Path], insecure: bool) -> Result<Arc<ClientCon
                 pinned,
                 trusted,
             }))
-            .with_no_client_auth()
+    };
+    let mut config = match identity {
+        Some(id) => wants_client_cert
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => wants_client_cert.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// A server config from a PEM certificate chain and private key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no certificate in it",
-            cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+/// With `client_ca`, every client must present a certificate issued by a
+/// CA in that file (mutual TLS).
+pub fn server_config(
+    identity: Identity,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let flag =
+                |e: &dyn std::fmt::Display| format!("--tls-client-ca {}: {e}", path.display());
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| flag(&e))? {
+                roots
+                    .add(cert.map_err(|e| flag(&e))?)
+                    .map_err(|e| flag(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(flag(&"no certificate in it"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| flag(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(identity.chain, identity.key)
         .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -514,6 +581,20 @@ fn describe_tls_error(e: &rustls::Error, peer_name: &str) -> String {
         Error::InvalidCertificate(CertificateError::Expired)
         | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
             "TLS: certificate expired".into()
+        }
+        Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
+            "TLS: {peer_name} requires a client certificate: give one with --cert FILE --key FILE"
+        ),
+        Error::AlertReceived(
+            alert @ (rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::AccessDenied),
+        ) if !peer_name.is_empty() => format!(
+            "TLS: {peer_name} refused the client certificate ({alert:?}): give --cert one it trusts (issued by a CA in its --tls-client-ca)"
+        ),
+        Error::NoCertificatesPresented => {
+            "TLS: the client presented no certificate, and --tls-client-ca requires one".into()
         }
         Error::InvalidMessage(_) => {
             "TLS: the peer does not speak TLS (or sent a corrupt message)".into()

@@ -10,7 +10,7 @@
 
 mod common;
 use common::*;
-use conntest::tls::{client_config, server_config, Transport};
+use conntest::tls::{client_config, server_config, Identity, Transport};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -631,6 +631,46 @@ fn resolve_keeps_the_urls_name_for_tls() {
         &report,
     );
     assert_eq!(done.code, Some(0), "{}", done.stderr);
+}
+
+#[test]
+fn mutual_tls_requires_and_checks_the_client_certificate() {
+    let pki = Pki::new("tls-mutual");
+    let (cert, key) = pki.leaf("server", &["localhost"]);
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "--tls-client-ca",
+        s(&pki.ca),
+    ]);
+    let remote = format!("https://localhost:{}", server.addr.port());
+    let client_leaf = |pki: &Pki, file: &str| {
+        pki.leaf_with(file, &["conntest client"], |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        })
+    };
+    let (client_cert, client_key) = client_leaf(&pki, "client");
+    let trust = ["--cacert", s(&pki.ca), "--run-count", "5"];
+
+    let report = pki.path("report.json");
+    let mut args = trust.to_vec();
+    args.extend(["--cert", s(&client_cert), "--key", s(&client_key)]);
+    let done = conntest_run(&pki.dir.0, &remote, &args, &report);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+
+    let none = pki.path("none.json");
+    let done = conntest_run(&pki.dir.0, &remote, &trust, &none);
+    assert_setup_error(&done, &none, &["requires a client certificate", "--cert"]);
+
+    let other = Pki::new("tls-mutual-other");
+    let (other_cert, other_key) = client_leaf(&other, "client");
+    let refused = pki.path("refused.json");
+    let mut args = trust.to_vec();
+    args.extend(["--cert", s(&other_cert), "--key", s(&other_key)]);
+    let done = conntest_run(&pki.dir.0, &remote, &args, &refused);
+    assert_setup_error(&done, &refused, &["refused the client certificate"]);
 }
 
 /// `openssl req -x509 ... -subj /CN=host` makes a self-signed certificate
@@ -1273,11 +1313,12 @@ fn step_until(
 
 fn in_memory_pair(pki: &Pki, names: &[&str], server_name: &str, trust: bool) -> (Side, Side) {
     let (cert, key) = pki.leaf("mem", names);
-    let server_cfg = server_config(&cert, &key).expect("server config");
+    let server_cfg = server_config(Identity::load(&cert, &key, ("cert", "key")).unwrap(), None)
+        .expect("server config");
     let client_cfg = if trust {
-        client_config(&[pki.ca.as_path()], false)
+        client_config(&[pki.ca.as_path()], false, None)
     } else {
-        client_config(&[], false)
+        client_config(&[], false, None)
     }
     .expect("client config");
     let client = Transport::tls_client(&client_cfg, server_name).expect("client transport");
@@ -1370,7 +1411,7 @@ fn transport_errors_name_their_cause() {
     assert!(!conntest::tls::looks_like_http(&[0x16, 0x03, 0x01]));
 
     // A bad server name is refused up front.
-    let cfg = client_config(&[pki.ca.as_path()], false).unwrap();
+    let cfg = client_config(&[pki.ca.as_path()], false, None).unwrap();
     assert!(Transport::tls_client(&cfg, "not a name!").is_err());
 }
 

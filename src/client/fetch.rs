@@ -13,13 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How to trust an https server.
+/// How to trust an https server, and what to show it.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// Extra CA certificates (PEM), beside the platform's.
     pub cacert: Option<PathBuf>,
     /// Skip certificate verification (said so in the summary).
     pub insecure: bool,
+    /// A client certificate for servers that ask for one (`--cert`, `--key`).
+    pub identity: Option<crate::tls::Identity>,
 }
 
 /// Where to connect instead of the URL's host and port, as curl's
@@ -96,7 +98,11 @@ impl Endpoint {
             Scheme::Https => {
                 let cacert: Vec<&std::path::Path> =
                     tls.cacert.iter().map(PathBuf::as_path).collect();
-                Some(crate::tls::client_config(&cacert, tls.insecure)?)
+                Some(crate::tls::client_config(
+                    &cacert,
+                    tls.insecure,
+                    tls.identity.clone(),
+                )?)
             }
         };
         let addrs = overrides.addresses(&url.host, url.port)?;

@@ -1002,6 +1002,10 @@ fn read_requests(
                     if crate::tls::looks_like_http(&scratch[..n]) {
                         // Say why, in the only language the peer speaks.
                         let _ = conn.stream.write(PLAIN_TO_TLS);
+                    } else {
+                        // The TLS alert saying why (a client certificate
+                        // missing or refused, say), best effort.
+                        let _ = conn.transport.write(&[], &mut conn.stream);
                     }
                     return Err(());
                 }

@@ -293,7 +293,7 @@ impl Upstreams {
                 Scheme::Https => {
                     let config = match &self.tls {
                         Some(c) => Ok(Arc::clone(c)),
-                        None => crate::tls::client_config(&[], false),
+                        None => crate::tls::client_config(&[], false, None),
                     };
                     config.and_then(|c| {
                         self.tls = Some(Arc::clone(&c));
