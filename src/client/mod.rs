@@ -357,6 +357,7 @@ fn verify_and_conclude(
         verdicts: &verdicts,
     };
     let mut summary = summarize(&input, done.fetch_error);
+    summary.server_address = Some(endpoint.addr().to_string());
     adjust(&input, &mut summary);
     conclude(&input, summary, output, stop)
 }

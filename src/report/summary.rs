@@ -157,6 +157,11 @@ pub struct Summary {
     /// ALPN protocol (absent over http).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::Negotiated>,
+    /// The address the test connected to: of the addresses `-r`'s name
+    /// resolved to (or an override gave), tried in order, the one that
+    /// answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_address: Option<String>,
     /// Why the test stopped before its last run (the server is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
@@ -313,6 +318,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         upstream_tls_ns: upstream_tls.percentiles(),
         tls_insecure: false,
         tls: outcome.tls.clone(),
+        server_address: None,
         stopped_early: None,
         server_fetch_error,
         shard: None,
