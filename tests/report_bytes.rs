@@ -60,7 +60,11 @@ fn outcome() -> DriverOutcome {
             };
             let (end, status, failure) = match i {
                 5 => (0, 0, fail(Problem::Timeout, "no answer within 1s")),
-                9 => (start + 31_337, 503, fail(Problem::HttpStatus, "503 \"busy\"")),
+                9 => (
+                    start + 31_337,
+                    503,
+                    fail(Problem::HttpStatus, "503 \"busy\""),
+                ),
                 13 => (0, 0, fail(Problem::Reset, "connection reset\tby peer")),
                 _ => (start + 40_000 + (i * 104_729) % 60_000, 200, None),
             };
@@ -172,7 +176,10 @@ fn check(name: &str, body: BodyPlan, filter: RunsFilter) {
     };
     let mut summary = summarize(&input, None);
     assert!(!summary.passed && summary.histogram.is_some());
-    let dir = std::env::temp_dir().join(format!("conntest-report-bytes-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "conntest-report-bytes-{}-{name}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     ReportFile::open(&path)
