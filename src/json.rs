@@ -139,6 +139,206 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Reads a JSON object from `reader` as it streams in and hands each
+/// element of its top-level array member `field` to `each` as its own text,
+/// so that a million-element array is never held whole and each element is
+/// parsed from a slice (serde_json reads a slice several times faster than
+/// a reader, and borrows its strings). Returns the object's text without
+/// that member, for serde; JSON errors inside a member or an element are
+/// left to serde to find.
+pub fn stream_array_member(
+    reader: &mut dyn std::io::Read,
+    field: &str,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    const READ: usize = 256 << 10;
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ);
+    let mut rest = Vec::new();
+    let mut s = Scan::default();
+    loop {
+        // Keep only what is not yet handed on.
+        let keep = if s.in_array {
+            s.elem_start
+        } else {
+            s.member_start.min(s.pos)
+        };
+        if keep > READ {
+            buf.drain(..keep);
+            s.shift(keep);
+        }
+        let len = buf.len();
+        buf.resize(len + READ, 0);
+        let n = loop {
+            match reader.read(&mut buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        buf.truncate(len + n);
+        if n == 0 {
+            return Err("the JSON ends early".into());
+        }
+        if s.scan(&buf, field, &mut rest, &mut each)? {
+            if buf[s.pos..].iter().any(|b| !b.is_ascii_whitespace()) {
+                return Err("trailing characters after the JSON".into());
+            }
+            // Whatever is left of the stream must be blank too.
+            let mut tail = Vec::new();
+            reader.read_to_end(&mut tail).map_err(|e| e.to_string())?;
+            if tail.iter().any(|b| !b.is_ascii_whitespace()) {
+                return Err("trailing characters after the JSON".into());
+            }
+            return Ok(rest);
+        }
+    }
+}
+
+/// Where [`stream_array_member`]'s scan is; positions index its buffer.
+#[derive(Default)]
+struct Scan {
+    pos: usize,
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// Start of the top-level member being read.
+    member_start: usize,
+    /// The member being read is the array: it is not kept.
+    skip_member: bool,
+    in_array: bool,
+    elem_start: usize,
+    elements: u64,
+}
+
+impl Scan {
+    fn shift(&mut self, by: usize) {
+        self.pos -= by;
+        self.member_start = self.member_start.saturating_sub(by);
+        self.elem_start = self.elem_start.saturating_sub(by);
+    }
+
+    /// Scans `buf` from `pos`; true once the top-level object is closed.
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        field: &str,
+        rest: &mut Vec<u8>,
+        each: &mut impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        let mut i = self.pos;
+        while i < buf.len() {
+            let b = buf[i];
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_str = false;
+                } else {
+                    // The rest of a plain string, at once.
+                    while i + 1 < buf.len() && !matches!(buf[i + 1], b'"' | b'\\') {
+                        i += 1;
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'{' | b'[' => {
+                    if self.depth == 0 {
+                        if b != b'{' {
+                            return Err("expected a JSON object".into());
+                        }
+                        rest.push(b'{');
+                        self.member_start = i + 1;
+                    } else if self.depth == 1
+                        && b == b'['
+                        && is_key(&buf[self.member_start..i], field)
+                    {
+                        self.in_array = true;
+                        self.skip_member = true;
+                        self.elem_start = i + 1;
+                    }
+                    self.depth += 1;
+                }
+                b'}' | b']' => {
+                    if self.in_array && self.depth == 2 {
+                        self.element(&buf[self.elem_start..i], false, each)?;
+                        self.in_array = false;
+                    }
+                    self.depth = self.depth.checked_sub(1).ok_or("unbalanced JSON")?;
+                    if self.depth == 0 {
+                        self.member(&buf[self.member_start..i], rest);
+                        rest.push(b'}');
+                        self.pos = i + 1;
+                        return Ok(true);
+                    }
+                }
+                b',' if self.in_array && self.depth == 2 => {
+                    self.element(&buf[self.elem_start..i], true, each)?;
+                    self.elem_start = i + 1;
+                }
+                b',' if self.depth == 1 => {
+                    self.member(&buf[self.member_start..i], rest);
+                    self.member_start = i + 1;
+                }
+                _ if self.depth == 0 && !b.is_ascii_whitespace() => {
+                    return Err("expected a JSON object".into());
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.pos = i;
+        Ok(false)
+    }
+
+    fn element(
+        &mut self,
+        text: &[u8],
+        more: bool,
+        each: &mut impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            // Only `[]` has no element.
+            return match (more, self.elements) {
+                (false, 0) => Ok(()),
+                _ => Err(format!(
+                    "element {} of the array is empty",
+                    self.elements + 1
+                )),
+            };
+        }
+        self.elements += 1;
+        each(text)
+    }
+
+    fn member(&mut self, text: &[u8], rest: &mut Vec<u8>) {
+        if std::mem::take(&mut self.skip_member) {
+            return;
+        }
+        if rest.len() > 1 {
+            rest.push(b',');
+        }
+        rest.extend_from_slice(text);
+    }
+}
+
+/// Whether `text` is `"field" :` (blanks allowed).
+fn is_key(text: &[u8], field: &str) -> bool {
+    let text = text.trim_ascii();
+    let Some(key) = text.strip_suffix(b":") else {
+        return false;
+    };
+    let key = key.trim_ascii();
+    key.len() == field.len() + 2
+        && key.starts_with(b"\"")
+        && key.ends_with(b"\"")
+        && &key[1..key.len() - 1] == field.as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +381,49 @@ mod tests {
             out.buf.clear();
             out.str(s);
             assert_eq!(out.buf, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    fn split(json: &str, chunk: usize) -> Result<(String, Vec<String>), String> {
+        struct Slow<'a>(&'a [u8], usize);
+        impl std::io::Read for Slow<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(self.1).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut elements = Vec::new();
+        let rest = stream_array_member(&mut Slow(json.as_bytes(), chunk), "runs", |e| {
+            elements.push(String::from_utf8_lossy(e).trim().to_owned());
+            Ok(())
+        })?;
+        Ok((String::from_utf8(rest).unwrap(), elements))
+    }
+
+    #[test]
+    fn streams_the_array_member_and_keeps_the_rest() {
+        let json = r#" { "a": "x,]}\"[{", "runs" : [ {"k": "v,}"}, [1, 2], "s\\"] , "b": {"c": [1]} }
+"#;
+        for chunk in [1, 2, 7, 1 << 20] {
+            let (rest, elements) = split(json, chunk).unwrap();
+            assert_eq!(rest, r#"{ "a": "x,]}\"[{", "b": {"c": [1]} }"#, "{chunk}");
+            assert_eq!(elements, [r#"{"k": "v,}"}"#, "[1, 2]", r#""s\\""#]);
+        }
+        let (rest, elements) = split(r#"{"runs":[],"a":1}"#, 3).unwrap();
+        assert_eq!((rest.as_str(), elements.len()), (r#"{"a":1}"#, 0));
+        let (rest, _) = split(r#"{"runs":null,"x":[2]}"#, 3).unwrap();
+        assert_eq!(rest, r#"{"runs":null,"x":[2]}"#);
+        for bad in [
+            "",
+            "[1]",
+            r#"{"runs":[1,]}"#,
+            r#"{"runs":[1,,2]}"#,
+            "{} x",
+            r#"{"a":1"#,
+        ] {
+            assert!(split(bad, 4).is_err(), "{bad}");
         }
     }
 }

@@ -272,10 +272,16 @@ impl RecordedRun {
         };
         let server_start = time("server_start", &json.server_start)?;
         let server_end = time("server_end", &json.server_end)?;
-        let bytes = data_bytes(Some(&json.data), json.data_base64.as_deref())?;
         let data = match previous {
-            Some(p) if **p == *bytes => Arc::clone(p),
-            _ => Arc::from(bytes),
+            // The common case, a text body like the one before: no copy.
+            Some(p) if json.data_base64.is_none() && **p == *json.data.as_bytes() => Arc::clone(p),
+            _ => {
+                let bytes = data_bytes(Some(&json.data), json.data_base64.as_deref())?;
+                match previous {
+                    Some(p) if **p == *bytes => Arc::clone(p),
+                    _ => Arc::from(bytes),
+                }
+            }
         };
         let upstream = match (
             json.upstream_response_code,

@@ -9,10 +9,11 @@ pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
+use crate::json::stream_array_member;
 use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput, RunsFilter};
 use crate::run::{BodyPlan, DriverOutcome};
-use crate::wire::{GroupHeader, RecordedRun, RecordedRuns};
+use crate::wire::{GroupHeader, RecordedRun, RecordedRuns, ServerRunJson};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -82,13 +83,31 @@ pub struct GroupJson {
 /// Fetches a group, parsing it as it streams in; a setup error in words if
 /// that fails.
 pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<GroupJson, String> {
-    match endpoint.get_json::<GroupJson>(&format!("/test-groups/{id}"), timeout)? {
+    match endpoint.get_with(&format!("/test-groups/{id}"), timeout, read_group)? {
         Ok(group) => Ok(group),
         Err((404, _)) => Err(format!("no test group '{id}' on {}", endpoint.url)),
         Err((status, message)) => Err(format!(
             "fetching group {id}: server answered {status}: {message}"
         )),
     }
+}
+
+/// A group's JSON as it streams in: each run is parsed from its own text
+/// (borrowing its strings) into a compact record as it arrives.
+fn read_group(body: &mut dyn std::io::Read) -> Result<GroupJson, String> {
+    let mut runs: Vec<RecordedRun> = Vec::new();
+    let rest = stream_array_member(body, "test_runs", |text| {
+        let json: ServerRunJson<'_> = serde_json::from_slice(text)
+            .map_err(|e| format!("test run {}: {e}", runs.len() + 1))?;
+        let run = RecordedRun::from_json(json, runs.last().map(|r| &r.data))?;
+        runs.push(run);
+        Ok(())
+    })?;
+    let mut group: GroupJson = serde_json::from_slice(&rest).map_err(|e| e.to_string())?;
+    if !runs.is_empty() {
+        group.test_runs = RecordedRuns(runs);
+    }
+    Ok(group)
 }
 
 /// A group that already holds recorded runs would mix two tests' runs:
