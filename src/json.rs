@@ -9,24 +9,37 @@ use uuid::Uuid;
 
 /// Appends JSON to a byte buffer. Timestamps share the text of their second
 /// with the one before, so most cost nine digits.
-#[derive(Default)]
 pub struct JsonOut {
     pub buf: Vec<u8>,
-    /// The last second formatted and its `"YYYY-MM-DDTHH:MM:SS.` text.
-    second: Option<(i64, [u8; 21])>,
+    /// The last seconds formatted and their `"YYYY-MM-DDTHH:MM:SS.` text:
+    /// a record's timestamps alternate between a few (when a run was due,
+    /// when it left), so one is not enough.
+    seconds: [(i64, [u8; 21]); SECONDS],
+    /// The entry to replace next.
+    next: usize,
+}
+
+const SECONDS: usize = 4;
+
+impl Default for JsonOut {
+    fn default() -> JsonOut {
+        JsonOut::on(Vec::new())
+    }
 }
 
 impl JsonOut {
     pub fn with_capacity(n: usize) -> JsonOut {
-        JsonOut {
-            buf: Vec::with_capacity(n),
-            second: None,
-        }
+        JsonOut::on(Vec::with_capacity(n))
     }
 
     /// Appends to `buf` (taken back from the `buf` field).
     pub fn on(buf: Vec<u8>) -> JsonOut {
-        JsonOut { buf, second: None }
+        JsonOut {
+            buf,
+            // No timestamp falls in second i64::MIN.
+            seconds: [(i64::MIN, [0; 21]); SECONDS],
+            next: 0,
+        }
     }
 
     pub fn raw(&mut self, bytes: &[u8]) {
@@ -67,25 +80,32 @@ impl JsonOut {
 
     /// A timestamp (nanoseconds since the epoch), quoted RFC 3339.
     pub fn time(&mut self, ns: i128) {
-        let secs = ns.div_euclid(1_000_000_000);
-        let nanos = ns.rem_euclid(1_000_000_000) as u32;
-        let prefix = match self.second {
-            Some((s, text)) if s as i128 == secs => text,
-            _ => {
+        let (secs, nanos) = match i64::try_from(ns) {
+            Ok(ns) => (
+                ns.div_euclid(1_000_000_000),
+                ns.rem_euclid(1_000_000_000) as u32,
+            ),
+            Err(_) => (i64::MIN, 0),
+        };
+        let prefix = match self.seconds.iter().find(|(s, _)| *s == secs) {
+            Some((_, text)) => *text,
+            None => {
                 let mut text = String::with_capacity(32);
-                let _ = write_rfc3339(&mut text, secs * 1_000_000_000);
-                // Years 0..=9999: "YYYY-MM-DDTHH:MM:SS.000000000Z"; any
-                // other is written whole, as rare as it is.
-                let (Ok(s), 30) = (i64::try_from(secs), text.len()) else {
+                let _ = write_rfc3339(&mut text, secs as i128 * 1_000_000_000);
+                // Years 0..=9999 within an i64 of nanoseconds:
+                // "YYYY-MM-DDTHH:MM:SS.000000000Z"; any other is written
+                // whole, as rare as it is.
+                if secs == i64::MIN || text.len() != 30 {
                     self.buf.push(b'"');
                     let _ = write_rfc3339(&mut Utf8Vec(&mut self.buf), ns);
                     self.buf.push(b'"');
                     return;
-                };
+                }
                 let mut prefix = [0u8; 21];
                 prefix[0] = b'"';
                 prefix[1..].copy_from_slice(&text.as_bytes()[..20]);
-                self.second = Some((s, prefix));
+                self.seconds[self.next] = (secs, prefix);
+                self.next = (self.next + 1) % SECONDS;
                 prefix
             }
         };
