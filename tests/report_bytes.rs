@@ -174,7 +174,7 @@ fn check(name: &str, body: BodyPlan, filter: RunsFilter) {
         server_runs: Some(&server),
         verdicts: &verdicts,
     };
-    let mut summary = summarize(&input, None);
+    let summary = summarize(&input, None);
     assert!(!summary.passed && summary.histogram.is_some());
     let dir = std::env::temp_dir().join(format!(
         "conntest-report-bytes-{}-{name}",
@@ -182,13 +182,29 @@ fn check(name: &str, body: BodyPlan, filter: RunsFilter) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
-    ReportFile::open(&path)
-        .unwrap()
-        .with_runs(filter)
-        .write(&input, &mut summary, &AtomicBool::new(false))
-        .unwrap();
-    let written = std::fs::read(&path).unwrap();
+    // In one go, and with the client's runs written ahead while the
+    // server's record is not known yet, as `conntest client` does.
+    let mut written = Vec::new();
+    for ahead in [false, true] {
+        let mut report = ReportFile::open(&path).unwrap().with_runs(filter);
+        if ahead {
+            report.write_ahead(&ReportInput {
+                server_runs: None,
+                verdicts: &[],
+                ..input
+            });
+        }
+        report
+            .write(&input, &mut summary.clone(), &AtomicBool::new(false))
+            .unwrap();
+        written.push(std::fs::read(&path).unwrap());
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        written[0] == written[1],
+        "{name}: written ahead, the report differs"
+    );
+    let written = written.swap_remove(0);
     let text = String::from_utf8_lossy(&written);
     assert!(text.contains("\"histogram\":{"), "{text}");
     if std::env::var_os("CONNTEST_BLESS").is_some() {

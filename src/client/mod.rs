@@ -262,19 +262,44 @@ pub fn run(
     .into_iter()
     .map(Duration::from_nanos)
     .fold(options.timeout, Duration::max);
-    if !outcome.interrupted {
-        wait_until_recorded(endpoint, &options.group, phase + longest, stop);
-    }
-    let uploaded = options
-        .shard
-        .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
-        .transpose();
-    let fetched = fetch_record(
-        endpoint,
-        &options.group,
-        options.timeout.max(Duration::from_secs(10)),
-        stop,
-    );
+    // The report's client runs are written meanwhile, on a thread of their
+    // own: they do not depend on the server's record (with every run listed).
+    let remote = endpoint.url.to_string();
+    let ahead = ReportInput {
+        header: &header,
+        remote_addr: &remote,
+        outcome: &outcome,
+        body: &body,
+        server_runs: None,
+        verdicts: &[],
+    };
+    let (report, uploaded, fetched) = std::thread::scope(|scope| {
+        let report = report.map(|mut report| {
+            scope.spawn(move || {
+                let phase = std::time::Instant::now();
+                report.write_ahead(&ahead);
+                crate::debug!("wrote the report's client runs in {:?}", phase.elapsed());
+                report
+            })
+        });
+        if !outcome.interrupted {
+            wait_until_recorded(endpoint, &options.group, phase + longest, stop);
+        }
+        let uploaded = options
+            .shard
+            .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+            .transpose();
+        let fetched = fetch_record(
+            endpoint,
+            &options.group,
+            options.timeout.max(Duration::from_secs(10)),
+            stop,
+        );
+        let report = report.map(|writer| writer.join()).transpose();
+        (report, uploaded, fetched)
+    });
+    let report =
+        report.map_err(|_| RunError::Internal("writing the report's client runs failed".into()))?;
     let (server_runs, fetch_error) = match fetched {
         Ok(runs) => (Some(runs.0), None),
         Err(e) => (None, Some(e)),

@@ -144,6 +144,9 @@ pub struct ReportFile {
     /// complete; removed if the report is never completed.
     rename: Option<(PathBuf, PathBuf)>,
     runs: RunsFilter,
+    /// `client_run_group` is written already ([`ReportFile::write_ahead`]),
+    /// or could not be.
+    ahead: Option<io::Result<()>>,
 }
 
 impl ReportFile {
@@ -157,6 +160,7 @@ impl ReportFile {
                 file: None,
                 rename: None,
                 runs: RunsFilter::All,
+                ahead: None,
             });
         }
         let target = resolve(path)?;
@@ -178,6 +182,7 @@ impl ReportFile {
                 file: Some(file),
                 rename: None,
                 runs: RunsFilter::All,
+                ahead: None,
             });
         }
         let dir = target
@@ -201,6 +206,7 @@ impl ReportFile {
             file: Some(file),
             rename: Some((tmp, target)),
             runs: RunsFilter::All,
+            ahead: None,
         })
     }
 
@@ -210,18 +216,53 @@ impl ReportFile {
         self
     }
 
-    /// Writes the report; a regular file is synced and renamed into place.
-    /// A stop signal that arrives before the report's end marks it (and
-    /// `summary`) interrupted.
+    /// Writes the report's `client_run_group` before the rest is known, so
+    /// that it is written while the server's record is fetched: only when
+    /// every run is listed (`--runs failed` lists the runs the comparison
+    /// finds failed). `input`'s server record and verdicts are not read.
+    pub fn write_ahead(&mut self, input: &ReportInput<'_>) {
+        if self.runs == RunsFilter::All && self.ahead.is_none() {
+            let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
+            let written = match &self.file {
+                None => write_client_group(&mut json, &mut io::stdout().lock(), input, self.runs),
+                Some(file) => write_client_group(&mut json, &mut &*file, input, self.runs),
+            };
+            self.ahead = Some(written);
+        }
+    }
+
+    /// Writes the report (the rest of it, after [`ReportFile::write_ahead`]);
+    /// a regular file is synced and renamed into place. A stop signal that
+    /// arrives before the report's end marks it (and `summary`) interrupted.
     pub fn write(
         mut self,
         input: &ReportInput<'_>,
         summary: &mut Summary,
         stop: &AtomicBool,
     ) -> io::Result<()> {
+        let ahead = self.ahead.take();
+        let ahead = match ahead {
+            Some(written) => {
+                written?;
+                true
+            }
+            None => false,
+        };
+        let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
         match &self.file {
-            None => write_json(&mut io::stdout().lock(), input, summary, self.runs, stop)?,
-            Some(file) => write_json(&mut &*file, input, summary, self.runs, stop)?,
+            None => {
+                let out = &mut io::stdout().lock();
+                if !ahead {
+                    write_client_group(&mut json, out, input, self.runs)?;
+                }
+                write_rest(&mut json, out, input, summary, self.runs, stop)?
+            }
+            Some(file) => {
+                if !ahead {
+                    write_client_group(&mut json, &mut &*file, input, self.runs)?;
+                }
+                write_rest(&mut json, &mut &*file, input, summary, self.runs, stop)?
+            }
         }
         if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
             file.sync_all()?;
@@ -345,15 +386,14 @@ fn write_result(json: &mut JsonOut, input: &ReportInput<'_>, i: usize, verdict: 
     json.raw(b"}");
 }
 
-fn write_json(
+/// The report's start: `{"client_run_group":...` up to its runs' end.
+fn write_client_group(
+    json: &mut JsonOut,
     out: &mut impl Write,
     input: &ReportInput<'_>,
-    summary: &mut Summary,
     filter: RunsFilter,
-    stop: &AtomicBool,
 ) -> io::Result<()> {
     let header = input.header;
-    let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
 
     // client_run_group: the group's header, the remote, then every run.
     let mut client_header = serde_json::to_value(header)?;
@@ -376,10 +416,26 @@ fn write_json(
         if !std::mem::take(&mut first) {
             json.raw(b",");
         }
-        write_client_run(&mut json, &prefix.buf, input, i);
-        spill(&mut json, out)?;
+        write_client_run(json, &prefix.buf, input, i);
+        spill(json, out)?;
     }
-    json.raw(b"]},\"server_run_group\":");
+    json.raw(b"]}");
+    out.write_all(&json.buf)?;
+    json.buf.clear();
+    Ok(())
+}
+
+/// The report's rest, after `client_run_group`.
+fn write_rest(
+    json: &mut JsonOut,
+    out: &mut impl Write,
+    input: &ReportInput<'_>,
+    summary: &mut Summary,
+    filter: RunsFilter,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let header = input.header;
+    json.raw(b",\"server_run_group\":");
 
     // server_run_group: as the server showed it.
     match input.server_runs {
@@ -396,8 +452,8 @@ fn write_json(
                 if n > 0 {
                     json.raw(b",");
                 }
-                write_run(&mut json, run);
-                spill(&mut json, out)?;
+                write_run(json, run);
+                spill(json, out)?;
             }
             json.raw(b"]}");
         }
@@ -414,8 +470,8 @@ fn write_json(
         if !std::mem::take(&mut first) {
             json.raw(b",");
         }
-        write_result(&mut json, input, i, verdict);
-        spill(&mut json, out)?;
+        write_result(json, input, i, verdict);
+        spill(json, out)?;
     }
     out.write_all(&json.buf)?;
     if stop.load(Ordering::Relaxed) {
