@@ -248,21 +248,20 @@ impl ReportFile {
             }
             None => false,
         };
+        let runs = self.runs;
         let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
-        match &self.file {
-            None => {
-                let out = &mut io::stdout().lock();
-                if !ahead {
-                    write_client_group(&mut json, out, input, self.runs)?;
-                }
-                write_rest(&mut json, out, input, summary, self.runs, stop)?
-            }
-            Some(file) => {
-                if !ahead {
-                    write_client_group(&mut json, &mut &*file, input, self.runs)?;
-                }
-                write_rest(&mut json, &mut &*file, input, summary, self.runs, stop)?
-            }
+        match (&self.file, ahead) {
+            (None, false) => write_json(&mut io::stdout().lock(), input, summary, runs, stop)?,
+            (Some(file), false) => write_json(&mut &*file, input, summary, runs, stop)?,
+            (None, true) => write_rest(
+                &mut json,
+                &mut io::stdout().lock(),
+                input,
+                summary,
+                runs,
+                stop,
+            )?,
+            (Some(file), true) => write_rest(&mut json, &mut &*file, input, summary, runs, stop)?,
         }
         if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
             file.sync_all()?;
@@ -384,6 +383,19 @@ fn write_result(json: &mut JsonOut, input: &ReportInput<'_>, i: usize, verdict: 
         json.str(&text);
     }
     json.raw(b"}");
+}
+
+/// The whole report.
+fn write_json(
+    out: &mut impl Write,
+    input: &ReportInput<'_>,
+    summary: &mut Summary,
+    filter: RunsFilter,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
+    write_client_group(&mut json, out, input, filter)?;
+    write_rest(&mut json, out, input, summary, filter, stop)
 }
 
 /// The report's start: `{"client_run_group":...` up to its runs' end.
