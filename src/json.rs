@@ -159,6 +159,17 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// What [`stream_array_member`] does with the array's elements.
+pub trait Elements {
+    /// Takes the element at the start of `text` (which runs to the end of
+    /// what has arrived) if it has the one layout read fast, and returns
+    /// its length; None hands it to [`Elements::element`] instead.
+    fn quick(&mut self, text: &[u8]) -> Option<usize>;
+
+    /// Takes an element from its whole text.
+    fn element(&mut self, text: &[u8]) -> Result<(), String>;
+}
+
 /// Reads a JSON object from `reader` as it streams in and hands each
 /// element of its top-level array member `field` to `each` as its own text,
 /// so that a million-element array is never held whole and each element is
@@ -169,7 +180,7 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 pub fn stream_array_member(
     reader: &mut dyn std::io::Read,
     field: &str,
-    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    each: &mut dyn Elements,
 ) -> Result<Vec<u8>, String> {
     const READ: usize = 256 << 10;
     let mut buf: Vec<u8> = Vec::with_capacity(2 * READ);
@@ -199,7 +210,7 @@ pub fn stream_array_member(
         if n == 0 {
             return Err("the JSON ends early".into());
         }
-        if s.scan(&buf, field, &mut rest, &mut each)? {
+        if s.scan(&buf, field, &mut rest, each)? {
             if buf[s.pos..].iter().any(|b| !b.is_ascii_whitespace()) {
                 return Err("trailing characters after the JSON".into());
             }
@@ -227,6 +238,8 @@ struct Scan {
     skip_member: bool,
     in_array: bool,
     elem_start: usize,
+    /// Where the element taken by [`Elements::quick`] ends.
+    taken_end: Option<usize>,
     elements: u64,
 }
 
@@ -235,6 +248,7 @@ impl Scan {
         self.pos -= by;
         self.member_start = self.member_start.saturating_sub(by);
         self.elem_start = self.elem_start.saturating_sub(by);
+        self.taken_end = self.taken_end.map(|end| end - by);
     }
 
     /// Scans `buf` from `pos`; true once the top-level object is closed.
@@ -243,10 +257,18 @@ impl Scan {
         buf: &[u8],
         field: &str,
         rest: &mut Vec<u8>,
-        each: &mut impl FnMut(&[u8]) -> Result<(), String>,
+        each: &mut dyn Elements,
     ) -> Result<bool, String> {
         let mut i = self.pos;
         while i < buf.len() {
+            if self.in_array && i == self.elem_start && self.taken_end.is_none() && !self.in_str {
+                if let Some(n) = each.quick(&buf[i..]) {
+                    self.elements += 1;
+                    i += n;
+                    self.taken_end = Some(i);
+                    continue;
+                }
+            }
             let b = buf[i];
             if self.in_str {
                 if self.escaped {
@@ -285,7 +307,7 @@ impl Scan {
                 }
                 b'}' | b']' => {
                     if self.in_array && self.depth == 2 {
-                        self.element(&buf[self.elem_start..i], false, each)?;
+                        self.element(&buf[..i], false, each)?;
                         self.in_array = false;
                     }
                     self.depth = self.depth.checked_sub(1).ok_or("unbalanced JSON")?;
@@ -297,7 +319,7 @@ impl Scan {
                     }
                 }
                 b',' if self.in_array && self.depth == 2 => {
-                    self.element(&buf[self.elem_start..i], true, each)?;
+                    self.element(&buf[..i], true, each)?;
                     self.elem_start = i + 1;
                 }
                 b',' if self.depth == 1 => {
@@ -315,12 +337,15 @@ impl Scan {
         Ok(false)
     }
 
-    fn element(
-        &mut self,
-        text: &[u8],
-        more: bool,
-        each: &mut impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<(), String> {
+    /// The element that ends here (`buf` up to a `,` or `]`).
+    fn element(&mut self, buf: &[u8], more: bool, each: &mut dyn Elements) -> Result<(), String> {
+        if let Some(end) = self.taken_end.take() {
+            return match buf[end..].iter().all(u8::is_ascii_whitespace) {
+                true => Ok(()),
+                false => Err(format!("unexpected text after element {}", self.elements)),
+            };
+        }
+        let text = &buf[self.elem_start..];
         if text.iter().all(u8::is_ascii_whitespace) {
             // Only `[]` has no element.
             return match (more, self.elements) {
@@ -332,7 +357,7 @@ impl Scan {
             };
         }
         self.elements += 1;
-        each(text)
+        each.element(text)
     }
 
     fn member(&mut self, text: &[u8], rest: &mut Vec<u8>) {
@@ -414,11 +439,22 @@ mod tests {
                 Ok(n)
             }
         }
-        let mut elements = Vec::new();
-        let rest = stream_array_member(&mut Slow(json.as_bytes(), chunk), "runs", |e| {
-            elements.push(String::from_utf8_lossy(e).trim().to_owned());
-            Ok(())
-        })?;
+        /// Takes `q` elements quickly, the rest whole.
+        struct Texts(Vec<String>);
+        impl Elements for Texts {
+            fn quick(&mut self, text: &[u8]) -> Option<usize> {
+                text.starts_with(b"q")
+                    .then(|| self.0.push("q".into()))
+                    .map(|_| 1)
+            }
+            fn element(&mut self, text: &[u8]) -> Result<(), String> {
+                self.0.push(String::from_utf8_lossy(text).trim().to_owned());
+                Ok(())
+            }
+        }
+        let mut texts = Texts(Vec::new());
+        let rest = stream_array_member(&mut Slow(json.as_bytes(), chunk), "runs", &mut texts)?;
+        let elements = texts.0;
         Ok((String::from_utf8(rest).unwrap(), elements))
     }
 

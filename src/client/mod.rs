@@ -9,11 +9,11 @@ pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
-use crate::json::stream_array_member;
+use crate::json::{stream_array_member, Elements};
 use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput, RunsFilter};
 use crate::run::{BodyPlan, DriverOutcome};
-use crate::wire::{GroupHeader, RecordedRun, RecordedRuns, ServerRunJson};
+use crate::wire::{GroupHeader, QuickRuns, RecordedRun, RecordedRuns, ServerRunJson};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -92,22 +92,39 @@ pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<G
     }
 }
 
-/// A group's JSON as it streams in: each run is parsed from its own text
-/// (borrowing its strings) into a compact record as it arrives.
+/// A group's JSON as it streams in: each run is read from its own text
+/// (serde borrowing its strings, or [`QuickRuns`]) into a compact record as
+/// it arrives.
 fn read_group(body: &mut dyn std::io::Read) -> Result<GroupJson, String> {
-    let mut runs: Vec<RecordedRun> = Vec::new();
-    let rest = stream_array_member(body, "test_runs", |text| {
-        let json: ServerRunJson<'_> = serde_json::from_slice(text)
-            .map_err(|e| format!("test run {}: {e}", runs.len() + 1))?;
-        let run = RecordedRun::from_json(json, runs.last().map(|r| &r.data))?;
-        runs.push(run);
-        Ok(())
-    })?;
+    let mut runs = GroupRuns::default();
+    let rest = stream_array_member(body, "test_runs", &mut runs)?;
     let mut group: GroupJson = serde_json::from_slice(&rest).map_err(|e| e.to_string())?;
-    if !runs.is_empty() {
-        group.test_runs = RecordedRuns(runs);
+    if !runs.runs.is_empty() {
+        group.test_runs = RecordedRuns(runs.runs);
     }
     Ok(group)
+}
+
+#[derive(Default)]
+struct GroupRuns {
+    runs: Vec<RecordedRun>,
+    quick: QuickRuns,
+}
+
+impl Elements for GroupRuns {
+    fn quick(&mut self, text: &[u8]) -> Option<usize> {
+        let (run, len) = self.quick.run(text, self.runs.last().map(|r| &r.data))?;
+        self.runs.push(run);
+        Some(len)
+    }
+
+    fn element(&mut self, text: &[u8]) -> Result<(), String> {
+        let json: ServerRunJson<'_> = serde_json::from_slice(text)
+            .map_err(|e| format!("test run {}: {e}", self.runs.len() + 1))?;
+        let run = RecordedRun::from_json(json, self.runs.last().map(|r| &r.data))?;
+        self.runs.push(run);
+        Ok(())
+    }
 }
 
 /// A group that already holds recorded runs would mix two tests' runs:
