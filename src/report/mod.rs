@@ -264,7 +264,9 @@ impl ReportFile {
             (Some(file), true) => write_rest(&mut json, &mut &*file, input, summary, runs, stop)?,
         }
         if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
+            let phase = std::time::Instant::now();
             file.sync_all()?;
+            crate::debug!("synced the report to its disk in {:?}", phase.elapsed());
             std::fs::rename(tmp, target)?;
             self.rename = None;
             crate::signals::set_temporary(None);
