@@ -293,9 +293,7 @@ pub fn run(
     let (report, uploaded, fetched) = std::thread::scope(|scope| {
         let report = report.map(|mut report| {
             scope.spawn(move || {
-                let phase = std::time::Instant::now();
                 report.write_ahead(&ahead);
-                crate::debug!("wrote the report's client runs in {:?}", phase.elapsed());
                 report
             })
         });

@@ -222,12 +222,14 @@ impl ReportFile {
     /// finds failed). `input`'s server record and verdicts are not read.
     pub fn write_ahead(&mut self, input: &ReportInput<'_>) {
         if self.runs == RunsFilter::All && self.ahead.is_none() {
+            let phase = std::time::Instant::now();
             let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
             let written = match &self.file {
                 None => write_client_group(&mut json, &mut io::stdout().lock(), input, self.runs),
                 Some(file) => write_client_group(&mut json, &mut &*file, input, self.runs),
             };
             self.ahead = Some(written);
+            crate::debug!("wrote the report's client runs in {:?}", phase.elapsed());
         }
     }
 
