@@ -4,6 +4,7 @@
 //! values (`tests/report_bytes.rs` holds the report to it); what is not
 //! per run stays with serde.
 
+use crate::http::push_decimal;
 use crate::time::write_rfc3339;
 use uuid::Uuid;
 
@@ -54,7 +55,7 @@ impl JsonOut {
     }
 
     pub fn uint(&mut self, n: u64) {
-        push_uint(&mut self.buf, n);
+        push_decimal(&mut self.buf, n);
     }
 
     /// `,"key":n` when `n` is Some.
@@ -130,21 +131,6 @@ impl std::fmt::Write for Utf8Vec<'_> {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
-}
-
-/// `n` in decimal.
-pub fn push_uint(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// `s` as a JSON string: text with nothing to escape is copied, anything
