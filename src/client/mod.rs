@@ -509,3 +509,64 @@ fn fetch_record(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed reader takes what serde takes: runs in the server's own
+    /// layout, runs with upstream fields, escapes, spacing and keys in
+    /// another order, and the array anywhere in the object.
+    #[test]
+    fn read_group_reads_what_serde_reads() {
+        let id = "6f1c2b1e-0f6e-4a51-9c7e-2b1d3f4a5b6c";
+        let quick = |n: u64| {
+            format!(
+                r#"{{"run_id":"{id}","run_count":{n},"time":"2026-11-25T08:00:00.000000001Z","data":"same","server_start":"2026-11-25T08:00:00.00000000{n}Z","server_end":"2026-11-25T08:00:01.000000000Z","server_duration_ns":1}}"#
+            )
+        };
+        let runs = [
+            quick(1),
+            quick(2),
+            format!(
+                r#" {{ "run_count": 3, "run_id": "{id}", "time": "x", "data": "a\"b\n",
+                    "server_start": "2026-11-25T09:00:00+01:00", "server_end": "2026-11-25T08:00:00.5Z",
+                    "server_duration_ns": 0, "upstream_response_code": 502, "error": "bad \"gateway\"" }} "#
+            ),
+            quick(4),
+            format!(
+                r#"{{"run_id":"{id}","run_count":5,"time":"t","data":"\u00ff","data_base64":"/w==","server_start":"2026-11-25T08:00:00Z","server_end":"2026-11-25T08:00:00Z","server_duration_ns":0}}"#
+            ),
+            quick(6),
+        ]
+        .join(",");
+        let header = format!(
+            r#""run_group_id":"{id}","created_at":"2026-11-25T07:00:00Z","description":"d \"q\"","run_count":6,"concurrency":1,"client_delay_ns":0,"server_delay_ns":0"#
+        );
+        for json in [
+            format!("{{{header},\"test_runs\":[{runs}]}}\n"),
+            format!("{{ \"test_runs\" : [{runs}] ,{header}}}"),
+        ] {
+            let read = read_group(&mut json.as_bytes()).unwrap();
+            let serde: GroupJson = serde_json::from_str(&json).unwrap();
+            assert_eq!(read.test_runs.0.len(), 6);
+            assert_eq!(
+                format!("{:?} {:?}", read.header, read.test_runs.0),
+                format!("{:?} {:?}", serde.header, serde.test_runs.0)
+            );
+        }
+        let empty = format!("{{{header},\"test_runs\":[]}}");
+        assert!(read_group(&mut empty.as_bytes())
+            .unwrap()
+            .test_runs
+            .0
+            .is_empty());
+        let cut = format!("{{{header},\"test_runs\":[{}", quick(1));
+        assert!(read_group(&mut cut.as_bytes()).is_err());
+        let bad = format!("{{{header},\"test_runs\":[{},{{\"run_id\":1}}]}}", quick(1));
+        match read_group(&mut bad.as_bytes()) {
+            Err(e) => assert!(e.starts_with("test run 2:"), "{e}"),
+            Ok(_) => panic!("a run that is not one is an error"),
+        }
+    }
+}
