@@ -251,19 +251,9 @@ impl ReportFile {
             None => false,
         };
         let runs = self.runs;
-        let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
-        match (&self.file, ahead) {
-            (None, false) => write_json(&mut io::stdout().lock(), input, summary, runs, stop)?,
-            (Some(file), false) => write_json(&mut &*file, input, summary, runs, stop)?,
-            (None, true) => write_rest(
-                &mut json,
-                &mut io::stdout().lock(),
-                input,
-                summary,
-                runs,
-                stop,
-            )?,
-            (Some(file), true) => write_rest(&mut json, &mut &*file, input, summary, runs, stop)?,
+        match &self.file {
+            None => write_json(&mut io::stdout().lock(), input, summary, runs, stop, ahead)?,
+            Some(file) => write_json(&mut &*file, input, summary, runs, stop, ahead)?,
         }
         if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
             let phase = std::time::Instant::now();
@@ -389,19 +379,6 @@ fn write_result(json: &mut JsonOut, input: &ReportInput<'_>, i: usize, verdict: 
     json.raw(b"}");
 }
 
-/// The whole report.
-fn write_json(
-    out: &mut impl Write,
-    input: &ReportInput<'_>,
-    summary: &mut Summary,
-    filter: RunsFilter,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
-    write_client_group(&mut json, out, input, filter)?;
-    write_rest(&mut json, out, input, summary, filter, stop)
-}
-
 /// The report's start: `{"client_run_group":...` up to its runs' end.
 fn write_client_group(
     json: &mut JsonOut,
@@ -441,16 +418,22 @@ fn write_client_group(
     Ok(())
 }
 
-/// The report's rest, after `client_run_group`.
-fn write_rest(
-    json: &mut JsonOut,
+/// The report, or its rest when `client_run_group` is written already
+/// (`ahead`).
+fn write_json(
     out: &mut impl Write,
     input: &ReportInput<'_>,
     summary: &mut Summary,
     filter: RunsFilter,
     stop: &AtomicBool,
+    ahead: bool,
 ) -> io::Result<()> {
     let header = input.header;
+    let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
+    let json = &mut json;
+    if !ahead {
+        write_client_group(json, out, input, filter)?;
+    }
     json.raw(b",\"server_run_group\":");
 
     // server_run_group: as the server showed it.
