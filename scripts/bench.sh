@@ -9,8 +9,12 @@
 #   2. conntest server (1 loop thread) under wrk -c50 vs nginx (1 worker)
 #      answering a bare `return 200;`, and --threads 2 vs 2 workers; every run
 #      wrk got an answer for must be in the server's record.
-#   3. memory: client peak RSS for a 1 000 000-run group at concurrency 50, and
-#      server RSS growth per recorded run.
+#   3. memory and the post-run phases: client peak RSS for a 1 000 000-run
+#      group at concurrency 50 and its time from the last run to the report
+#      written (fetch, compare, report; LOG_LEVEL=debug's phases), the report's
+#      size in full and with --runs failed; server RSS growth per recorded
+#      run and how fast it streams the group's JSON (curl) against how fast
+#      the client takes it in.
 #   4. the release binary's size against the original's 8 MB.
 #   5. scale-out: runs/s of one server with the memory store vs one with
 #      `--store redis://` (a Redis on loopback started here) at concurrency
@@ -19,7 +23,11 @@
 #
 # Usage: bash scripts/bench.sh          (from any directory; 127.0.0.1 only)
 # Knobs: BENCH_SECONDS (each wrk run, default 8), BENCH_RUNS_C1 (50000),
-#        BENCH_RUNS_C50 (200000), BENCH_RUNS_MEM (1000000).
+#        BENCH_RUNS_C50 (50000), BENCH_RUNS_MEM (1000000),
+#        BENCH_SECTIONS (which sections, default "1 2 3 4 5"; 2 needs 1),
+#        BENCH_REPORT_DIR (where the client's reports go, default /dev/shm
+#        when it is writable: the program's own work, not the disk's; the
+#        fsync's wait on a disk shows in LOG_LEVEL=debug's summary line).
 # Needs: cargo, wrk, nginx, redis-server, jq, curl; /usr/bin/time (package `time`) for peak
 # RSS, else VmHWM is sampled from /proc every 50 ms.
 set -euo pipefail
@@ -29,8 +37,10 @@ cd "$ROOT"
 
 SECS=${BENCH_SECONDS:-8}
 RUNS_C1=${BENCH_RUNS_C1:-50000}
-RUNS_C50=${BENCH_RUNS_C50:-200000}
+RUNS_C50=${BENCH_RUNS_C50:-50000}
 RUNS_MEM=${BENCH_RUNS_MEM:-1000000}
+SECTIONS=" ${BENCH_SECTIONS:-1 2 3 4 5} "
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 BODY=3b6f1c2e-8a4d-4f6b-9c1e-7d2a5b8e0f13 # 36 bytes, every run
 ORIGINAL_BYTES=8000000                    # the original Go binary: 8 MB
 WRK=${WRK:-$(command -v wrk || echo /usr/bin/wrk)}
@@ -45,6 +55,13 @@ for tool in "$WRK" "$NGINX" "$REDIS" jq curl cargo; do
 done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/conntest-bench.XXXXXX")
+if [ -n "${BENCH_REPORT_DIR:-}" ]; then
+  REPORTS=$(mktemp -d "$BENCH_REPORT_DIR/conntest-bench.XXXXXX")
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  REPORTS=$(mktemp -d /dev/shm/conntest-bench.XXXXXX)
+else
+  REPORTS=$TMP
+fi
 PIDS=()
 
 # Stops one process we started: TERM, up to 5 s, then KILL.
@@ -64,7 +81,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     stop_pid "$pid"
   done
-  rm -rf "$TMP"
+  rm -rf "$TMP" "$REPORTS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -267,7 +284,7 @@ run_wrk() {
 # C_RPS (report's throughput_rps), C_P50_US, C_PROC_RPS (runs / process wall
 # time), C_PASSED, C_PEAK_KB, C_WALL_S.
 run_client() {
-  local id report="$TMP/report.json"
+  local id report="$REPORTS/report.json"
   id=$(create_group "$1" "$2" "$3")
   run_measured "$BIN" client -r "$1" -g "$id" -f "$report" -q
   if [ "$RC" -ne 0 ]; then
@@ -330,7 +347,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/conntest"
 }
 
 # ---------------------------------------------------------------- 1. client vs wrk
-
+if section 1; then
 start_server main
 MAIN_URL=$URL
 MAIN_PID=$SERVER_PID
@@ -349,12 +366,13 @@ for conc in 1 50; do
   WK_COUNT[$conc]=$W_COUNT
   row "wrk -t1 -c$conc" "$conc" "$W_COUNT" "$(fmt0 "$W_RPS")" "$(fmt1 "$W_P50_US")" "${W_ERRORS:-no errors}"
   echo "    server record after wrk: $W_CHECK"
-  echo "    ratio client/wrk at c$conc: req/s $(ratio "$C_RPS" "$W_RPS") (process $(ratio "$C_PROC_RPS" "$W_RPS")), p50 $(ratio "$C_P50_US" "$W_P50_US")  [target: req/s >= 1.00x, p50 <= 1.05x]"
+  echo "    ratio client/wrk at c$conc: req/s $(ratio "$C_RPS" "$W_RPS") (process $(ratio "$C_PROC_RPS" "$W_RPS")), p50 $(ratio "$C_P50_US" "$W_P50_US")  [target: req/s >= 1.00x, p50 <= 1.05x; process >= 0.80x at c50]"
 done
 echo
+fi
 
 # ---------------------------------------------------------------- 2. server vs nginx
-
+if section 2; then
 echo "## 2. conntest server vs nginx \`return 200;\`, both under wrk -t1 -c50"
 SRV1_RPS=${WK_RPS[50]}
 SRV1_P50=${WK_P50[50]}
@@ -382,48 +400,85 @@ row "nginx, worker_processes 2" 50 "$W_COUNT" "$(fmt0 "$W_RPS")" "$(fmt1 "$W_P50
 echo "    server record after wrk (--threads 2): $SRV2_CHECK"
 echo "    ratio conntest/nginx, 2 threads each: req/s $(ratio "$SRV2_RPS" "$W_RPS")  (wrk's own thread shares the 2 cores)"
 echo
+fi
 
 # ---------------------------------------------------------------- 3. memory
-
-echo "## 3. memory, $RUNS_MEM-run group at concurrency 50 (fixed 36-byte body)"
+if section 3; then
+echo "## 3. memory and post-run phases, $RUNS_MEM-run group at concurrency 50 (fixed 36-byte body), reports in $REPORTS"
 start_server memory
 MEM_URL=$URL
 MEM_PID=$SERVER_PID
 # Baseline: the client's fixed cost, from a small test.
 id=$(create_group "$MEM_URL" 1000 50)
-run_measured "$BIN" client -r "$MEM_URL" -g "$id" -q
+run_measured "$BIN" client -r "$MEM_URL" -g "$id" -q -f "$REPORTS/mem.json"
 BASE_KB=$PEAK_KB
 delete_group "$MEM_URL" "$id"
 sleep 0.2
+# post_run LOG: seconds from "the runs are done" to the report written, from
+# the client's LOG_LEVEL=debug lines (RFC 3339 times of one day).
+post_run() {
+  awk '/the runs are done|wrote the report in/ {
+      split(substr($1, 12, 18), t, ":"); s = t[1] * 3600 + t[2] * 60 + t[3]
+      if ($0 ~ /the runs are done/) a = s; else b = s
+    } END { if (a && b) printf "%.2f", b - a; else print "n/a" }' "$1"
+}
+phases() { sed -n 's/.*DEBUG //p' "$1" | grep -E '^(fetched|wrote|compared|synced)' | paste -sd ';' - | sed 's/;/; /g'; }
 SRV_BEFORE_KB=$(rss_kb "$MEM_PID" VmRSS)
 id=$(create_group "$MEM_URL" "$RUNS_MEM" 50)
-run_measured "$BIN" client -r "$MEM_URL" -g "$id" -q
+LOG_LEVEL=debug run_measured "$BIN" client -r "$MEM_URL" -g "$id" -q -f "$REPORTS/mem.json" 2>"$TMP/mem-full.log"
 MEM_RC=$RC
 MEM_PEAK_KB=$PEAK_KB
 MEM_WALL_S=$(awk -v t="$ELAPSED_NS" 'BEGIN { printf "%.1f", t / 1e9 }')
+FULL_POST_S=$(post_run "$TMP/mem-full.log")
+FULL_PHASES=$(phases "$TMP/mem-full.log")
+FULL_BYTES=$(stat -c %s "$REPORTS/mem.json")
+rm -f "$REPORTS/mem.json"
 SRV_AFTER_KB=$(rss_kb "$MEM_PID" VmRSS)
 SRV_HWM_KB=$(rss_kb "$MEM_PID" VmHWM)
 MEM_RECORDED=$(recorded_runs "$MEM_URL" "$id")
+# The server alone: the group's JSON streamed to curl, best of 3.
+STREAM_S=""
+for _ in 1 2 3; do
+  t=$(curl -fsS -o /dev/null -w '%{time_total} %{size_download}' "$MEM_URL/test-groups/$id")
+  STREAM_BYTES=${t#* }
+  STREAM_S=$(awk -v a="${t%% *}" -v b="$STREAM_S" 'BEGIN { print (b == "" || a < b) ? a : b }')
+done
+delete_group "$MEM_URL" "$id"
+id=$(create_group "$MEM_URL" "$RUNS_MEM" 50)
+LOG_LEVEL=debug run_measured "$BIN" client -r "$MEM_URL" -g "$id" -q --runs failed -f "$REPORTS/mem.json" 2>"$TMP/mem-failed.log"
+SMALL_POST_S=$(post_run "$TMP/mem-failed.log")
+SMALL_PHASES=$(phases "$TMP/mem-failed.log")
+SMALL_BYTES=$(stat -c %s "$REPORTS/mem.json")
+rm -f "$REPORTS/mem.json"
 delete_group "$MEM_URL" "$id"
 stop_pid "$MEM_PID"
 per_run() { awk -v kb="$1" -v n="$2" 'BEGIN { printf "%.1f", kb * 1024 / n }'; }
 echo "  client: exit $MEM_RC, ${MEM_WALL_S} s; peak RSS $((MEM_PEAK_KB / 1024)) MiB = $(per_run "$MEM_PEAK_KB" "$RUNS_MEM") B/run;" \
   "minus a 1000-run test's peak ($((BASE_KB / 1024)) MiB): $(per_run $((MEM_PEAK_KB - BASE_KB)) $((RUNS_MEM - 1000))) B/run" \
-  "(the body is the group's 36-byte data, the same every run, held once)  [target < 200 B/run]"
+  "(the body is the group's 36-byte data, the same every run, held once)  [target <= 200 B/run]"
+echo "  post-run (last run to report written: fetch, compare, report): ${FULL_POST_S} s  [target <= 1.5 s for 1000000 runs]"
+echo "    phases: $FULL_PHASES"
+echo "    with --runs failed: ${SMALL_POST_S} s; phases (nothing written during the fetch): $SMALL_PHASES"
+echo "  report size: full $FULL_BYTES bytes ($(awk -v b="$FULL_BYTES" -v n="$RUNS_MEM" 'BEGIN { printf "%.0f", b / n }') B/run);" \
+  "--runs failed (a passing test) $SMALL_BYTES bytes"
+echo "  server streams the group's JSON ($STREAM_BYTES bytes) to curl in $STREAM_S s" \
+  "($(awk -v b="$STREAM_BYTES" -v t="$STREAM_S" 'BEGIN { printf "%.0f", b / t / 1e6 }') MB/s); the client's fetch (server and client at once) is in the phases above"
 echo "  server: recorded $MEM_RECORDED runs; VmRSS $((SRV_BEFORE_KB / 1024)) -> $((SRV_AFTER_KB / 1024)) MiB" \
   "(peak $((SRV_HWM_KB / 1024)) MiB while streaming the group to the client):" \
   "growth $(per_run $((SRV_AFTER_KB - SRV_BEFORE_KB)) "$MEM_RECORDED") B/run; the data itself is one shared" \
   "36-byte body (consecutive equal bodies share one allocation), ~0 B/run, so all of it is overhead  [target < 200 B/run]"
 echo
+fi
 
 # ---------------------------------------------------------------- 4. size
-
+if section 4; then
 SIZE=$(stat -c %s "$BIN")
 echo "## 4. release binary: $SIZE bytes ($(awk -v s="$SIZE" 'BEGIN { printf "%.2f", s / 1e6 }') MB) vs the original's 8 MB: $(ratio "$SIZE" "$ORIGINAL_BYTES")"
 echo
+fi
 
 # ---------------------------------------------------------------- 5. scale-out
-
+if section 5; then
 echo "## 5. scale-out: the memory store vs --store redis:// (Redis on loopback), concurrency 50, $RUNS_C50 runs"
 start_redis
 echo "  $("$REDIS" --version | cut -d' ' -f1-3), $STORE"
@@ -460,4 +515,6 @@ stop_pid "$REDIS_PID"
 echo "    ratio redis/memory, 1 server: client $(ratio "$REDIS_C_RPS" "$MEMORY_C_RPS"), wrk $(ratio "$REDIS_W_RPS" "$MEMORY_W_RPS")  [target >= 0.50x]"
 echo "    ratio 3 servers behind nginx/1 server, redis: client $(ratio "$S_C_RPS" "$REDIS_C_RPS"), wrk $(ratio "$S_W_RPS" "$REDIS_W_RPS")  ($(nproc) cores shared by the servers, Redis, nginx and the load)"
 echo
+fi
+
 echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"

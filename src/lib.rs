@@ -45,6 +45,7 @@ pub mod client;
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod plot;
 pub mod problem;

@@ -7,6 +7,7 @@
 //! present. Durations are integer nanoseconds; timestamps RFC 3339.
 
 use crate::http::url::Url;
+use crate::json::JsonOut;
 use crate::time::{parse_rfc3339, rfc3339};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -271,10 +272,16 @@ impl RecordedRun {
         };
         let server_start = time("server_start", &json.server_start)?;
         let server_end = time("server_end", &json.server_end)?;
-        let bytes = data_bytes(Some(&json.data), json.data_base64.as_deref())?;
         let data = match previous {
-            Some(p) if **p == *bytes => Arc::clone(p),
-            _ => Arc::from(bytes),
+            // The common case, a text body like the one before: no copy.
+            Some(p) if json.data_base64.is_none() && **p == *json.data.as_bytes() => Arc::clone(p),
+            _ => {
+                let bytes = data_bytes(Some(&json.data), json.data_base64.as_deref())?;
+                match previous {
+                    Some(p) if **p == *bytes => Arc::clone(p),
+                    _ => Arc::from(bytes),
+                }
+            }
         };
         let upstream = match (
             json.upstream_response_code,
@@ -302,6 +309,119 @@ impl RecordedRun {
     }
 }
 
+/// Reads the server's runs in the layout [`write_run`] writes, fast: no
+/// serde, timestamps that share their second's text with the one before
+/// parsed from their nine digits. Anything else is left to serde.
+#[derive(Default)]
+pub struct QuickRuns {
+    /// The last second read: its `YYYY-MM-DDTHH:MM:SS` text and value.
+    second: Option<([u8; 19], i64)>,
+}
+
+impl QuickRuns {
+    /// The run at the start of `text` and its length, if it is a run in
+    /// [`write_run`]'s layout with no upstream and nothing escaped; what
+    /// [`RecordedRun::from_json`] would make of it.
+    pub fn run(
+        &mut self,
+        text: &[u8],
+        previous: Option<&Arc<[u8]>>,
+    ) -> Option<(RecordedRun, usize)> {
+        let mut c = Cursor { b: text, i: 0 };
+        c.lit(b"{\"run_id\":")?;
+        let run_id = Uuid::try_parse_ascii(c.plain()?).ok()?;
+        c.lit(b",\"run_count\":")?;
+        let run_count = c.uint()?;
+        c.lit(b",\"time\":")?;
+        c.plain()?;
+        c.lit(b",\"data\":")?;
+        let data = c.plain()?;
+        c.lit(b",\"server_start\":")?;
+        let server_start = self.time(c.plain()?)?;
+        c.lit(b",\"server_end\":")?;
+        let server_end = self.time(c.plain()?)?;
+        c.lit(b",\"server_duration_ns\":")?;
+        c.uint()?;
+        c.lit(b"}")?;
+        let data = match previous {
+            Some(p) if **p == *data => Arc::clone(p),
+            _ => Arc::from(data),
+        };
+        let run = RecordedRun {
+            run_id,
+            run_count,
+            server_start,
+            server_end,
+            data,
+            upstream: None,
+        };
+        Some((run, c.i))
+    }
+
+    /// A timestamp's nanoseconds, as [`parse_rfc3339`] reads it.
+    fn time(&mut self, text: &[u8]) -> Option<i64> {
+        let nine = |t: &[u8]| -> Option<i64> {
+            let (digits, z) = (t.get(20..29)?, t.get(29..)?);
+            if t.len() != 30 || t[19] != b'.' || z != b"Z" || !digits.iter().all(u8::is_ascii_digit)
+            {
+                return None;
+            }
+            Some(digits.iter().fold(0, |n, d| n * 10 + (d - b'0') as i64))
+        };
+        if let (Some((second, base)), Some(frac)) = (self.second, nine(text)) {
+            if text[..19] == second {
+                return base.checked_add(frac);
+            }
+        }
+        let ns = i64::try_from(parse_rfc3339(std::str::from_utf8(text).ok()?)?).ok()?;
+        if let Some(frac) = nine(text) {
+            let mut second = [0u8; 19];
+            second.copy_from_slice(&text[..19]);
+            self.second = Some((second, ns - frac));
+        }
+        Some(ns)
+    }
+}
+
+/// A position in a run's JSON text.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        (self.b.get(self.i..self.i + s.len())? == s).then(|| self.i += s.len())
+    }
+
+    /// A JSON number that is a u64, without leading zeros.
+    fn uint(&mut self) -> Option<u64> {
+        let digits = self.b[self.i..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.b[self.i..self.i + digits];
+        if digits == 0 || digits > 19 || (digits > 1 && text[0] == b'0') {
+            return None;
+        }
+        self.i += digits;
+        Some(text.iter().fold(0, |n, d| n * 10 + (d - b'0') as u64))
+    }
+
+    /// A string with nothing escaped, valid UTF-8: its bytes.
+    fn plain(&mut self) -> Option<&'a [u8]> {
+        self.lit(b"\"")?;
+        let len = self.b[self.i..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let text = &self.b[self.i..self.i + len];
+        self.i += len;
+        self.lit(b"\"")?;
+        std::str::from_utf8(text).ok()?;
+        Some(text)
+    }
+}
+
 /// A run as JSON.
 pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
     let data = data_fields(&run.data);
@@ -322,6 +442,47 @@ pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
         upstream_dns_ns: upstream.and_then(|u| u.dns_ns),
         error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
     }
+}
+
+/// A run's body as its JSON fields: `,"data":...` and, when not UTF-8,
+/// `,"data_base64":...`.
+pub fn write_data(out: &mut JsonOut, bytes: &[u8]) {
+    let fields = data_fields(bytes);
+    out.key("data");
+    out.str(&fields.data);
+    if let Some(b64) = &fields.data_base64 {
+        out.key("data_base64");
+        out.str(b64);
+    }
+}
+
+/// A run as JSON, the bytes serde_json writes for [`run_json`], faster.
+pub fn write_run(out: &mut JsonOut, run: &RecordedRun) {
+    out.raw(b"{\"run_id\":");
+    out.uuid(&run.run_id);
+    out.key("run_count");
+    out.uint(run.run_count);
+    out.key("time");
+    out.time(run.server_start as i128);
+    write_data(out, &run.data);
+    out.key("server_start");
+    out.time(run.server_start as i128);
+    out.key("server_end");
+    out.time(run.server_end as i128);
+    out.key("server_duration_ns");
+    out.uint(run.server_duration_ns());
+    if let Some(up) = run.upstream.as_deref() {
+        out.opt_uint("upstream_response_code", Some(up.code as u64));
+        out.opt_uint("upstream_response_time_ns", Some(up.time_ns));
+        out.opt_uint("upstream_dns_ns", up.dns_ns);
+        out.opt_uint("upstream_connect_ns", up.connect_ns);
+        out.opt_uint("upstream_tls_ns", up.tls_ns);
+        if let Some(error) = &up.error {
+            out.key("error");
+            out.str(error);
+        }
+    }
+    out.raw(b"}");
 }
 
 /// A group's runs read from JSON one at a time into compact records, so a
@@ -398,6 +559,77 @@ mod tests {
                 e.contains("run 7: server_start") && e.contains("outside"),
                 "{far}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn quick_runs_read_what_serde_reads() {
+        let body: Arc<[u8]> = Arc::from(&b"3b6f1c2e-8a4d-4f6b-9c1e-7d2a5b8e0f13"[..]);
+        let mut runs = Vec::new();
+        for (i, start) in [
+            0i64,
+            999_999_999,
+            1_000_000_000,
+            -1,
+            1_795_963_805_190_836_322,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            runs.push(RecordedRun {
+                run_id: Uuid::from_u64_pair(i as u64, 77),
+                run_count: [0, 1, 10, u64::MAX / 2, 123_456][i],
+                server_start: start,
+                server_end: start.saturating_add(3_517),
+                data: if i == 3 {
+                    Arc::from(&b""[..])
+                } else {
+                    Arc::clone(&body)
+                },
+                upstream: None,
+            });
+        }
+        let mut text = JsonOut::default();
+        for run in &runs {
+            write_run(&mut text, run);
+        }
+        let mut quick = QuickRuns::default();
+        let (mut at, mut previous) = (0, None::<Arc<[u8]>>);
+        for run in &runs {
+            let (read, len) = quick.run(&text.buf[at..], previous.as_ref()).unwrap();
+            let json: ServerRunJson<'_> = serde_json::from_slice(&text.buf[at..at + len]).unwrap();
+            let serde = RecordedRun::from_json(json, previous.as_ref()).unwrap();
+            assert_eq!(format!("{read:?}"), format!("{serde:?}"));
+            assert_eq!(format!("{read:?}"), format!("{run:?}"));
+            if let Some(p) = &previous {
+                assert_eq!(Arc::ptr_eq(p, &read.data), Arc::ptr_eq(p, &serde.data));
+            }
+            previous = Some(read.data);
+            at += len;
+        }
+        // Anything else is left to serde.
+        for other in [
+            r#"{"run_id":"x","run_count":1}"#,
+            r#"{ "run_id":"6f1c2b1e-0f6e-4a51-9c7e-2b1d3f4a5b6c"}"#,
+            r#"{"run_id":"6f1c2b1e-0f6e-4a51-9c7e-2b1d3f4a5b6c","run_count":01,"#,
+        ] {
+            assert!(quick.run(other.as_bytes(), None).is_none(), "{other}");
+        }
+        let mut upstream = runs[1].clone();
+        upstream.upstream = Some(Box::new(UpstreamOutcome {
+            code: 200,
+            time_ns: 1,
+            dns_ns: None,
+            connect_ns: None,
+            tls_ns: None,
+            error: None,
+        }));
+        let mut escaped = runs[1].clone();
+        escaped.data = Arc::from(&b"a\"b"[..]);
+        for run in [upstream, escaped] {
+            let mut text = JsonOut::default();
+            write_run(&mut text, &run);
+            assert!(quick.run(&text.buf, None).is_none());
         }
     }
 

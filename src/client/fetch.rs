@@ -181,14 +181,27 @@ impl Endpoint {
         route: &str,
         timeout: Duration,
     ) -> Result<Result<T, (u16, String)>, String> {
+        self.get_with(route, timeout, |body| {
+            let reader = std::io::BufReader::with_capacity(64 * 1024, body);
+            serde_json::from_reader(reader).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Sends a GET and hands its body, as it streams in, to `read`. A
+    /// non-200 answer is returned as its status and error message.
+    pub fn get_with<T>(
+        &self,
+        route: &str,
+        timeout: Duration,
+        read: impl FnOnce(&mut dyn Read) -> Result<T, String>,
+    ) -> Result<Result<T, (u16, String)>, String> {
         let mut exchange = self.open(Method::Get, route, b"", timeout)?;
         let status = exchange.status()?;
         if status != 200 {
             let rest = exchange.rest()?;
             return Ok(Err((status, error_message(&rest))));
         }
-        let reader = std::io::BufReader::with_capacity(64 * 1024, &mut exchange);
-        serde_json::from_reader(reader).map(Ok).map_err(|e| {
+        read(&mut exchange).map(Ok).map_err(|e| {
             format!(
                 "the answer to GET {} is not valid: {e}",
                 self.url.join(route)

@@ -9,10 +9,11 @@ pub mod shard;
 pub mod verify;
 
 use crate::http::Method;
+use crate::json::{stream_array_member, Elements};
 use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput, RunsFilter};
 use crate::run::{BodyPlan, DriverOutcome};
-use crate::wire::{GroupHeader, RecordedRun, RecordedRuns};
+use crate::wire::{GroupHeader, QuickRuns, RecordedRun, RecordedRuns, ServerRunJson};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -82,12 +83,47 @@ pub struct GroupJson {
 /// Fetches a group, parsing it as it streams in; a setup error in words if
 /// that fails.
 pub fn fetch_group(endpoint: &Endpoint, id: &str, timeout: Duration) -> Result<GroupJson, String> {
-    match endpoint.get_json::<GroupJson>(&format!("/test-groups/{id}"), timeout)? {
+    match endpoint.get_with(&format!("/test-groups/{id}"), timeout, read_group)? {
         Ok(group) => Ok(group),
         Err((404, _)) => Err(format!("no test group '{id}' on {}", endpoint.url)),
         Err((status, message)) => Err(format!(
             "fetching group {id}: server answered {status}: {message}"
         )),
+    }
+}
+
+/// A group's JSON as it streams in: each run is read from its own text
+/// (serde borrowing its strings, or [`QuickRuns`]) into a compact record as
+/// it arrives.
+fn read_group(body: &mut dyn std::io::Read) -> Result<GroupJson, String> {
+    let mut runs = GroupRuns::default();
+    let rest = stream_array_member(body, "test_runs", &mut runs)?;
+    let mut group: GroupJson = serde_json::from_slice(&rest).map_err(|e| e.to_string())?;
+    if !runs.runs.is_empty() {
+        group.test_runs = RecordedRuns(runs.runs);
+    }
+    Ok(group)
+}
+
+#[derive(Default)]
+struct GroupRuns {
+    runs: Vec<RecordedRun>,
+    quick: QuickRuns,
+}
+
+impl Elements for GroupRuns {
+    fn quick(&mut self, text: &[u8]) -> Option<usize> {
+        let (run, len) = self.quick.run(text, self.runs.last().map(|r| &r.data))?;
+        self.runs.push(run);
+        Some(len)
+    }
+
+    fn element(&mut self, text: &[u8]) -> Result<(), String> {
+        let json: ServerRunJson<'_> = serde_json::from_slice(text)
+            .map_err(|e| format!("test run {}: {e}", self.runs.len() + 1))?;
+        let run = RecordedRun::from_json(json, self.runs.last().map(|r| &r.data))?;
+        self.runs.push(run);
+        Ok(())
     }
 }
 
@@ -243,19 +279,42 @@ pub fn run(
     .into_iter()
     .map(Duration::from_nanos)
     .fold(options.timeout, Duration::max);
-    if !outcome.interrupted {
-        wait_until_recorded(endpoint, &options.group, phase + longest, stop);
-    }
-    let uploaded = options
-        .shard
-        .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
-        .transpose();
-    let fetched = fetch_record(
-        endpoint,
-        &options.group,
-        options.timeout.max(Duration::from_secs(10)),
-        stop,
-    );
+    // The report's client runs are written meanwhile, on a thread of their
+    // own: they do not depend on the server's record (with every run listed).
+    let remote = endpoint.url.to_string();
+    let ahead = ReportInput {
+        header: &header,
+        remote_addr: &remote,
+        outcome: &outcome,
+        body: &body,
+        server_runs: None,
+        verdicts: &[],
+    };
+    let (report, uploaded, fetched) = std::thread::scope(|scope| {
+        let report = report.map(|mut report| {
+            scope.spawn(move || {
+                report.write_ahead(&ahead);
+                report
+            })
+        });
+        if !outcome.interrupted {
+            wait_until_recorded(endpoint, &options.group, phase + longest, stop);
+        }
+        let uploaded = options
+            .shard
+            .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+            .transpose();
+        let fetched = fetch_record(
+            endpoint,
+            &options.group,
+            options.timeout.max(Duration::from_secs(10)),
+            stop,
+        );
+        let report = report.map(|writer| writer.join()).transpose();
+        (report, uploaded, fetched)
+    });
+    let report =
+        report.map_err(|_| RunError::Internal("writing the report's client runs failed".into()))?;
     let (server_runs, fetch_error) = match fetched {
         Ok(runs) => (Some(runs.0), None),
         Err(e) => (None, Some(e)),
@@ -448,6 +507,67 @@ fn fetch_record(
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Err("the fetch ended unanswered".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed reader takes what serde takes: runs in the server's own
+    /// layout, runs with upstream fields, escapes, spacing and keys in
+    /// another order, and the array anywhere in the object.
+    #[test]
+    fn read_group_reads_what_serde_reads() {
+        let id = "6f1c2b1e-0f6e-4a51-9c7e-2b1d3f4a5b6c";
+        let quick = |n: u64| {
+            format!(
+                r#"{{"run_id":"{id}","run_count":{n},"time":"2026-11-25T08:00:00.000000001Z","data":"same","server_start":"2026-11-25T08:00:00.00000000{n}Z","server_end":"2026-11-25T08:00:01.000000000Z","server_duration_ns":1}}"#
+            )
+        };
+        let runs = [
+            quick(1),
+            quick(2),
+            format!(
+                r#" {{ "run_count": 3, "run_id": "{id}", "time": "x", "data": "a\"b\n",
+                    "server_start": "2026-11-25T09:00:00+01:00", "server_end": "2026-11-25T08:00:00.5Z",
+                    "server_duration_ns": 0, "upstream_response_code": 502, "error": "bad \"gateway\"" }} "#
+            ),
+            quick(4),
+            format!(
+                r#"{{"run_id":"{id}","run_count":5,"time":"t","data":"\u00ff","data_base64":"/w==","server_start":"2026-11-25T08:00:00Z","server_end":"2026-11-25T08:00:00Z","server_duration_ns":0}}"#
+            ),
+            quick(6),
+        ]
+        .join(",");
+        let header = format!(
+            r#""run_group_id":"{id}","created_at":"2026-11-25T07:00:00Z","description":"d \"q\"","run_count":6,"concurrency":1,"client_delay_ns":0,"server_delay_ns":0"#
+        );
+        for json in [
+            format!("{{{header},\"test_runs\":[{runs}]}}\n"),
+            format!("{{ \"test_runs\" : [{runs}] ,{header}}}"),
+        ] {
+            let read = read_group(&mut json.as_bytes()).unwrap();
+            let serde: GroupJson = serde_json::from_str(&json).unwrap();
+            assert_eq!(read.test_runs.0.len(), 6);
+            assert_eq!(
+                format!("{:?} {:?}", read.header, read.test_runs.0),
+                format!("{:?} {:?}", serde.header, serde.test_runs.0)
+            );
+        }
+        let empty = format!("{{{header},\"test_runs\":[]}}");
+        assert!(read_group(&mut empty.as_bytes())
+            .unwrap()
+            .test_runs
+            .0
+            .is_empty());
+        let cut = format!("{{{header},\"test_runs\":[{}", quick(1));
+        assert!(read_group(&mut cut.as_bytes()).is_err());
+        let bad = format!("{{{header},\"test_runs\":[{},{{\"run_id\":1}}]}}", quick(1));
+        match read_group(&mut bad.as_bytes()) {
+            Err(e) => assert!(e.starts_with("test run 2:"), "{e}"),
+            Ok(_) => panic!("a run that is not one is an error"),
         }
     }
 }

@@ -12,19 +12,17 @@
 pub mod shards;
 pub mod summary;
 
-use crate::event::clock::WallAnchor;
+use crate::json::JsonOut;
 use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
 use crate::time::Rfc3339;
-use crate::wire::{data_fields, run_json, GroupHeader, RecordedRun};
-use serde::Serialize;
+use crate::wire::{data_fields, write_data, write_run, GroupHeader, RecordedRun};
 use shards::ClientRunFields;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use summary::Summary;
-use uuid::Uuid;
 
 /// Everything a report is made of.
 pub struct ReportInput<'a> {
@@ -82,32 +80,6 @@ impl RunsFilter {
     }
 }
 
-#[derive(Serialize)]
-struct ClientRunJson<'a> {
-    run_group_id: Uuid,
-    remote_addr: &'a str,
-    #[serde(flatten)]
-    run: ClientRunFields<'a>,
-}
-
-#[derive(Serialize)]
-struct ResultJson {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_id: Option<Uuid>,
-    run_group_id: Uuid,
-    run_count: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_time: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_time: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_duration_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_duration_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
 /// The client's duration of a run that was sent and answered.
 pub fn client_duration(run: &ClientRun) -> Option<u64> {
     (run.start != 0 && run.end >= run.start && run.status != 0).then(|| run.end - run.start)
@@ -125,11 +97,11 @@ pub fn client_run_fields<'a>(
     let fields = data_fields(body.bytes(index, run, uuid));
     ClientRunFields {
         run_count: outcome.count(index),
-        time: wall(anchor, outcome.due(index)),
+        time: Rfc3339(anchor.wall(outcome.due(index))),
         data: fields.data,
         data_base64: fields.data_base64,
-        client_start: (run.start != 0).then(|| wall(anchor, run.start)),
-        client_end: (run.end != 0).then(|| wall(anchor, run.end)),
+        client_start: (run.start != 0).then(|| Rfc3339(anchor.wall(run.start))),
+        client_end: (run.end != 0).then(|| Rfc3339(anchor.wall(run.end))),
         client_duration_ns: client_duration(run),
         connect_ns: run.connect_ns.map(NonZeroU64::get),
         tls_handshake_ns: run.tls_ns.map(NonZeroU64::get),
@@ -163,10 +135,6 @@ fn problems_text(verdict: &RunVerdict) -> Option<String> {
     Some(parts.join("; "))
 }
 
-fn wall(anchor: &WallAnchor, mono: u64) -> Rfc3339 {
-    Rfc3339(anchor.wall(mono))
-}
-
 /// Where `-f` writes, opened before the first run is sent so that a path
 /// that cannot be written fails the test before it starts.
 pub struct ReportFile {
@@ -176,6 +144,9 @@ pub struct ReportFile {
     /// complete; removed if the report is never completed.
     rename: Option<(PathBuf, PathBuf)>,
     runs: RunsFilter,
+    /// `client_run_group` is written already ([`ReportFile::write_ahead`]),
+    /// or could not be.
+    ahead: Option<io::Result<()>>,
 }
 
 impl ReportFile {
@@ -189,6 +160,7 @@ impl ReportFile {
                 file: None,
                 rename: None,
                 runs: RunsFilter::All,
+                ahead: None,
             });
         }
         let target = resolve(path)?;
@@ -210,6 +182,7 @@ impl ReportFile {
                 file: Some(file),
                 rename: None,
                 runs: RunsFilter::All,
+                ahead: None,
             });
         }
         let dir = target
@@ -233,6 +206,7 @@ impl ReportFile {
             file: Some(file),
             rename: Some((tmp, target)),
             runs: RunsFilter::All,
+            ahead: None,
         })
     }
 
@@ -242,33 +216,49 @@ impl ReportFile {
         self
     }
 
-    /// Writes the report; a regular file is synced and renamed into place.
-    /// A stop signal that arrives before the report's end marks it (and
-    /// `summary`) interrupted.
+    /// Writes the report's `client_run_group` before the rest is known, so
+    /// that it is written while the server's record is fetched: only when
+    /// every run is listed (`--runs failed` lists the runs the comparison
+    /// finds failed). `input`'s server record and verdicts are not read.
+    pub fn write_ahead(&mut self, input: &ReportInput<'_>) {
+        if self.runs == RunsFilter::All && self.ahead.is_none() {
+            let phase = std::time::Instant::now();
+            let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
+            let written = match &self.file {
+                None => write_client_group(&mut json, &mut io::stdout().lock(), input, self.runs),
+                Some(file) => write_client_group(&mut json, &mut &*file, input, self.runs),
+            };
+            self.ahead = Some(written);
+            crate::debug!("wrote the report's client runs in {:?}", phase.elapsed());
+        }
+    }
+
+    /// Writes the report (the rest of it, after [`ReportFile::write_ahead`]);
+    /// a regular file is synced and renamed into place. A stop signal that
+    /// arrives before the report's end marks it (and `summary`) interrupted.
     pub fn write(
         mut self,
         input: &ReportInput<'_>,
         summary: &mut Summary,
         stop: &AtomicBool,
     ) -> io::Result<()> {
+        let ahead = self.ahead.take();
+        let ahead = match ahead {
+            Some(written) => {
+                written?;
+                true
+            }
+            None => false,
+        };
+        let runs = self.runs;
         match &self.file {
-            None => write_json(
-                &mut BufWriter::with_capacity(1 << 20, io::stdout().lock()),
-                input,
-                summary,
-                self.runs,
-                stop,
-            )?,
-            Some(file) => write_json(
-                &mut BufWriter::with_capacity(1 << 20, file),
-                input,
-                summary,
-                self.runs,
-                stop,
-            )?,
+            None => write_json(&mut io::stdout().lock(), input, summary, runs, stop, ahead)?,
+            Some(file) => write_json(&mut &*file, input, summary, runs, stop, ahead)?,
         }
         if let (Some(file), Some((tmp, target))) = (&self.file, &self.rename) {
+            let phase = std::time::Instant::now();
             file.sync_all()?;
+            crate::debug!("synced the report to its disk in {:?}", phase.elapsed());
             std::fs::rename(tmp, target)?;
             self.rename = None;
             crate::signals::set_temporary(None);
@@ -306,48 +296,152 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::other("too many levels of symbolic links"))
 }
 
-fn write_json(
+/// Bytes gathered before they go to the file.
+const CHUNK: usize = 1 << 20;
+
+/// Writes the gathered bytes once there are enough of them.
+fn spill(json: &mut JsonOut, out: &mut impl Write) -> io::Result<()> {
+    if json.buf.len() >= CHUNK {
+        out.write_all(&json.buf)?;
+        json.buf.clear();
+    }
+    Ok(())
+}
+
+/// The run at `index` as the report's `client_run_group` shows it, after
+/// `prefix` (`{"run_group_id":...,"remote_addr":...,"run_count":`): the
+/// bytes serde_json writes for [`client_run_fields`].
+fn write_client_run(json: &mut JsonOut, prefix: &[u8], input: &ReportInput<'_>, i: usize) {
+    let outcome = input.outcome;
+    let run = &outcome.runs[i];
+    let anchor = &outcome.anchor;
+    json.raw(prefix);
+    json.uint(outcome.count(i));
+    json.key("time");
+    json.time(anchor.wall(outcome.due(i)));
+    let mut uuid = [0u8; 36];
+    write_data(json, input.body.bytes(i, run, &mut uuid));
+    if run.start != 0 {
+        json.key("client_start");
+        json.time(anchor.wall(run.start));
+    }
+    if run.end != 0 {
+        json.key("client_end");
+        json.time(anchor.wall(run.end));
+    }
+    json.opt_uint("client_duration_ns", client_duration(run));
+    json.opt_uint("connect_ns", run.connect_ns.map(NonZeroU64::get));
+    json.opt_uint("tls_handshake_ns", run.tls_ns.map(NonZeroU64::get));
+    json.opt_uint("status", (run.status != 0).then_some(run.status as u64));
+    if let Some(f) = &run.failure {
+        json.key("error");
+        json.str(&format!("{}: {}", f.problem.name(), f.detail));
+    }
+    json.raw(b"}");
+}
+
+/// The result of verdict `i`: the bytes serde_json writes for its
+/// `ResultJson`.
+fn write_result(json: &mut JsonOut, input: &ReportInput<'_>, i: usize, verdict: &RunVerdict) {
+    // The first verdicts are the runs sent, in order; then counts
+    // never sent (missing, merged shards) and records never sent.
+    let client = input.outcome.runs.get(i);
+    let server = verdict
+        .server_index
+        .and_then(|s| input.server_runs.and_then(|runs| runs.get(s as usize)));
+    json.raw(b"{");
+    if let Some(s) = server {
+        json.raw(b"\"run_id\":");
+        json.uuid(&s.run_id);
+        json.raw(b",");
+    }
+    json.raw(b"\"run_group_id\":");
+    json.uuid(&input.header.run_group_id);
+    json.key("run_count");
+    json.uint(verdict.run_count);
+    if client.is_some() {
+        json.key("client_time");
+        json.time(input.outcome.anchor.wall(input.outcome.due(i)));
+    }
+    if let Some(s) = server {
+        json.key("server_time");
+        json.time(s.server_start as i128);
+    }
+    json.opt_uint("client_duration_ns", client.and_then(client_duration));
+    json.opt_uint(
+        "server_duration_ns",
+        server.map(RecordedRun::server_duration_ns),
+    );
+    if let Some(text) = problems_text(verdict) {
+        json.key("error");
+        json.str(&text);
+    }
+    json.raw(b"}");
+}
+
+/// The report's start: `{"client_run_group":...` up to its runs' end.
+fn write_client_group(
+    json: &mut JsonOut,
     out: &mut impl Write,
     input: &ReportInput<'_>,
-    summary: &mut Summary,
     filter: RunsFilter,
-    stop: &AtomicBool,
 ) -> io::Result<()> {
     let header = input.header;
-    let anchor = &input.outcome.anchor;
-    let group_id = header.run_group_id;
 
     // client_run_group: the group's header, the remote, then every run.
     let mut client_header = serde_json::to_value(header)?;
     client_header["remote_addr"] = input.remote_addr.into();
     let text = serde_json::to_string(&client_header)?;
-    out.write_all(b"{\"client_run_group\":")?;
-    out.write_all(&text.as_bytes()[..text.len() - 1])?;
-    out.write_all(b",\"test_runs\":[")?;
-    let mut uuid_text = [0u8; 36];
+    json.raw(b"{\"client_run_group\":");
+    json.raw(&text.as_bytes()[..text.len() - 1]);
+    json.raw(b",\"test_runs\":[");
+    let mut prefix = JsonOut::default();
+    prefix.raw(b"{\"run_group_id\":");
+    prefix.uuid(&header.run_group_id);
+    prefix.key("remote_addr");
+    prefix.str(input.remote_addr);
+    prefix.key("run_count");
     let mut first = true;
     for i in 0..input.outcome.runs.len() {
         if !filter.keeps(input.verdicts.get(i)) {
             continue;
         }
         if !std::mem::take(&mut first) {
-            out.write_all(b",")?;
+            json.raw(b",");
         }
-        let json = ClientRunJson {
-            run_group_id: group_id,
-            remote_addr: input.remote_addr,
-            run: client_run_fields(input.outcome, i, input.body, &mut uuid_text),
-        };
-        serde_json::to_writer(&mut *out, &json)?;
+        write_client_run(json, &prefix.buf, input, i);
+        spill(json, out)?;
     }
-    out.write_all(b"]},\"server_run_group\":")?;
+    json.raw(b"]}");
+    out.write_all(&json.buf)?;
+    json.buf.clear();
+    Ok(())
+}
+
+/// The report, or its rest when `client_run_group` is written already
+/// (`ahead`).
+fn write_json(
+    out: &mut impl Write,
+    input: &ReportInput<'_>,
+    summary: &mut Summary,
+    filter: RunsFilter,
+    stop: &AtomicBool,
+    ahead: bool,
+) -> io::Result<()> {
+    let header = input.header;
+    let mut json = JsonOut::with_capacity(CHUNK + (64 << 10));
+    let json = &mut json;
+    if !ahead {
+        write_client_group(json, out, input, filter)?;
+    }
+    json.raw(b",\"server_run_group\":");
 
     // server_run_group: as the server showed it.
     match input.server_runs {
         Some(runs) => {
             let text = serde_json::to_string(header)?;
-            out.write_all(&text.as_bytes()[..text.len() - 1])?;
-            out.write_all(b",\"test_runs\":[")?;
+            json.raw(&text.as_bytes()[..text.len() - 1]);
+            json.raw(b",\"test_runs\":[");
             let kept = filter.server_records(input.verdicts);
             let indices: Box<dyn Iterator<Item = usize>> = match &kept {
                 None => Box::new(0..runs.len()),
@@ -355,43 +449,30 @@ fn write_json(
             };
             for (n, run) in indices.filter_map(|i| runs.get(i)).enumerate() {
                 if n > 0 {
-                    out.write_all(b",")?;
+                    json.raw(b",");
                 }
-                serde_json::to_writer(&mut *out, &run_json(run))?;
+                write_run(json, run);
+                spill(json, out)?;
             }
-            out.write_all(b"]}")?;
+            json.raw(b"]}");
         }
-        None => out.write_all(b"null")?,
+        None => json.raw(b"null"),
     }
 
     // results: one per verdict.
-    out.write_all(b",\"results\":[")?;
+    json.raw(b",\"results\":[");
     let mut first = true;
     for (i, verdict) in input.verdicts.iter().enumerate() {
         if !filter.keeps(Some(verdict)) {
             continue;
         }
         if !std::mem::take(&mut first) {
-            out.write_all(b",")?;
+            json.raw(b",");
         }
-        // The first verdicts are the runs sent, in order; then counts
-        // never sent (missing, merged shards) and records never sent.
-        let client = input.outcome.runs.get(i);
-        let server = verdict
-            .server_index
-            .and_then(|s| input.server_runs.and_then(|runs| runs.get(s as usize)));
-        let json = ResultJson {
-            run_id: server.map(|s| s.run_id),
-            run_group_id: group_id,
-            run_count: verdict.run_count,
-            client_time: client.map(|_| wall(anchor, input.outcome.due(i))),
-            server_time: server.map(|s| Rfc3339(s.server_start as i128)),
-            client_duration_ns: client.and_then(client_duration),
-            server_duration_ns: server.map(RecordedRun::server_duration_ns),
-            error: problems_text(verdict),
-        };
-        serde_json::to_writer(&mut *out, &json)?;
+        write_result(json, input, i, verdict);
+        spill(json, out)?;
     }
+    out.write_all(&json.buf)?;
     if stop.load(Ordering::Relaxed) {
         summary.interrupt();
     }

@@ -598,6 +598,7 @@ mod tests {
             &mut summary,
             super::super::RunsFilter::Failed,
             &stop,
+            false,
         )
         .unwrap();
         let report: serde_json::Value = serde_json::from_slice(&out).unwrap();

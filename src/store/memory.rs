@@ -10,7 +10,8 @@ use super::{
     Backend, GroupStatus, Inbox, Listed, Op, Page, Reply, Run, RunList, ShardPage, ShardStatus,
     StoreError, StoreLimits, Ticket,
 };
-use crate::wire::{run_json, GroupConfig, GroupHeader};
+use crate::json::JsonOut;
+use crate::wire::{write_run, GroupConfig, GroupHeader};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -262,13 +263,15 @@ fn read(g: &Group, list: RunList, from: u64, max: usize) -> Result<Reply, StoreE
     let mut page = Page::default();
     match list {
         RunList::Server => {
+            let mut json = JsonOut::on(std::mem::take(&mut page.json));
             for run in g.runs.iter().skip(from).take(max) {
                 if page.items > 0 {
-                    page.json.push(b',');
+                    json.raw(b",");
                 }
-                let _ = serde_json::to_writer(&mut page.json, &run_json(run));
+                write_run(&mut json, run);
                 page.items += 1;
             }
+            page.json = json.buf;
             page.end = from.saturating_add(max) >= g.runs.len();
         }
         RunList::Shard(i) => {
