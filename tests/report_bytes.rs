@@ -91,6 +91,7 @@ fn outcome() -> DriverOutcome {
         anchor: WallAnchor::fixed(MONO0, WALL0 as i128),
         interrupted: false,
         connections_opened: 13,
+        tls: None,
         numbering: Numbering::ALL,
     }
 }
