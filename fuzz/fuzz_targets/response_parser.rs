@@ -71,7 +71,7 @@ impl Run {
         for (i, &head) in heads.iter().enumerate() {
             let method = if head { Method::Head } else { Method::Get };
             let path = format!("/r/{i}");
-            conn.send(method, "h:1", &path, &[], b"");
+            conn.send(method, "h:1", &path, &[] as &[(&str, &str)], b"");
         }
         let n = conn.poll_output().len();
         conn.advance_output(n);
