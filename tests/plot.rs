@@ -217,6 +217,40 @@ fn a_summary_histogram_alone_draws_the_latency_charts() {
 }
 
 #[test]
+fn the_marked_percentiles_are_the_summarys_exact_ones_not_bucket_bounds() {
+    // The histogram's buckets are 10% wide: their bounds (110 us, 220 us,
+    // 5.5 ms) are not the percentiles. The marks show the summary's exact
+    // values, and nothing above the slowest run.
+    let report = json!({
+        "client_run_group": {"run_group_id": "6f1c3f0e-5b7a-4a55-9a43-1d2c3b4a5f61", "test_runs": []},
+        "results": [],
+        "summary": {
+            "passed": true, "runs": 1000, "succeeded": 1000, "failed": 0, "not_sent": 0,
+            "client_duration_ns": {"count": 1000, "min": 100000, "mean": 109000,
+                "p50": 104000, "p90": 107000, "p99": 205000, "p99_9": 1003000, "max": 5012000},
+            "histogram": {"unit": "ns", "bounds": [110000, 220000, 1100000, 5500000],
+                          "counts": [900, 90, 9, 1]}
+        }
+    });
+    let dir = TempDir::new("plot-exact");
+    let path = dir.path("exact.json");
+    std::fs::write(&path, report.to_string()).unwrap();
+    let found = parsed(&plot(&dir, &path, "page.svg"));
+    let charts = assert_charts(&found);
+    for mark in [
+        "p50 104.0",
+        "p90 107.0",
+        "p99 205.0",
+        "p99.9 1003.0",
+        "p99.99 5012.0",
+        "p99.999 5012.0",
+    ] {
+        assert_text(&charts[1], mark);
+    }
+    assert!(!texts(&charts[1]).iter().any(|t| t.contains("5500.0")));
+}
+
+#[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = TempDir::new("plot-bad");
     let garbage = dir.path("garbage.json");

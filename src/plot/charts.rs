@@ -214,7 +214,7 @@ fn percentile_label(x: f64) -> String {
 
 fn percentile_chart(data: &PlotData) -> Result<Chart, String> {
     let latency = &data.latency;
-    let max_ns = latency.bounds.last().copied().unwrap_or(0);
+    let max_ns = data.round_trip_at(1.0).unwrap_or(0);
     let (unit, scale) = unit_for(max_ns);
     let top = PERCENTILE_TICKS[PERCENTILE_TICKS.len() - 1];
     // Log-uniform samples of x from 1 (0%) to `top` (99.999%).
@@ -222,7 +222,7 @@ fn percentile_chart(data: &PlotData) -> Result<Chart, String> {
     let curve: Vec<(f64, f64)> = (0..=samples)
         .filter_map(|i| {
             let x = top.powf(i as f64 / samples as f64);
-            let v = latency.value_at(1.0 - 1.0 / x)?;
+            let v = data.round_trip_at(1.0 - 1.0 / x)?;
             Some((x, v as f64 / scale))
         })
         .collect();
@@ -250,7 +250,7 @@ fn percentile_chart(data: &PlotData) -> Result<Chart, String> {
             ))
             .map_err(drawing)?;
         let marks = PERCENTILE_MARKS.iter().filter_map(|&(q, name)| {
-            let v = latency.value_at(q)? as f64 / scale;
+            let v = data.round_trip_at(q)? as f64 / scale;
             Some(
                 EmptyElement::at((1.0 / (1.0 - q), v))
                     + Circle::new((0, 0), 4, CLIENT.filled())
@@ -381,21 +381,32 @@ fn bin_width(span_ns: i128) -> i128 {
     }
 }
 
-/// Counts per second of `times` in bins of `width` from `origin`, as a
-/// step line (seconds from the origin, per second).
-fn per_second(times: &[i128], origin: i128, width: i128, bins: usize) -> Vec<(f64, f64)> {
+/// Counts per second of `times` from `origin` to `end` in bins of `width`,
+/// as a step line (seconds from the origin, per second). The last bin
+/// takes the remainder of the span too, so no sliver at the end has its few
+/// runs read as a rate over a whole width.
+fn per_second(times: &[i128], origin: i128, end: i128, width: i128) -> Vec<(f64, f64)> {
+    let span = (end - origin).max(0);
+    let bins = (span / width).max(1) as usize;
+    let edge = |k: usize| {
+        if k == bins {
+            span.max(width)
+        } else {
+            k as i128 * width
+        }
+    };
     let mut counts = vec![0u64; bins];
     for t in times {
         let k = ((t - origin) / width).clamp(0, bins as i128 - 1) as usize;
         counts[k] += 1;
     }
-    let (w, per) = (width as f64 / 1e9, 1e9 / width as f64);
     counts
         .iter()
         .enumerate()
         .flat_map(|(k, &c)| {
-            let rate = c as f64 * per;
-            [(k as f64 * w, rate), ((k + 1) as f64 * w, rate)]
+            let (from, to) = (edge(k), edge(k + 1));
+            let rate = c as f64 * 1e9 / (to - from) as f64;
+            [(from as f64 / 1e9, rate), (to as f64 / 1e9, rate)]
         })
         .collect()
 }
@@ -424,9 +435,8 @@ fn time_chart(
         .copied()
         .unwrap_or(0);
     let width = bin_width(end - origin);
-    let bins = ((end - origin) / width + 1) as usize;
-    let line = per_second(times, origin, width, bins);
-    let x1 = bins as f64 * width as f64 / 1e9;
+    let line = per_second(times, origin, end, width);
+    let x1 = line.last().map_or(1.0, |p| p.0);
     let y1 = line.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
     render(title, |root| {
         let mut chart = builder(root, title)
@@ -509,6 +519,25 @@ mod tests {
         assert_eq!(significant(0.0), "0");
         assert_eq!(significant(2.5), "2.50");
         assert_eq!(significant(21.37), "21.4");
+    }
+
+    #[test]
+    fn the_last_time_bin_takes_the_remainder_of_the_span() {
+        // 25 runs a ms over 2.5 ms in 1 ms bins: two bins, the second
+        // 1.5 ms wide, every rate 25 000/s (a third bin of 0.5 ms would
+        // read its runs over a whole ms).
+        let times: Vec<i128> = (0..=62).map(|i| i * 40_000).collect();
+        let line = per_second(&times, 0, 2_480_000, 1_000_000);
+        assert_eq!(line.len(), 4, "{line:?}");
+        assert_eq!(line[3].0, 0.00248);
+        for (_, rate) in &line {
+            assert!((rate - 25_000.0).abs() < 1_000.0, "{line:?}");
+        }
+        // One run: one bin of one width.
+        assert_eq!(
+            per_second(&[7], 7, 7, 1_000_000),
+            [(0.0, 1000.0), (0.001, 1000.0)]
+        );
     }
 
     #[test]

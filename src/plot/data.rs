@@ -120,6 +120,10 @@ pub struct RoundTrip {
     pub server_ns: Option<u64>,
 }
 
+/// The percentiles the summary holds exactly, by quantile.
+const SUMMARY_PERCENTILES: [(f64, &str); 4] =
+    [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99_9")];
+
 /// The report's counts of runs (from `summary`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
@@ -153,6 +157,25 @@ pub struct PlotData {
 }
 
 impl PlotData {
+    /// The client round trip at quantile `q`, as exact as the report
+    /// holds it: the summary's own percentile where it has one (`p50`,
+    /// `p90`, `p99`, `p99_9`: exact to the HDR histogram's precision),
+    /// else the bucket bound, never above the summary's slowest run (a
+    /// bucket's bound is up to 10% past what it holds).
+    pub fn round_trip_at(&self, q: f64) -> Option<u64> {
+        let stats = self.summary.get("client_duration_ns");
+        let field = |name: &str| stats.and_then(|s| s.get(name)).and_then(Value::as_u64);
+        let exact = SUMMARY_PERCENTILES
+            .iter()
+            .find(|(p, _)| *p == q)
+            .and_then(|(_, name)| field(name));
+        let bound = || {
+            let v = self.latency.value_at(q)?;
+            Some(field("max").map_or(v, |max| v.min(max)))
+        };
+        exact.or_else(bound)
+    }
+
     /// Whether the report holds fewer runs than were sent: one written
     /// with `--runs failed`.
     pub fn only_failed_runs(&self) -> bool {
