@@ -437,6 +437,16 @@ impl Transport {
         })
     }
 
+    /// The subject of the certificate the peer presented (a client's, with
+    /// mutual TLS), once the handshake is done.
+    pub fn peer_subject(&self) -> Option<String> {
+        let Transport::Tls(t) = self else {
+            return None;
+        };
+        let der = t.session.peer_certificates()?.first()?;
+        crate::cert::subject(der)
+    }
+
     /// The peer ended the TLS session (close_notify).
     pub fn peer_closed(&self) -> bool {
         matches!(self, Transport::Tls(t) if t.closed)
