@@ -49,7 +49,8 @@ fn ingress(dir: &str, port: u16, server: SocketAddr) -> String {
 }
 
 /// nginx on `port` terminating TLS with `cert`/`key` in front of `server`
-/// (plain HTTP behind it); `more` goes in its `server` block.
+/// (plain HTTP behind it), passing the client certificate's subject on as
+/// `X-Client-Subject`; `more` goes in its `server` block.
 fn tls_terminator(
     dir: &str,
     port: u16,
@@ -70,6 +71,7 @@ fn tls_terminator(
             proxy_pass http://{server};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Client-Subject $ssl_client_s_dn;
             proxy_buffering off;
         }}
     }}
@@ -343,8 +345,7 @@ fn nginx_requiring_a_client_certificate() {
     let ca = pki.ca.clone();
     let nginx = Nginx::start_with(|dir, port| {
         let more = format!(
-            "        ssl_client_certificate {};\n        ssl_verify_client on;\n        \
-             proxy_set_header X-Client-Subject $ssl_client_s_dn;",
+            "        ssl_client_certificate {};\n        ssl_verify_client on;",
             ca.display()
         );
         tls_terminator(
@@ -423,7 +424,13 @@ fn nginx_with_a_self_signed_ca_certificate() {
     let report = dir.path("report.json");
     let done = conntest_run(&dir, &remote, &["--cacert", s(&cert), "-f", s(&report)]);
     assert_eq!(done.code, Some(0), "{}\n{}", done.stderr, nginx.error_log());
-    assert_eq!(read_json(&report)["summary"]["tls"]["version"], "TLSv1.3");
+    let tls = &read_json(&report)["summary"]["tls"];
+    assert!(
+        tls["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{tls}"
+    );
 
     let refused = dir.path("refused.json");
     let done = conntest_run(&dir, &remote, &["-f", s(&refused)]);
