@@ -95,7 +95,11 @@ fn record_headers_of_a_group_made_on_another_replica() {
         a.addr,
         r#"{"run_count": 30, "concurrency": 3, "record_headers": ["x-forwarded-for"]}"#,
     );
-    let done = run_client(&b.url(), &id, &["-q", "-H", "X-Forwarded-For: 198.51.100.7"]);
+    let done = run_client(
+        &b.url(),
+        &id,
+        &["-q", "-H", "X-Forwarded-For: 198.51.100.7"],
+    );
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let group = get_group(a.addr, &id);
     let runs = group["test_runs"].as_array().expect("test_runs");

@@ -507,55 +507,45 @@ fn wrong_host_name_is_a_setup_error() {
     );
 }
 
+/// A certificate outside its validity says when it was (or will be) valid.
 #[test]
-fn an_expired_certificate_says_when_it_was_valid() {
-    let pki = Pki::new("tls-expired");
-    let (cert, key) = pki.leaf_with("old", &["localhost"], |p| {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    });
-    let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
-    let report = pki.path("report.json");
-    let done = conntest_run(
-        &pki.dir.0,
-        &format!("https://localhost:{}", server.addr.port()),
-        &["--cacert", s(&pki.ca), "--run-count", "2"],
-        &report,
-    );
-    assert_setup_error(
-        &done,
-        &report,
-        &[
-            "has expired",
-            "2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
-        ],
-    );
-}
-
-#[test]
-fn a_certificate_not_valid_yet_says_from_when() {
-    let pki = Pki::new("tls-future");
-    let (cert, key) = pki.leaf_with("future", &["localhost"], |p| {
-        p.not_before = rcgen::date_time_ymd(2090, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2091, 1, 1);
-    });
-    let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
-    let report = pki.path("report.json");
-    let done = conntest_run(
-        &pki.dir.0,
-        &format!("https://localhost:{}", server.addr.port()),
-        &["--cacert", s(&pki.ca), "--run-count", "2"],
-        &report,
-    );
-    assert_setup_error(
-        &done,
-        &report,
-        &[
-            "is not valid yet",
-            "valid from 2090-01-01T00:00:00Z to 2091-01-01T00:00:00Z",
-            "check the clocks",
-        ],
-    );
+fn an_expired_or_not_yet_valid_certificate_says_when_it_is_valid() {
+    for (tag, from, to, words) in [
+        (
+            "tls-expired",
+            2020,
+            2021,
+            &[
+                "has expired",
+                "2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
+            ][..],
+        ),
+        (
+            "tls-future",
+            2090,
+            2091,
+            &[
+                "is not valid yet",
+                "valid from 2090-01-01T00:00:00Z to 2091-01-01T00:00:00Z",
+                "check the clocks",
+            ],
+        ),
+    ] {
+        let pki = Pki::new(tag);
+        let (cert, key) = pki.leaf_with("leaf", &["localhost"], |p| {
+            p.not_before = rcgen::date_time_ymd(from, 1, 1);
+            p.not_after = rcgen::date_time_ymd(to, 1, 1);
+        });
+        let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+        let report = pki.path("report.json");
+        let done = conntest_run(
+            &pki.dir.0,
+            &format!("https://localhost:{}", server.addr.port()),
+            &["--cacert", s(&pki.ca), "--run-count", "2"],
+            &report,
+        );
+        assert_setup_error(&done, &report, words);
+    }
 }
 
 /// A self-signed certificate that is not a CA (CA:FALSE), untrusted: the

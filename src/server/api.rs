@@ -170,10 +170,24 @@ pub struct Seen {
 }
 
 impl Seen {
+    fn of(head: Option<Box<[u8]>>, subject: Option<Arc<str>>) -> Option<Box<Seen>> {
+        (head.is_some() || subject.is_some()).then(|| {
+            Box::new(Seen {
+                head,
+                client_cert_subject: subject,
+            })
+        })
+    }
+
     /// What the record of a run of `config` keeps: None when nothing.
-    fn extra(self, config: &GroupConfig) -> Option<Box<RunExtra>> {
+    fn extra(seen: Option<Box<Seen>>, config: &GroupConfig) -> Option<Box<RunExtra>> {
+        let (head, subject) = match seen {
+            None if config.record_headers.is_none() => return None,
+            None => (None, None),
+            Some(seen) => (seen.head, seen.client_cert_subject),
+        };
         let headers = config.record_headers.as_ref().map(|names| {
-            let head = self.head.as_deref().unwrap_or(b"");
+            let head = head.as_deref().unwrap_or(b"");
             HeaderValues(
                 names
                     .iter()
@@ -184,7 +198,7 @@ impl Seen {
                     .collect(),
             )
         });
-        match (headers, self.client_cert_subject) {
+        match (headers, subject) {
             (None, None) => None,
             (headers, client_cert_subject) => Some(Box::new(RunExtra {
                 upstream: None,
@@ -216,7 +230,8 @@ pub enum Then {
         id: Uuid,
         run_count: u64,
         body: Vec<u8>,
-        seen: Seen,
+        /// None when the request showed nothing to record.
+        seen: Option<Box<Seen>>,
     },
     Appended(Uuid, u32),
 }
@@ -349,10 +364,7 @@ impl Api {
                                 id,
                                 run_count,
                                 body: request.body,
-                                seen: Seen {
-                                    head: request.head,
-                                    client_cert_subject: request.client_cert_subject,
-                                },
+                                seen: Seen::of(request.head, request.client_cert_subject),
                             },
                         )
                     })
@@ -473,7 +485,7 @@ impl Api {
                         .and_then(|e| Url::parse(e).ok()),
                     upstream_timeout: config.upstream_timeout_ns,
                     delay: config.server_delay_ns,
-                    seen: seen.extra(config),
+                    seen: Seen::extra(seen, config),
                 })
             }
             (then, reply) => Next::Respond(Response::error(
