@@ -162,7 +162,7 @@ pub struct RunOrder {
 }
 
 /// What a run's request showed of its path, until its group is known.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Seen {
     /// The request's head, when the loop kept it.
     head: Option<Box<[u8]>>,
@@ -283,7 +283,8 @@ impl Api {
         }
     }
 
-    /// Every request keeps its head, from now on (a shared store).
+    /// Every request keeps its head from now on: a group asks for header
+    /// values, or the store is shared.
     pub fn keep_all_heads(&self) {
         self.keep_heads.store(true, Ordering::Relaxed);
     }

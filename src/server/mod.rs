@@ -619,9 +619,10 @@ impl ServerLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
+            // Heads are kept while a group may record header values.
+            conn.http.keep_heads(self.api.keeps_heads());
             // Requests read before a fatal error are still carried out: a
             // run whose client reset right after sending it is recorded.
-            conn.http.keep_heads(self.api.keeps_heads());
             let fatal = (read || conn.read_paused)
                 && read_requests(conn, &mut self.scratch, now, requests).is_err();
             read = false;
