@@ -307,6 +307,8 @@ impl Refused {
     fn words(&self, host: &str) -> String {
         const TRUST: &str = "trust its CA with --cacert FILE (client; --upstream-cacert on the \
             server), or skip verification with --insecure (client)";
+        const PIN: &str = "give that certificate to --cacert FILE (pinned by exact match), or \
+            use --insecure (client)";
         let Some(cert) = &self.presented else {
             return format!(
                 "TLS: the certificate of {host} was refused ({:?}) and cannot be read: {TRUST}",
@@ -332,12 +334,15 @@ impl Refused {
                 "TLS: {what} is a CA certificate (CA:TRUE) used as the server's own; to trust exactly this certificate, give it to --cacert FILE (pinned by exact match), or use --insecure (client)"
             ),
             _ => match &self.same_name {
+                Some(tried) if cert.self_signed => format!(
+                    "TLS: {what} is self-signed and not trusted here: the certificate trusted here with its name ({tried}) is another one, and a name match is not a chain; {PIN}"
+                ),
                 Some(tried) => format!(
                     "TLS: {what} is not trusted: the certificate trusted here with its issuer's name ({tried}) did not sign it, and a name match is not a chain; {TRUST}"
                 ),
-                None if cert.self_signed => format!(
-                    "TLS: {what} is self-signed and not trusted here; give that certificate to --cacert FILE (pinned by exact match), or use --insecure (client)"
-                ),
+                None if cert.self_signed => {
+                    format!("TLS: {what} is self-signed and not trusted here; {PIN}")
+                }
                 None => format!("TLS: {what} is not trusted: no CA trusted here issued it; {TRUST}"),
             },
         }
@@ -435,6 +440,16 @@ impl Transport {
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         })
+    }
+
+    /// The subject of the certificate the peer presented (a client's, with
+    /// mutual TLS), once the handshake is done.
+    pub fn peer_subject(&self) -> Option<String> {
+        let Transport::Tls(t) = self else {
+            return None;
+        };
+        let der = t.session.peer_certificates()?.first()?;
+        crate::cert::subject(der)
     }
 
     /// The peer ended the TLS session (close_notify).
