@@ -11,7 +11,7 @@
 mod common;
 use common::pki::Pki;
 use common::*;
-use conntest::tls::{client_config, server_config, Identity, Transport};
+use conntest::tls::{client_config, server_config, Identity, Transport, Verifying};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use std::io::{self, Read, Write};
@@ -975,7 +975,24 @@ fn https_upstream_errors_are_recorded_per_run() {
         r#"{{"run_count": 6, "concurrency": 3, "upstream_endpoint": "{endpoint}", "upstream_timeout_ns": 10000000000}}"#
     );
     let (done, report, group) = run_upstream_group(&main, &pki.dir, &config);
-    assert_upstream_errors(&done, &report, &group, 6, &["certificate", "not trusted"]);
+    // The fix named is the server's own flag: it has no --insecure.
+    assert_upstream_errors(
+        &done,
+        &report,
+        &group,
+        6,
+        &[
+            "certificate",
+            "not trusted",
+            "trust its CA with --upstream-cacert FILE",
+        ],
+    );
+    for run in server_runs(&group) {
+        assert!(
+            !run["error"].as_str().unwrap_or("").contains("--insecure"),
+            "{run}"
+        );
+    }
     drop(main);
 
     // Trusted, but the certificate is for another name.
@@ -1291,9 +1308,9 @@ fn in_memory_pair(pki: &Pki, names: &[&str], server_name: &str, trust: bool) -> 
     let server_cfg = server_config(Identity::load(&cert, &key, ("cert", "key")).unwrap(), None)
         .expect("server config");
     let client_cfg = if trust {
-        client_config(&[pki.ca.as_path()], false, None)
+        client_config(&[pki.ca.as_path()], false, None, Verifying::Client)
     } else {
-        client_config(&[], false, None)
+        client_config(&[], false, None, Verifying::Client)
     }
     .expect("client config");
     let client = Transport::tls_client(&client_cfg, server_name).expect("client transport");
@@ -1386,7 +1403,7 @@ fn transport_errors_name_their_cause() {
     assert!(!conntest::tls::looks_like_http(&[0x16, 0x03, 0x01]));
 
     // A bad server name is refused up front.
-    let cfg = client_config(&[pki.ca.as_path()], false, None).unwrap();
+    let cfg = client_config(&[pki.ca.as_path()], false, None, Verifying::Client).unwrap();
     assert!(Transport::tls_client(&cfg, "not a name!").is_err());
 }
 

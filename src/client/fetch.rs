@@ -102,6 +102,7 @@ impl Endpoint {
                     &cacert,
                     tls.insecure,
                     tls.identity.clone(),
+                    crate::tls::Verifying::Client,
                 )?)
             }
         };
