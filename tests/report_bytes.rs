@@ -42,6 +42,7 @@ fn header() -> GroupHeader {
             upstream_endpoint: Some("http://127.0.0.1:9/up".into()),
             upstream_timeout_ns: Some(1_000_000_000),
             data: None,
+            l4: Default::default(),
         },
     }
 }
