@@ -843,15 +843,22 @@ mod tests {
         let c = GroupConfig::from_json(br#"{"run_count": 2, "protocol": "udp"}"#).unwrap();
         assert_eq!(c.l4.protocol, Protocol::Udp);
         assert_eq!(c.l4.max_data(), 1_200);
-        let c = GroupConfig::from_json(br#"{"run_count": 2, "protocol": "tcp", "tcp_reuse": true}"#)
-            .unwrap();
+        let c =
+            GroupConfig::from_json(br#"{"run_count": 2, "protocol": "tcp", "tcp_reuse": true}"#)
+                .unwrap();
         assert!(c.l4.tcp_reuse);
         let json = serde_json::to_string(&c).unwrap();
-        assert!(json.contains(r#""protocol":"tcp","tcp_reuse":true"#), "{json}");
+        assert!(
+            json.contains(r#""protocol":"tcp","tcp_reuse":true"#),
+            "{json}"
+        );
         // An http group's JSON is what it was.
         let c = GroupConfig::from_json(br#"{"run_count": 2, "protocol": "http"}"#).unwrap();
         let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains("protocol") && !json.contains("tcp_reuse"), "{json}");
+        assert!(
+            !json.contains("protocol") && !json.contains("tcp_reuse"),
+            "{json}"
+        );
         let back: GroupConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
         let c = GroupConfig::from_json(
@@ -859,21 +866,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.l4.max_data(), 65_471);
-        assert!(err(r#"{"run_count": 1, "protocol": "udp", "max_data_bytes": 65472}"#)
-            .contains("max_data_bytes must be at most 65471"));
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "udp", "max_data_bytes": 65472}"#)
+                .contains("max_data_bytes must be at most 65471")
+        );
         assert!(err(r#"{"run_count": 1, "protocol": "sctp"}"#).contains("protocol must be"));
         assert!(err(r#"{"run_count": 1, "protocol": 3}"#).contains("protocol must be a string"));
         let e = err(r#"{"run_count": 1, "protocol": "udp", "upstream_endpoint": "http://x"}"#);
-        assert!(e.starts_with("upstream_endpoint is for http groups only"), "{e}");
+        assert!(
+            e.starts_with("upstream_endpoint is for http groups only"),
+            "{e}"
+        );
         let e = err(r#"{"run_count": 1, "protocol": "tcp", "upstream_timeout_ns": 5}"#);
-        assert!(e.starts_with("upstream_timeout_ns is for http groups only"), "{e}");
+        assert!(
+            e.starts_with("upstream_timeout_ns is for http groups only"),
+            "{e}"
+        );
         assert!(err(r#"{"run_count": 1, "tcp_reuse": true}"#).contains("tcp groups only"));
-        assert!(err(r#"{"run_count": 1, "protocol": "tcp", "tcp_reuse": 1}"#)
-            .contains("tcp_reuse must be a boolean"));
-        assert!(err(r#"{"run_count": 1, "protocol": "tcp", "max_data_bytes": 5}"#)
-            .contains("udp groups only"));
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "tcp", "tcp_reuse": 1}"#)
+                .contains("tcp_reuse must be a boolean")
+        );
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "tcp", "max_data_bytes": 5}"#)
+                .contains("udp groups only")
+        );
         let e = err(r#"{"run_count": 1, "protocol": "udp", "max_data_bytes": 3, "data": "abcd"}"#);
-        assert!(e.contains("data is 4 bytes, more than max_data_bytes (3)"), "{e}");
+        assert!(
+            e.contains("data is 4 bytes, more than max_data_bytes (3)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -161,7 +161,10 @@ mod tests {
 
         let mut f = Framer::new(2);
         f.receive(&stream(&[(1, b"ok"), (2, b"big")]));
-        assert_eq!(drain(&mut f), (vec![(1, b"ok".to_vec())], Some(Dropped::Oversized)));
+        assert_eq!(
+            drain(&mut f),
+            (vec![(1, b"ok".to_vec())], Some(Dropped::Oversized))
+        );
 
         let mut f = Framer::new(100);
         let bytes = stream(&[(1, b"abc")]);

@@ -163,7 +163,10 @@ pub(crate) mod tests {
         assert_eq!(&msg[..4], b"CT4\x01");
         assert_eq!(msg.len(), HEADER_LEN + 5);
         let (h, data) = parse_datagram(&msg, 1200).unwrap();
-        assert_eq!((h.group, h.run_count, h.len, data), (group, 42, 5, &b"hello"[..]));
+        assert_eq!(
+            (h.group, h.run_count, h.len, data),
+            (group, 42, 5, &b"hello"[..])
+        );
         assert!(h.checks(data));
         assert!(!h.checks(b"hellp"));
         assert!(!h.checks(b"hell"));
@@ -183,7 +186,10 @@ pub(crate) mod tests {
         bad[3] = 2;
         assert_eq!(Header::decode(&bad), Err(HeaderError::Version(2)));
         assert_eq!(parse_datagram(&bad, 1200), Err(Dropped::Header));
-        assert_eq!(parse_datagram(&msg[..HEADER_LEN + 3], 1200), Err(Dropped::Truncated));
+        assert_eq!(
+            parse_datagram(&msg[..HEADER_LEN + 3], 1200),
+            Err(Dropped::Truncated)
+        );
         assert_eq!(parse_datagram(&msg, 3), Err(Dropped::Oversized));
         let mut long = msg.clone();
         long.push(0);
@@ -207,7 +213,11 @@ pub(crate) mod tests {
             let mut msg = Vec::new();
             encode_message(group, count, &data, &mut msg);
             let (h, d) = parse_datagram(&msg, 300).unwrap();
-            assert_eq!((h.group, h.run_count, d), (group, count, &data[..]), "case {case}");
+            assert_eq!(
+                (h.group, h.run_count, d),
+                (group, count, &data[..]),
+                "case {case}"
+            );
             assert!(h.checks(d));
             // One byte flipped, anywhere.
             let at = rng.below(msg.len() as u64) as usize;

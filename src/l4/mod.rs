@@ -32,15 +32,19 @@ pub enum Dropped {
     /// A group of another protocol (an http group's id in a datagram, a
     /// udp group's over TCP).
     Protocol,
+    /// The store refused the run (full, or unreachable): the client sees
+    /// no echo.
+    Refused,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 5] = [
+    pub const ALL: [Dropped; 6] = [
         Dropped::Header,
         Dropped::Truncated,
         Dropped::Oversized,
         Dropped::UnknownGroup,
         Dropped::Protocol,
+        Dropped::Refused,
     ];
 
     /// The `reason` label of `conntest_l4_dropped_total`.
@@ -51,6 +55,7 @@ impl Dropped {
             Dropped::Oversized => "oversized",
             Dropped::UnknownGroup => "unknown_group",
             Dropped::Protocol => "protocol",
+            Dropped::Refused => "refused",
         }
     }
 }
