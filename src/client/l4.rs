@@ -649,7 +649,9 @@ pub fn judge(
         if recorded > 1 {
             l4.duplicated_to_server += 1;
         }
-        if fact.echoes > 1 {
+        // Each copy the server recorded is echoed: more echoes than
+        // copies were duplicated on the way back.
+        if fact.echoes > recorded.max(1) {
             l4.duplicated_from_server += 1;
             added[i].push((
                 Problem::DuplicatedEcho,

@@ -224,6 +224,18 @@ impl ServerLoop {
         self.api.metrics().l4_dropped(transport, why);
     }
 
+    /// A message that is not ours: counted and dropped; a TCP connection
+    /// that carried it is closed (its peer does not speak for a group of
+    /// ours).
+    fn l4_refuse(&mut self, peer: Peer, why: Dropped) {
+        self.l4_drop(peer.transport(), why);
+        if let Peer::Tcp { conn, serial } = peer {
+            if self.l4.conns.get(conn).is_some_and(|c| c.serial == serial) {
+                self.tcp_close(conn);
+            }
+        }
+    }
+
     /// Looks the message's group up.
     fn l4_check(&mut self, msg: L4Msg, now: Nanos) {
         let id = msg.header.group;
@@ -241,11 +253,11 @@ impl ServerLoop {
                     Protocol::Tcp
                 };
                 if config.protocol != expected {
-                    return self.l4_drop(transport, Dropped::Protocol);
+                    return self.l4_refuse(msg.peer, Dropped::Protocol);
                 }
                 let data = &msg.message[HEADER_LEN..];
                 if transport == UDP && data.len() as u64 > config.max_data() {
-                    return self.l4_drop(transport, Dropped::Oversized);
+                    return self.l4_refuse(msg.peer, Dropped::Oversized);
                 }
                 self.api
                     .metrics()
@@ -262,17 +274,14 @@ impl ServerLoop {
                     self.wheel.insert(now + delay, Timer::L4Delay(key));
                 }
             }
-            (L4Wait::Check(msg) | L4Wait::Begin(msg), Reply::Error(e)) => {
-                let why = match e {
-                    StoreError::UnknownGroup => Dropped::UnknownGroup,
-                    other => {
-                        crate::debug!("a raw run refused by the store: {other:?}");
-                        Dropped::Refused
-                    }
-                };
-                self.l4_drop(msg.peer.transport(), why);
-                self.l4_forget(msg.peer);
-            }
+            (L4Wait::Check(msg) | L4Wait::Begin(msg), Reply::Error(e)) => match e {
+                StoreError::UnknownGroup => self.l4_refuse(msg.peer, Dropped::UnknownGroup),
+                other => {
+                    crate::debug!("a raw run refused by the store: {other:?}");
+                    self.l4_drop(msg.peer.transport(), Dropped::Refused);
+                    self.l4_forget(msg.peer);
+                }
+            },
             (
                 L4Wait::Record {
                     peer,
