@@ -7,7 +7,8 @@
 #   scripts/fuzz.sh response_parser          # one target
 #
 # Targets (fuzz/fuzz_targets/): request_parser (ServerConn), response_parser
-# (ClientConn), chunked_decoder (ChunkedDecoder). Each feeds arbitrary bytes
+# (ClientConn), chunked_decoder (ChunkedDecoder), l4_header (the raw TCP/UDP
+# message header and Framer). Each feeds arbitrary bytes
 # split at points taken from the input and checks that nothing panics and
 # that the result is the same as feeding everything at once.
 #

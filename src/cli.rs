@@ -51,6 +51,10 @@ Usage: conntest server [options]
   -p, --port PORT            port to listen on (default 8080)
   --bind ADDR                address to listen on (default: all interfaces, IPv4 and IPv6)
   --threads N                event loops, sharing the port (default 1)
+  --tcp-port PORT            take raw TCP runs (\"protocol\": \"tcp\" groups) on this port
+                             (0: any free one; default: none)
+  --udp-port PORT            take UDP runs (\"protocol\": \"udp\" groups) on this port
+                             (0: any free one; default: none)
   --max-body BYTES           largest request body (default 1048576); larger: 413
   --max-connections N        open connections at once (default 10000); more wait in the backlog
   --idle-timeout DURATION    close idle keep-alive connections after this (default 60s)
@@ -99,6 +103,8 @@ Usage: conntest client -r URL -g ID [options]
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
+  --l4-addr ADDR:PORT   send a tcp or udp group's runs here (a relay, an L4 balancer)
+                        rather than to the -r host and the port the group names
   -q, --quiet           no progress line and no summary
   --shard I/N           send only shard I's runs (0 <= I < N): run n is shard (n-1) mod N's;
                         the pace is N x client_delay_ns and the concurrency c/N (the first
@@ -126,6 +132,13 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   --upstream-endpoint URL     the server GETs this on each run
   --upstream-timeout-ns NS    bound on each upstream GET
   --description TEXT          the group's description
+  --protocol http|tcp|udp     the runs' protocol (default http); tcp and udp runs are raw
+                              messages the server echoes (the local server takes them on
+                              ephemeral ports)
+  --tcp-reuse                 tcp: runs share --concurrency long-lived connections
+  --max-data-bytes N          udp: the most data a datagram may carry (default 1200)
+  --l4-addr ADDR:PORT         send tcp or udp runs here (a relay, a balancer) rather than
+                              to the server's own port
   -d, --data DATA             the body of every run (default: a UUID per run);
                               @FILE reads it from a file, @- from standard input
   -f, --file FILE             write the report here (JSON)
@@ -304,6 +317,8 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             .unwrap_or(defaults.max_connections as u64) as usize,
         upstream_max_body: flag(&mut args, &["--upstream-max-body"], positive)?
             .unwrap_or(defaults.upstream_max_body),
+        tcp_port: flag(&mut args, &["--tcp-port"], any_port)?,
+        udp_port: flag(&mut args, &["--udp-port"], any_port)?,
         ..defaults
     };
     options.http.idle_timeout =
@@ -414,6 +429,12 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     for addr in server.local_addrs() {
         crate::info!("conntest server {VERSION} ({access}, store {store}) listening on {addr}");
     }
+    let l4 = server.l4_ports();
+    for (protocol, port) in [("tcp", l4.tcp_port), ("udp", l4.udp_port)] {
+        if let Some(port) = port {
+            crate::info!("taking raw {protocol} runs on port {port}");
+        }
+    }
     match server.run(stop) {
         Ok(()) => {
             crate::info!("conntest server stopped");
@@ -439,6 +460,12 @@ fn bind_address(s: &str) -> Result<IpAddr, String> {
     }
 }
 
+/// `--l4-addr`: an IP address and a port, IPv6 in brackets.
+fn socket_address(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not ADDR:PORT (e.g. 127.0.0.1:9000 or [::1]:9000)"))
+}
+
 /// The options `client` and `run` share.
 fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
     let data = args.opt_value_from_os_str(["-d", "--data"], |s| Ok::<_, String>(s.to_owned()))?;
@@ -448,6 +475,7 @@ fn client_options(args: &mut Arguments) -> Result<ClientOptions, CliError> {
             .opt_value_from_os_str(["-f", "--file"], |s| Ok::<_, String>(PathBuf::from(s)))?,
         runs: runs_filter(args)?,
         data: data.as_deref().map(data_argument).transpose()?,
+        l4_addr: flag(args, &["--l4-addr"], socket_address)?,
         timeout: Duration::from_nanos(
             flag(args, &["--timeout"], parse_duration)?.unwrap_or(30 * SECOND),
         ),
@@ -701,9 +729,16 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
             config.insert(field.into(), v.into());
         }
     }
+    if let Some(v) = flag(&mut args, &["--max-data-bytes"], whole)? {
+        config.insert("max_data_bytes".into(), v.into());
+    }
+    if args.contains("--tcp-reuse") {
+        config.insert("tcp_reuse".into(), true.into());
+    }
     for (name, field) in [
         ("--upstream-endpoint", "upstream_endpoint"),
         ("--description", "description"),
+        ("--protocol", "protocol"),
     ] {
         if let Some(v) = flag(&mut args, &[name], text)? {
             config.insert(field.into(), v.into());
@@ -724,7 +759,13 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
             (endpoint, None)
         }
         None => {
-            let server = Server::bind(ServerOptions::default())
+            // Raw TCP and UDP runs on ports of their own, any free ones.
+            let local = ServerOptions {
+                tcp_port: Some(0),
+                udp_port: Some(0),
+                ..ServerOptions::default()
+            };
+            let server = Server::bind(local)
                 .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
             let addr = server.local_addrs()[0];
             let stop = StopSignal::default();
@@ -829,6 +870,12 @@ fn positive(s: &str) -> Result<u64, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("'{s}' is not a positive whole number")),
     }
+}
+
+/// A port to listen on, 0 for any free one.
+fn any_port(s: &str) -> Result<u16, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a port (0 to 65535)"))
 }
 
 fn port(s: &str) -> Result<u16, String> {

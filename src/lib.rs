@@ -46,6 +46,7 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod json;
+pub mod l4;
 pub mod log;
 pub mod plot;
 pub mod problem;

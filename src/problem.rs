@@ -40,6 +40,20 @@ pub enum Problem {
     Duplicated,
     /// The server recorded a run this client never sent.
     Unexpected,
+    // What only raw TCP and UDP runs tell (issue 12): the direction.
+    /// UDP: no echo, and the server never recorded it.
+    LostToServer,
+    /// UDP: the server recorded it, but no echo came back.
+    LostFromServer,
+    /// The echo came back more than once.
+    DuplicatedEcho,
+    /// The echo's bytes differ from what was sent, though the server
+    /// recorded them right.
+    CorruptedEcho,
+    /// UDP: it reached the server after a run sent after it.
+    Reordered,
+    /// UDP: its echo reached the client after one the server sent after it.
+    ReorderedEcho,
 }
 
 impl Problem {
@@ -61,12 +75,40 @@ impl Problem {
         Problem::Unexpected,
     ];
 
+    /// The kinds only raw TCP and UDP runs have; their reports count them
+    /// (zero included), HTTP reports do not.
+    pub const L4: [Problem; 6] = [
+        Problem::LostToServer,
+        Problem::LostFromServer,
+        Problem::DuplicatedEcho,
+        Problem::CorruptedEcho,
+        Problem::Reordered,
+        Problem::ReorderedEcho,
+    ];
+
+    /// Every kind, by its name.
+    pub fn from_name(name: &str) -> Option<Problem> {
+        Problem::ALL
+            .into_iter()
+            .chain(Problem::L4)
+            .find(|p| p.name() == name)
+    }
+
     /// A discrepancy between what was sent and what the server recorded,
     /// as opposed to an error seen by the client.
     pub fn is_discrepancy(self) -> bool {
         matches!(
             self,
-            Problem::Missing | Problem::Corrupted | Problem::Duplicated | Problem::Unexpected
+            Problem::Missing
+                | Problem::Corrupted
+                | Problem::Duplicated
+                | Problem::Unexpected
+                | Problem::LostToServer
+                | Problem::LostFromServer
+                | Problem::DuplicatedEcho
+                | Problem::CorruptedEcho
+                | Problem::Reordered
+                | Problem::ReorderedEcho
         )
     }
 
@@ -87,6 +129,12 @@ impl Problem {
             Problem::Corrupted => "corrupted",
             Problem::Duplicated => "duplicated",
             Problem::Unexpected => "unexpected",
+            Problem::LostToServer => "lost_to_server",
+            Problem::LostFromServer => "lost_from_server",
+            Problem::DuplicatedEcho => "duplicated_echo",
+            Problem::CorruptedEcho => "corrupted_echo",
+            Problem::Reordered => "reordered",
+            Problem::ReorderedEcho => "reordered_echo",
         }
     }
 }

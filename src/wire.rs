@@ -38,6 +38,74 @@ pub struct GroupConfig {
     /// Request headers whose values each run's record keeps (lower case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_headers: Option<Vec<String>>,
+    /// Raw TCP or UDP instead of HTTP (issue 12); absent for HTTP, so an
+    /// HTTP group's JSON is what it always was.
+    #[serde(flatten)]
+    pub l4: L4Config,
+}
+
+/// The transport a group's runs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 requests to the run route (the default).
+    #[default]
+    Http,
+    /// One binary message per run over raw TCP, echoed back.
+    Tcp,
+    /// One datagram per run over UDP, echoed back.
+    Udp,
+}
+
+impl Protocol {
+    pub fn is_http(&self) -> bool {
+        *self == Protocol::Http
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Default bound on a UDP run's data: fits one datagram on any path (an
+/// IPv6 minimum MTU of 1 280 less headers).
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 1_200;
+/// The most data a UDP run may carry: the largest UDP/IPv4 payload
+/// (65 507 bytes) less the message header.
+pub const MAX_DATA_BYTES: u64 = 65_507 - crate::l4::header::HEADER_LEN as u64;
+
+/// The fields of a raw TCP or UDP group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L4Config {
+    #[serde(default, skip_serializing_if = "Protocol::is_http")]
+    pub protocol: Protocol,
+    /// tcp: runs share `concurrency` long-lived connections rather than
+    /// opening one each.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp_reuse: bool,
+    /// udp: the most data a run's datagram may carry (default 1 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_data_bytes: Option<u64>,
+}
+
+impl L4Config {
+    /// The most data one UDP run may carry.
+    pub fn max_data(&self) -> u64 {
+        self.max_data_bytes.unwrap_or(DEFAULT_MAX_DATA_BYTES)
+    }
+}
+
+/// Where a server takes raw TCP and UDP runs (the create answer's `l4`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L4Ports {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
 }
 
 /// At most this many `record_headers`, each at most this long.
@@ -54,6 +122,9 @@ const FIELDS: &[&str] = &[
     "upstream_timeout_ns",
     "data",
     "record_headers",
+    "protocol",
+    "tcp_reuse",
+    "max_data_bytes",
 ];
 
 impl GroupConfig {
@@ -82,6 +153,7 @@ impl GroupConfig {
         if let Some(endpoint) = &upstream_endpoint {
             Url::parse(endpoint).map_err(|e| format!("upstream_endpoint: {e}"))?;
         }
+        let l4 = l4_config(&map)?;
         Ok(GroupConfig {
             description: string(&map, "description")?.unwrap_or_default(),
             run_count,
@@ -95,6 +167,7 @@ impl GroupConfig {
                 .filter(|&t| t > 0),
             data: string(&map, "data")?,
             record_headers: record_headers(&map)?,
+            l4,
         })
     }
 }
@@ -145,6 +218,58 @@ fn record_headers(map: &Map<String, Value>) -> Result<Option<Vec<String>>, Strin
         names.push(name);
     }
     Ok((!names.is_empty()).then_some(names))
+}
+
+/// `protocol`, `tcp_reuse` and `max_data_bytes`, checked against each other
+/// and against the HTTP-only fields.
+fn l4_config(map: &Map<String, Value>) -> Result<L4Config, String> {
+    let protocol = match string(map, "protocol")?.as_deref() {
+        None | Some("http") => Protocol::Http,
+        Some("tcp") => Protocol::Tcp,
+        Some("udp") => Protocol::Udp,
+        Some(other) => {
+            return Err(format!(
+                "protocol must be \"http\", \"tcp\" or \"udp\", not \"{other}\""
+            ))
+        }
+    };
+    let present = |field: &str| !matches!(map.get(field), None | Some(Value::Null));
+    if protocol != Protocol::Http {
+        for field in ["upstream_endpoint", "upstream_timeout_ns"] {
+            if present(field) {
+                return Err(format!(
+                    "{field} is for http groups only: a {} group has no upstream",
+                    protocol.name()
+                ));
+            }
+        }
+    }
+    let tcp_reuse = match map.get("tcp_reuse") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("tcp_reuse must be a boolean, not {}", kind(other))),
+    };
+    if tcp_reuse && protocol != Protocol::Tcp {
+        return Err("tcp_reuse is for tcp groups only (\"protocol\": \"tcp\")".into());
+    }
+    let max_data_bytes = uint(map, "max_data_bytes", MAX_DATA_BYTES)?;
+    if max_data_bytes.is_some() && protocol != Protocol::Udp {
+        return Err("max_data_bytes is for udp groups only (\"protocol\": \"udp\")".into());
+    }
+    if let Some(data) = string(map, "data")? {
+        let max = max_data_bytes.unwrap_or(DEFAULT_MAX_DATA_BYTES);
+        if protocol == Protocol::Udp && data.len() as u64 > max {
+            return Err(format!(
+                "data is {} bytes, more than max_data_bytes ({max}) lets a datagram carry",
+                data.len()
+            ));
+        }
+    }
+    Ok(L4Config {
+        protocol,
+        tcp_reuse,
+        max_data_bytes,
+    })
 }
 
 /// Reads a JSON object's keys and fails on the first one given twice
@@ -956,6 +1081,66 @@ mod tests {
             .starts_with("upstream_endpoint:"));
         assert!(
             err(r#"{"run_count": 1, "description": 3}"#).contains("description must be a string")
+        );
+    }
+
+    #[test]
+    fn l4_fields() {
+        let c = GroupConfig::from_json(br#"{"run_count": 2, "protocol": "udp"}"#).unwrap();
+        assert_eq!(c.l4.protocol, Protocol::Udp);
+        assert_eq!(c.l4.max_data(), 1_200);
+        let c =
+            GroupConfig::from_json(br#"{"run_count": 2, "protocol": "tcp", "tcp_reuse": true}"#)
+                .unwrap();
+        assert!(c.l4.tcp_reuse);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""protocol":"tcp","tcp_reuse":true"#),
+            "{json}"
+        );
+        // An http group's JSON is what it was.
+        let c = GroupConfig::from_json(br#"{"run_count": 2, "protocol": "http"}"#).unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("protocol") && !json.contains("tcp_reuse"),
+            "{json}"
+        );
+        let back: GroupConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let c = GroupConfig::from_json(
+            br#"{"run_count": 2, "protocol": "udp", "max_data_bytes": 65471}"#,
+        )
+        .unwrap();
+        assert_eq!(c.l4.max_data(), 65_471);
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "udp", "max_data_bytes": 65472}"#)
+                .contains("max_data_bytes must be at most 65471")
+        );
+        assert!(err(r#"{"run_count": 1, "protocol": "sctp"}"#).contains("protocol must be"));
+        assert!(err(r#"{"run_count": 1, "protocol": 3}"#).contains("protocol must be a string"));
+        let e = err(r#"{"run_count": 1, "protocol": "udp", "upstream_endpoint": "http://x"}"#);
+        assert!(
+            e.starts_with("upstream_endpoint is for http groups only"),
+            "{e}"
+        );
+        let e = err(r#"{"run_count": 1, "protocol": "tcp", "upstream_timeout_ns": 5}"#);
+        assert!(
+            e.starts_with("upstream_timeout_ns is for http groups only"),
+            "{e}"
+        );
+        assert!(err(r#"{"run_count": 1, "tcp_reuse": true}"#).contains("tcp groups only"));
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "tcp", "tcp_reuse": 1}"#)
+                .contains("tcp_reuse must be a boolean")
+        );
+        assert!(
+            err(r#"{"run_count": 1, "protocol": "tcp", "max_data_bytes": 5}"#)
+                .contains("udp groups only")
+        );
+        let e = err(r#"{"run_count": 1, "protocol": "udp", "max_data_bytes": 3, "data": "abcd"}"#);
+        assert!(
+            e.contains("data is 4 bytes, more than max_data_bytes (3)"),
+            "{e}"
         );
     }
 

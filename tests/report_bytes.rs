@@ -47,6 +47,7 @@ fn header(paths: bool) -> GroupHeader {
             upstream_timeout_ns: Some(1_000_000_000),
             data: None,
             record_headers: paths.then(|| vec!["x-forwarded-for".into(), "via".into()]),
+            l4: Default::default(),
         },
     }
 }

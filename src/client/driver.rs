@@ -609,7 +609,7 @@ pub fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
 
-fn classify(e: &io::Error, during: &str) -> (Problem, String) {
+pub fn classify(e: &io::Error, during: &str) -> (Problem, String) {
     let problem = match e.kind() {
         io::ErrorKind::ConnectionRefused => Problem::Refused,
         io::ErrorKind::ConnectionReset

@@ -77,6 +77,7 @@ pub fn report(
         body: &body,
         server_runs: Some(&server_runs),
         fetch_error: None,
+        l4: None,
     };
     let output = Output {
         report,

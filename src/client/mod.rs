@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod fetch;
 pub mod gather;
+pub mod l4;
 pub mod progress;
 pub mod shard;
 pub mod verify;
@@ -13,7 +14,7 @@ use crate::json::{stream_array_member, Elements};
 use crate::report::summary::{render, summarize, Summary};
 use crate::report::{ReportFile, ReportInput, RunsFilter};
 use crate::run::{BodyPlan, DriverOutcome};
-use crate::wire::{GroupHeader, QuickRuns, RecordedRun, RecordedRuns, ServerRunJson};
+use crate::wire::{GroupHeader, Protocol, QuickRuns, RecordedRun, RecordedRuns, ServerRunJson};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
 use serde::Deserialize;
@@ -44,6 +45,9 @@ pub struct ClientOptions {
     pub embedded_server: bool,
     /// Send only this shard's runs and upload them (`--shard I/N`).
     pub shard: Option<Shard>,
+    /// Where raw TCP and UDP runs go (`--l4-addr`), rather than the
+    /// server's host and the port its group answer names.
+    pub l4_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ClientOptions {
@@ -59,6 +63,7 @@ impl Default for ClientOptions {
             keep_going: false,
             embedded_server: false,
             shard: None,
+            l4_addr: None,
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct GroupJson {
     pub header: GroupHeader,
     #[serde(default)]
     pub test_runs: RecordedRuns,
+    /// Where the server takes a tcp or udp group's runs.
+    #[serde(default)]
+    pub l4: Option<crate::wire::L4Ports>,
 }
 
 /// Fetches a group, parsing it as it streams in; a setup error in words if
@@ -217,6 +225,7 @@ pub fn run(
         shard::warn_if_reported(endpoint, &options.group, shard, options.timeout);
     }
     let split = options.shard.unwrap_or(Shard::WHOLE);
+    let l4_ports = group.l4;
     let header = group.header;
     let config = &header.config;
     let body = match (&options.data, &config.data) {
@@ -265,8 +274,32 @@ pub fn run(
             .as_ref()
             .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
     };
-    let (outcome, gave_up) =
-        driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
+    let internal = |e: std::io::Error| RunError::Internal(format!("event loop: {e}"));
+    let (outcome, gave_up, l4_facts) = match config.l4.protocol {
+        Protocol::Http => {
+            let (outcome, gave_up) = driver::drive(cfg, stop).map_err(internal)?;
+            (outcome, gave_up, None)
+        }
+        protocol => {
+            let addr = l4_target(endpoint, options, protocol, l4_ports)?;
+            check_l4_data(&body, config)?;
+            let l4 = l4::L4DriverConfig {
+                addr,
+                protocol,
+                tcp_reuse: config.l4.tcp_reuse,
+                group: header.run_group_id,
+                run_count: cfg.run_count,
+                first_count: cfg.first_count,
+                count_stride: cfg.count_stride,
+                concurrency: cfg.concurrency,
+                client_delay: cfg.client_delay,
+                timeout: cfg.timeout,
+                body: cfg.body,
+            };
+            let (outcome, facts) = l4::drive(l4, stop).map_err(internal)?;
+            (outcome, None, Some(facts))
+        }
+    };
     crate::debug!("the runs are done; fetching the server's record");
 
     // The server's record, once it holds no run of this test in progress,
@@ -326,6 +359,7 @@ pub fn run(
         body: &body,
         server_runs: server_runs.as_deref(),
         fetch_error,
+        l4: l4_facts.as_ref(),
     };
     let output = Output {
         report,
@@ -390,6 +424,49 @@ struct Done<'a> {
     server_runs: Option<&'a [RecordedRun]>,
     /// Why the server's record could not be fetched, when it could not.
     fetch_error: Option<String>,
+    /// A raw TCP or UDP test's own facts.
+    l4: Option<&'a l4::L4Facts>,
+}
+
+/// Where a raw test's runs go: `--l4-addr`, else the server's address
+/// with the port the group answer names.
+fn l4_target(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    protocol: Protocol,
+    ports: Option<crate::wire::L4Ports>,
+) -> Result<std::net::SocketAddr, RunError> {
+    if let Some(addr) = options.l4_addr {
+        return Ok(addr);
+    }
+    let ports = ports.unwrap_or_default();
+    let port = match protocol {
+        Protocol::Udp => ports.udp_port,
+        _ => ports.tcp_port,
+    };
+    match port {
+        Some(port) => Ok(std::net::SocketAddr::new(endpoint.addr().ip(), port)),
+        None => Err(RunError::Setup(format!(
+            "the server did not say where it takes {} runs (no l4.{}_port in the group): give --l4-addr HOST:PORT",
+            protocol.name(),
+            protocol.name()
+        ))),
+    }
+}
+
+/// A UDP run's data must fit the group's `max_data_bytes`.
+fn check_l4_data(body: &BodyPlan, config: &crate::wire::GroupConfig) -> Result<(), RunError> {
+    if config.l4.protocol != Protocol::Udp {
+        return Ok(());
+    }
+    let max = config.l4.max_data();
+    match body {
+        BodyPlan::Fixed(data) if data.len() as u64 > max => Err(RunError::Setup(format!(
+            "-d: {} bytes of data, more than the group's max_data_bytes ({max}) lets a datagram carry",
+            data.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Compares a finished test's runs with the server's record, sums them up
@@ -404,7 +481,10 @@ fn verify_and_conclude(
     let phase = std::time::Instant::now();
     let run_count = done.header.config.run_count;
     // Runs never sent get no verdict: the summary counts them (not_sent).
-    let verdicts = verify::compare(done.outcome, done.body, done.server_runs, run_count);
+    let mut verdicts = verify::compare(done.outcome, done.body, done.server_runs, run_count);
+    let l4_summary = done
+        .l4
+        .map(|facts| l4::judge(&mut verdicts, done.outcome, facts, done.server_runs));
     crate::debug!("compared {} runs in {:?}", verdicts.len(), phase.elapsed());
     let remote = endpoint.url.to_string();
     let input = ReportInput {
@@ -417,6 +497,9 @@ fn verify_and_conclude(
     };
     let mut summary = summarize(&input, done.fetch_error);
     summary.server_address = Some(endpoint.addr().to_string());
+    if let Some(l4) = l4_summary {
+        l4::summarize(&mut summary, l4);
+    }
     adjust(&input, &mut summary);
     conclude(&input, summary, output, stop)
 }

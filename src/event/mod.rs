@@ -17,6 +17,8 @@ pub enum Source {
     Waker,
     Connection(usize),
     Upstream(usize),
+    /// The server's raw TCP and UDP sockets (issue 12): their own numbering.
+    L4(usize),
 }
 
 const KIND_BITS: u32 = 3;
@@ -29,6 +31,7 @@ impl Source {
             Source::Waker => (2, 0),
             Source::Connection(i) => (3, i),
             Source::Upstream(i) => (4, i),
+            Source::L4(i) => (5, i),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -41,6 +44,7 @@ impl Source {
             2 => Source::Waker,
             3 => Source::Connection(index),
             4 => Source::Upstream(index),
+            5 => Source::L4(index),
             _ => return None,
         })
     }
@@ -121,6 +125,7 @@ mod tests {
             Source::Connection(0),
             Source::Connection(123_456),
             Source::Upstream(9),
+            Source::L4(7),
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s));
         }

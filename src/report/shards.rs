@@ -156,9 +156,7 @@ fn load(json: ClientRunFields<'_>, previous: Option<&Arc<[u8]>>) -> Result<Loade
         None => None,
         Some(text) => {
             let (kind, detail) = text.split_once(": ").unwrap_or((text, ""));
-            let problem = Problem::ALL
-                .into_iter()
-                .find(|p| p.name() == kind)
+            let problem = Problem::from_name(kind)
                 .ok_or_else(|| format!("run {}: unknown error kind '{kind}'", json.run_count))?;
             Some(Box::new(Failure {
                 problem,

@@ -175,6 +175,46 @@ pub struct Summary {
     /// reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<ShardCoverage>,
+    /// A raw TCP or UDP test's own figures (issue 12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l4: Option<L4Summary>,
+}
+
+/// What a raw TCP or UDP test found, by direction. Round-trip percentiles
+/// are the summary's `client_duration_ns`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct L4Summary {
+    pub protocol: &'static str,
+    /// Runs whose message left.
+    pub sent: u64,
+    /// Runs the server recorded at least once.
+    pub reached_server: u64,
+    /// UDP: never recorded, no echo.
+    pub lost_to_server: u64,
+    /// UDP: recorded, no echo.
+    pub lost_from_server: u64,
+    /// `lost_to_server` of `sent`, in percent.
+    pub loss_to_server_percent: f64,
+    /// `lost_from_server` of `reached_server`, in percent.
+    pub loss_from_server_percent: f64,
+    /// Runs the server recorded more than once.
+    pub duplicated_to_server: u64,
+    /// Runs whose echo came back more than once.
+    pub duplicated_from_server: u64,
+    pub corrupted_to_server: u64,
+    pub corrupted_from_server: u64,
+    /// UDP: runs that reached the server after one sent after them
+    /// (RFC 4737), and the largest extent (arrivals late).
+    pub reordered_to_server: u64,
+    pub max_reorder_extent_to_server: u64,
+    /// UDP: echoes that reached the client after one the server sent after them.
+    pub reordered_from_server: u64,
+    pub max_reorder_extent_from_server: u64,
+    /// UDP: RFC 3550 interarrival jitter of the one-way transit, each way
+    /// (client send to server arrival, server echo to client arrival; the
+    /// clocks' offset cancels out), as iperf3 reports it.
+    pub jitter_to_server_ns: u64,
+    pub jitter_from_server_ns: u64,
 }
 
 pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) -> Summary {
@@ -323,6 +363,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         server_fetch_error,
         shard: None,
         shards: None,
+        l4: None,
     }
 }
 

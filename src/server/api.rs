@@ -10,7 +10,7 @@ use crate::http::Method;
 use crate::store::{Op, Reply, RunList, ShardPage, Store, StoreError};
 use crate::time::rfc3339;
 pub use crate::wire::run_json;
-use crate::wire::{GroupConfig, GroupHeader, HeaderValues, RunExtra};
+use crate::wire::{GroupConfig, GroupHeader, HeaderValues, L4Ports, Protocol, RunExtra};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -271,6 +271,8 @@ pub struct Api {
     /// values, or the store is shared (a group another replica created may
     /// want them, unknown until its first run here).
     keep_heads: AtomicBool,
+    /// Where this server takes raw TCP and UDP runs.
+    l4: L4Ports,
 }
 
 impl Api {
@@ -280,6 +282,7 @@ impl Api {
             policy,
             metrics: Metrics::default(),
             keep_heads: AtomicBool::new(false),
+            l4: L4Ports::default(),
         }
     }
 
@@ -292,6 +295,27 @@ impl Api {
     /// Whether the loops keep each request's head.
     pub fn keeps_heads(&self) -> bool {
         self.keep_heads.load(Ordering::Relaxed)
+    }
+
+    /// The server takes raw TCP and UDP runs on these ports: tcp and udp
+    /// groups' answers say where.
+    pub fn with_l4(mut self, ports: L4Ports) -> Api {
+        if ports != L4Ports::default() {
+            self.metrics.enable_l4();
+        }
+        self.l4 = ports;
+        self
+    }
+
+    /// The group's header as a JSON object left open for `test_runs`; a
+    /// tcp or udp group's says where this server takes its runs (`l4`).
+    fn header_json(&self, header: &GroupHeader) -> Vec<u8> {
+        let mut body = header_json(header);
+        if !header.config.l4.protocol.is_http() {
+            body.extend_from_slice(b",\"l4\":");
+            body.extend_from_slice(&serde_json::to_vec(&self.l4).unwrap_or_default());
+        }
+        body
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -407,7 +431,7 @@ impl Api {
             })),
             (Then::Created, Reply::Group(header)) => {
                 crate::debug!("created group {}", header.run_group_id);
-                let mut body = header_json(&header);
+                let mut body = self.header_json(&header);
                 body.extend_from_slice(b",\"test_runs\":[]}\n");
                 Next::Respond(Response::json(200, body))
             }
@@ -423,7 +447,7 @@ impl Api {
                 Next::Respond(json_answer(&groups))
             }
             (Then::Show(id), Reply::Group(header)) => {
-                let mut head = header_json(&header);
+                let mut head = self.header_json(&header);
                 head.extend_from_slice(b",\"test_runs\":[");
                 Next::Stream {
                     id,
@@ -520,6 +544,20 @@ impl Api {
 
     fn create(&self, body: &[u8], wall_now: i128) -> Result<Action, Response> {
         let config = GroupConfig::from_json(body).map_err(|e| Response::error(400, &e))?;
+        let (flag, port) = match config.l4.protocol {
+            Protocol::Http => ("", Some(0)),
+            Protocol::Tcp => ("--tcp-port", self.l4.tcp_port),
+            Protocol::Udp => ("--udp-port", self.l4.udp_port),
+        };
+        if port.is_none() {
+            return Err(Response::error(
+                400,
+                &format!(
+                    "protocol: this server takes no {} runs (start it with {flag} PORT)",
+                    config.l4.protocol.name()
+                ),
+            ));
+        }
         if let (Some(endpoint), Some(allow)) =
             (&config.upstream_endpoint, &self.policy.upstream_allow)
         {
@@ -531,7 +569,7 @@ impl Api {
         }
         Ok(Action::Store(
             Op::Create {
-                config,
+                config: Box::new(config),
                 created_at: rfc3339(wall_now),
                 created_ns: wall_now,
             },

@@ -189,7 +189,26 @@ pub struct Metrics {
     open_connections: AtomicI64,
     upstream: [AtomicU64; 3],
     record_time: Histogram,
+    /// Raw TCP and UDP runs (issue 12), by transport: see [`L4Counts`].
+    l4: [L4Counts; 2],
+    /// Whether the server takes raw TCP or UDP runs: their series are
+    /// shown only then.
+    l4_enabled: std::sync::atomic::AtomicBool,
 }
+
+/// A transport's messages: taken (whole, for a known group of its
+/// protocol), taken with data that fails its checksum (recorded as they
+/// came), and dropped by reason.
+#[derive(Default)]
+struct L4Counts {
+    taken: AtomicU64,
+    checksum: AtomicU64,
+    dropped: [AtomicU64; L4_REASONS],
+}
+
+const L4_REASONS: usize = crate::l4::Dropped::ALL.len();
+/// The `protocol` label of each [`Metrics::l4`] entry.
+pub const L4_TRANSPORTS: [&str; 2] = ["tcp", "udp"];
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -201,6 +220,8 @@ impl Default for Metrics {
             open_connections: AtomicI64::new(0),
             upstream: Default::default(),
             record_time: Histogram::new(&RECORD_BUCKETS),
+            l4: Default::default(),
+            l4_enabled: Default::default(),
         }
     }
 }
@@ -233,6 +254,72 @@ impl Metrics {
     /// The time one `Store::record` took.
     pub fn record_time(&self, ns: Nanos) {
         self.record_time.observe(ns);
+    }
+
+    /// The server takes raw TCP or UDP runs: show their series.
+    pub fn enable_l4(&self) {
+        self.l4_enabled.store(true, Relaxed);
+    }
+
+    /// A message taken over `transport` (0 tcp, 1 udp); `intact` when its
+    /// data passes its checksum.
+    pub fn l4_taken(&self, transport: usize, intact: bool) {
+        if let Some(c) = self.l4.get(transport) {
+            c.taken.fetch_add(1, Relaxed);
+            if !intact {
+                c.checksum.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A message dropped over `transport` (0 tcp, 1 udp).
+    pub fn l4_dropped(&self, transport: usize, why: crate::l4::Dropped) {
+        let reason = crate::l4::Dropped::ALL.iter().position(|&d| d == why);
+        if let Some(c) = reason.and_then(|r| self.l4.get(transport)?.dropped.get(r)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The raw TCP and UDP families.
+    fn render_l4(&self, out: &mut Exposition) {
+        out.family(
+            "conntest_l4_messages_total",
+            "counter",
+            "Raw TCP messages and UDP datagrams taken as runs (whole, for a known group of their protocol), by protocol.",
+        );
+        for (c, protocol) in self.l4.iter().zip(L4_TRANSPORTS) {
+            out.sample(
+                "conntest_l4_messages_total",
+                &[("protocol", protocol)],
+                c.taken.load(Relaxed),
+            );
+        }
+        out.family(
+            "conntest_l4_checksum_mismatch_total",
+            "counter",
+            "Messages taken whose data failed their CRC-32C: recorded as they came, so the comparison shows them corrupted.",
+        );
+        for (c, protocol) in self.l4.iter().zip(L4_TRANSPORTS) {
+            out.sample(
+                "conntest_l4_checksum_mismatch_total",
+                &[("protocol", protocol)],
+                c.checksum.load(Relaxed),
+            );
+        }
+        out.family(
+            "conntest_l4_dropped_total",
+            "counter",
+            "Messages and datagrams not ours, dropped and never recorded, by protocol and reason.",
+        );
+        for (c, protocol) in self.l4.iter().zip(L4_TRANSPORTS) {
+            for (count, why) in c.dropped.iter().zip(crate::l4::Dropped::ALL) {
+                out.sample(
+                    "conntest_l4_dropped_total",
+                    &[("protocol", protocol), ("reason", why.label())],
+                    count.load(Relaxed),
+                );
+            }
+        }
     }
 
     /// The exposition of every metric.
@@ -296,6 +383,9 @@ impl Metrics {
             "conntest_store_record_seconds",
             "Time the store takes to record one run.",
         );
+        if self.l4_enabled.load(Relaxed) {
+            self.render_l4(&mut out);
+        }
         out.text
     }
 }

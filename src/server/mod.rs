@@ -7,6 +7,7 @@
 //! wake-up; every timestamp of that wake-up is that `now`.
 
 pub mod api;
+pub mod l4;
 pub mod metrics;
 pub mod stream;
 pub mod upstream;
@@ -51,6 +52,11 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Trust for https upstreams (platform roots plus `--upstream-cacert`).
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Raw TCP runs on this port (`--tcp-port`; 0: any free one), on the
+    /// first bind address; none when `None`.
+    pub tcp_port: Option<u16>,
+    /// UDP runs on this port (`--udp-port`), likewise.
+    pub udp_port: Option<u16>,
 }
 
 impl Default for ServerOptions {
@@ -66,6 +72,8 @@ impl Default for ServerOptions {
             upstream_max_body: 1 << 20,
             tls: None,
             upstream_tls: None,
+            tcp_port: None,
+            udp_port: None,
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct Server {
     api: Arc<Api>,
     options: ServerOptions,
     local_addrs: Vec<SocketAddr>,
+    /// The raw TCP and UDP sockets, for the first loop.
+    l4: l4::L4Sockets,
 }
 
 /// Stops the loops: the first call stops accepting and lets runs in flight
@@ -149,20 +159,28 @@ impl Server {
             .backend
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryStore::new(options.store)));
-        let api = Arc::new(Api::new(store, options.policy.clone()));
+        let ip = local_addrs.first().map_or(options.bind[0].ip(), |a| a.ip());
+        let l4 = l4::L4Sockets::bind(ip, options.tcp_port, options.udp_port)?;
+        let api = Api::new(store, options.policy.clone()).with_l4(l4.ports());
         if options.backend.is_some() {
             api.keep_all_heads();
         }
         Ok(Server {
             listeners,
-            api,
+            api: Arc::new(api),
             options,
             local_addrs,
+            l4,
         })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The raw TCP and UDP ports bound (`--tcp-port`, `--udp-port`).
+    pub fn l4_ports(&self) -> crate::wire::L4Ports {
+        self.l4.ports()
     }
 
     /// Runs the loops until `shutdown` is triggered and runs in flight end.
@@ -185,7 +203,9 @@ impl Server {
                     .spawn(move || ServerLoop::new(set, api, options, shutdown)?.run())?,
             );
         }
-        let result = ServerLoop::new(first, self.api, self.options, shutdown.clone())?.run();
+        let mut first = ServerLoop::new(first, self.api, self.options, shutdown.clone())?;
+        first.add_l4(self.l4)?;
+        let result = first.run();
         shutdown.trigger();
         for h in handles {
             match h.join() {
@@ -236,6 +256,8 @@ enum Timer {
     Upstream(UpstreamTimer),
     /// Retry accepting after running out of file descriptors.
     AcceptRetry,
+    /// A raw TCP or UDP run's server delay is over.
+    L4Delay(usize),
 }
 
 impl From<UpstreamTimer> for Timer {
@@ -285,6 +307,8 @@ enum Waiting {
         path: String,
         submitted: Nanos,
     },
+    /// A raw TCP or UDP run's step.
+    L4(l4::L4Wait),
 }
 
 /// A test run between its request and its answer. It lives outside the
@@ -342,6 +366,8 @@ struct ServerLoop {
     /// Requests waiting on the store, by ticket.
     waiting: Slab<Waiting>,
     replies: Vec<(Ticket, Reply)>,
+    /// Raw TCP and UDP runs (the first loop only).
+    l4: l4::L4Side,
 }
 
 impl ServerLoop {
@@ -395,6 +421,7 @@ impl ServerLoop {
             inbox,
             waiting: Slab::new(),
             replies: Vec::new(),
+            l4: Default::default(),
         })
     }
 
@@ -406,7 +433,7 @@ impl ServerLoop {
                 stopping = true;
                 self.stop(clock::now());
             }
-            if stopping && self.runs.is_empty() && self.waiting.is_empty() {
+            if stopping && self.runs.is_empty() && self.waiting.is_empty() && self.l4.is_idle() {
                 return Ok(());
             }
             if self.stop_deadline.is_some_and(|d| clock::now() >= d) {
@@ -454,6 +481,7 @@ impl ServerLoop {
                         self.take_replies(now);
                     }
                     Some(Source::WakeTimer) => self.wake.acknowledge(now),
+                    Some(Source::L4(i)) => self.l4_event(i, now),
                     None => {}
                 }
             }
@@ -471,6 +499,7 @@ impl ServerLoop {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
+        self.stop_l4();
         // A signal is news; the program stopping its own server (the one of
         // `conntest run`) is not.
         let (level, cause) = match self.shutdown.signal_name() {
@@ -796,6 +825,7 @@ impl ServerLoop {
                 metrics.request(Route::Run, response.status);
                 self.respond(conn, Some(serial), seq, response, Some(&path), now);
             }
+            Waiting::L4(wait) => self.on_l4_reply(wait, reply, now),
         }
     }
 
@@ -908,6 +938,7 @@ impl ServerLoop {
                     self.upstreams.on_timeout(t, ctx);
                 }
                 Timer::AcceptRetry => self.resume_accepting(now),
+                Timer::L4Delay(key) => self.l4_complete(key, now),
             }
         }
         self.fired = fired;

@@ -65,7 +65,7 @@ impl MemoryStore {
                 config,
                 created_at,
                 created_ns,
-            } => self.create(state, config, created_at, created_ns),
+            } => self.create(state, *config, created_at, created_ns),
             Op::List => {
                 let mut all: Vec<&Group> = state.groups.values().collect();
                 all.sort_by_key(|g| g.created);
@@ -324,7 +324,7 @@ mod tests {
 
     fn create(store: &MemoryStore, at: i128) -> Result<Uuid, StoreError> {
         match store.apply(Op::Create {
-            config: config(),
+            config: Box::new(config()),
             created_at: String::new(),
             created_ns: at,
         })? {

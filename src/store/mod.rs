@@ -117,7 +117,8 @@ pub struct ShardPage {
 pub enum Op {
     /// Reply: [`Reply::Group`].
     Create {
-        config: GroupConfig,
+        /// Boxed: the largest operation by far, and the rarest.
+        config: Box<GroupConfig>,
         created_at: String,
         /// Wall-clock nanoseconds of the creation, for expiry.
         created_ns: i128,

@@ -708,7 +708,7 @@ impl StoreThread {
                 let header = Arc::new(GroupHeader {
                     run_group_id: id,
                     created_at,
-                    config,
+                    config: *config,
                 });
                 let now_ms = (created_ns / 1_000_000) as i64;
                 evalsha_cmd(&mut cmd, &s.create)

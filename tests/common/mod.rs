@@ -5,13 +5,15 @@
 //! Processes live here; the raw HTTP client in `http`, test-written servers
 //! (fake upstreams, proxies) in `servers`, independent decoders (RFC 3339,
 //! UUID, base64, JSON files) in `formats`, Redis, nginx and a cluster of
-//! replicas behind them in `cluster`.
+//! replicas behind them in `cluster`; a faulty UDP/TCP relay for raw runs
+//! in `relay`.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod formats;
 pub mod http;
 pub mod pki;
+pub mod relay;
 pub mod servers;
 
 // Not every test binary uses every part.

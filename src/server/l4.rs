@@ -1,0 +1,488 @@
+//! Raw TCP and UDP runs (issue 12) on the server's loop: the first loop
+//! holds a UDP socket and a TCP listener beside its HTTP listeners. Each
+//! message is checked ([`crate::l4`]), its group looked up and begun in the
+//! store, held for `server_delay_ns` on the timer wheel, recorded in the
+//! group's record through the store like an HTTP run, and once the store
+//! confirms the record, echoed back as it came. What is not ours is counted
+//! in `/metrics` and dropped.
+
+use super::{ServerLoop, Timer, Waiting};
+use crate::event::clock::{self, Nanos};
+use crate::event::Source;
+use crate::l4::framing::Framer;
+use crate::l4::header::{parse_datagram, Header, HEADER_LEN};
+use crate::l4::Dropped;
+use crate::store::{Op, Reply, Run, StoreError};
+use crate::wire::{L4Ports, Protocol, MAX_DATA_BYTES};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::Interest;
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The metrics' index of each transport.
+const TCP: usize = 0;
+const UDP: usize = 1;
+/// [`Source::L4`] numbers: the UDP socket, the listener, then connections.
+const UDP_SOCKET: usize = 0;
+const LISTENER: usize = 1;
+const FIRST_CONN: usize = 2;
+
+/// The raw sockets `Server::bind` made, for the first loop.
+#[derive(Debug, Default)]
+pub struct L4Sockets {
+    pub tcp: Option<std::net::TcpListener>,
+    pub udp: Option<std::net::UdpSocket>,
+}
+
+impl L4Sockets {
+    /// Binds the ports asked for (0: any free one) on `ip`.
+    pub fn bind(ip: std::net::IpAddr, tcp: Option<u16>, udp: Option<u16>) -> io::Result<L4Sockets> {
+        use socket2::{Domain, Socket, Type};
+        let tcp = match tcp {
+            Some(port) => Some(super::bind_listener(SocketAddr::new(ip, port), false)?),
+            None => None,
+        };
+        let udp = match udp {
+            Some(port) => {
+                let addr = SocketAddr::new(ip, port);
+                let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+                if ip.is_ipv6() && ip.is_unspecified() {
+                    let _ = socket.set_only_v6(false);
+                }
+                // Room for a burst of datagrams while the loop is busy.
+                let _ = socket.set_recv_buffer_size(4 << 20);
+                let _ = socket.set_send_buffer_size(4 << 20);
+                socket.bind(&addr.into())?;
+                socket.set_nonblocking(true)?;
+                Some(socket.into())
+            }
+            None => None,
+        };
+        Ok(L4Sockets { tcp, udp })
+    }
+
+    /// The ports bound, for the create answer.
+    pub fn ports(&self) -> L4Ports {
+        L4Ports {
+            tcp_port: self
+                .tcp
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port()),
+            udp_port: self
+                .udp
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .map(|a| a.port()),
+        }
+    }
+}
+
+/// Where a message came from, so its echo goes back there.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Udp(SocketAddr),
+    Tcp { conn: usize, serial: u64 },
+}
+
+impl Peer {
+    fn transport(self) -> usize {
+        match self {
+            Peer::Udp(_) => UDP,
+            Peer::Tcp { .. } => TCP,
+        }
+    }
+}
+
+/// One run's message on its way through the server.
+#[derive(Debug)]
+pub struct L4Msg {
+    peer: Peer,
+    header: Header,
+    /// Header and data, exactly as received: the echo.
+    message: Vec<u8>,
+    /// When it was read (the run's `server_start`).
+    start: Nanos,
+}
+
+/// What a store answer for a raw run is for.
+#[derive(Debug)]
+pub enum L4Wait {
+    /// The group looked up: is it known, and of this protocol?
+    Check(L4Msg),
+    /// The run begun (counted in progress): hold it.
+    Begin(L4Msg),
+    /// The record confirmed: echo.
+    Record {
+        peer: Peer,
+        echo: Vec<u8>,
+        submitted: Nanos,
+    },
+}
+
+struct L4Conn {
+    stream: TcpStream,
+    serial: u64,
+    framer: Framer,
+    /// Echoes not yet written.
+    out: Vec<u8>,
+    /// The peer closed its side.
+    eof: bool,
+    /// Runs of this connection not yet echoed.
+    held: u32,
+}
+
+/// The first loop's raw sockets and the runs they carry.
+#[derive(Default)]
+pub struct L4Side {
+    udp: Option<UdpSocket>,
+    listener: Option<TcpListener>,
+    conns: Slab<L4Conn>,
+    held: Slab<L4Msg>,
+    next_serial: u64,
+    /// The largest TCP message data (`--max-body`).
+    max_message: usize,
+    buf: Vec<u8>,
+}
+
+impl L4Side {
+    /// Runs held for their delay.
+    pub fn is_idle(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+impl ServerLoop {
+    /// Takes the raw sockets onto this loop.
+    pub(super) fn add_l4(&mut self, sockets: L4Sockets) -> io::Result<()> {
+        let registry = self.poll.registry();
+        if let Some(udp) = sockets.udp {
+            let mut udp = UdpSocket::from_std(udp);
+            registry.register(&mut udp, Source::L4(UDP_SOCKET).token(), Interest::READABLE)?;
+            self.l4.udp = Some(udp);
+        }
+        if let Some(tcp) = sockets.tcp {
+            let mut tcp = TcpListener::from_std(tcp);
+            registry.register(&mut tcp, Source::L4(LISTENER).token(), Interest::READABLE)?;
+            self.l4.listener = Some(tcp);
+        }
+        self.l4.max_message = self.options.http.max_body as usize;
+        self.l4.buf = vec![0; 65_536];
+        Ok(())
+    }
+
+    /// Stopping: no new connections or datagrams; held runs are echoed.
+    pub(super) fn stop_l4(&mut self) {
+        if let Some(mut l) = self.l4.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(udp) = &mut self.l4.udp {
+            let _ = self.poll.registry().deregister(udp);
+        }
+    }
+
+    pub(super) fn l4_event(&mut self, index: usize, now: Nanos) {
+        match index {
+            UDP_SOCKET => self.udp_read(now),
+            LISTENER => self.tcp_accept(),
+            i => self.tcp_service(i - FIRST_CONN, now),
+        }
+    }
+
+    fn udp_read(&mut self, now: Nanos) {
+        loop {
+            let Some(udp) = &self.l4.udp else { return };
+            let (n, from) = match udp.recv_from(&mut self.l4.buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error of an earlier echo, and the like: not a run.
+                Err(e) => {
+                    crate::debug!("udp: {e}");
+                    continue;
+                }
+            };
+            let datagram = &self.l4.buf[..n];
+            match parse_datagram(datagram, MAX_DATA_BYTES as usize) {
+                Ok((header, _)) => {
+                    let msg = L4Msg {
+                        peer: Peer::Udp(from),
+                        header,
+                        message: datagram.to_vec(),
+                        start: now,
+                    };
+                    self.l4_check(msg, now);
+                }
+                Err(why) => self.l4_drop(UDP, why),
+            }
+        }
+    }
+
+    fn l4_drop(&self, transport: usize, why: Dropped) {
+        self.api.metrics().l4_dropped(transport, why);
+    }
+
+    /// A message that is not ours: counted and dropped; a TCP connection
+    /// that carried it is closed (its peer does not speak for a group of
+    /// ours).
+    fn l4_refuse(&mut self, peer: Peer, why: Dropped) {
+        self.l4_drop(peer.transport(), why);
+        if let Peer::Tcp { conn, serial } = peer {
+            if self.l4.conns.get(conn).is_some_and(|c| c.serial == serial) {
+                self.tcp_close(conn);
+            }
+        }
+    }
+
+    /// Looks the message's group up.
+    fn l4_check(&mut self, msg: L4Msg, now: Nanos) {
+        let id = msg.header.group;
+        self.submit(Op::Header { id }, Waiting::L4(L4Wait::Check(msg)), now);
+    }
+
+    pub(super) fn on_l4_reply(&mut self, wait: L4Wait, reply: Reply, now: Nanos) {
+        match (wait, reply) {
+            (L4Wait::Check(msg), Reply::Group(group)) => {
+                let transport = msg.peer.transport();
+                let config = &group.config.l4;
+                let expected = if transport == UDP {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                };
+                if config.protocol != expected {
+                    return self.l4_refuse(msg.peer, Dropped::Protocol);
+                }
+                let data = &msg.message[HEADER_LEN..];
+                if transport == UDP && data.len() as u64 > config.max_data() {
+                    return self.l4_refuse(msg.peer, Dropped::Oversized);
+                }
+                self.api
+                    .metrics()
+                    .l4_taken(transport, msg.header.checks(data));
+                let id = msg.header.group;
+                self.submit(Op::Begin { id }, Waiting::L4(L4Wait::Begin(msg)), now);
+            }
+            (L4Wait::Begin(msg), Reply::Group(group)) => {
+                let delay = group.config.server_delay_ns;
+                let key = self.l4.held.insert(msg);
+                if delay == 0 {
+                    self.l4_complete(key, now);
+                } else {
+                    self.wheel.insert(now + delay, Timer::L4Delay(key));
+                }
+            }
+            (L4Wait::Check(msg) | L4Wait::Begin(msg), Reply::Error(e)) => match e {
+                StoreError::UnknownGroup => self.l4_refuse(msg.peer, Dropped::UnknownGroup),
+                other => {
+                    crate::debug!("a raw run refused by the store: {other:?}");
+                    self.l4_drop(msg.peer.transport(), Dropped::Refused);
+                    self.l4_forget(msg.peer);
+                }
+            },
+            (
+                L4Wait::Record {
+                    peer,
+                    echo,
+                    submitted,
+                },
+                Reply::Done,
+            ) => {
+                let metrics = self.api.metrics();
+                metrics.record_time(now.saturating_sub(submitted));
+                metrics.run_recorded();
+                self.l4_echo(peer, &echo);
+            }
+            (wait, reply) => {
+                crate::debug!("a raw run's store answer {reply:?} to {wait:?}: not echoed");
+                if let L4Wait::Check(msg) | L4Wait::Begin(msg) = wait {
+                    self.l4_forget(msg.peer);
+                } else if let L4Wait::Record { peer, .. } = wait {
+                    self.l4_forget(peer);
+                }
+            }
+        }
+    }
+
+    /// The run's delay is over: record it; the echo leaves once the store
+    /// confirms.
+    pub(super) fn l4_complete(&mut self, key: usize, now: Nanos) {
+        let Some(msg) = self.l4.held.try_remove(key) else {
+            return;
+        };
+        let record = Run {
+            run_id: self.ids.uuid(),
+            run_count: msg.header.run_count,
+            server_start: clock::wall_i64(self.anchor.wall(msg.start)),
+            server_end: clock::wall_i64(self.anchor.wall(now)),
+            data: Arc::clone(&self.no_body),
+            extra: None,
+        };
+        let op = Op::Record {
+            id: msg.header.group,
+            run: record,
+            body: msg.message[HEADER_LEN..].to_vec(),
+        };
+        let waiting = Waiting::L4(L4Wait::Record {
+            peer: msg.peer,
+            echo: msg.message,
+            submitted: clock::now(),
+        });
+        self.submit(op, waiting, now);
+    }
+
+    fn l4_echo(&mut self, peer: Peer, echo: &[u8]) {
+        match peer {
+            Peer::Udp(to) => {
+                if let Some(udp) = &self.l4.udp {
+                    if let Err(e) = udp.send_to(echo, to) {
+                        crate::debug!("udp echo to {to}: {e}");
+                    }
+                }
+            }
+            Peer::Tcp { conn, serial } => {
+                let Some(c) = self.l4.conns.get_mut(conn).filter(|c| c.serial == serial) else {
+                    return;
+                };
+                c.held = c.held.saturating_sub(1);
+                c.out.extend_from_slice(echo);
+                self.tcp_flush(conn);
+            }
+        }
+    }
+
+    /// A TCP run that will not be echoed: its connection no longer waits.
+    fn l4_forget(&mut self, peer: Peer) {
+        if let Peer::Tcp { conn, serial } = peer {
+            if let Some(c) = self.l4.conns.get_mut(conn).filter(|c| c.serial == serial) {
+                c.held = c.held.saturating_sub(1);
+            }
+            self.tcp_flush(conn);
+        }
+    }
+
+    fn tcp_accept(&mut self) {
+        loop {
+            if self.l4.conns.len() >= self.options.max_connections {
+                return;
+            }
+            let Some(listener) = &self.l4.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.l4.conns.vacant_entry();
+                    let token = Source::L4(FIRST_CONN + entry.key()).token();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+                        crate::warn!("register a raw connection: {e}");
+                        continue;
+                    }
+                    self.l4.next_serial += 1;
+                    entry.insert(L4Conn {
+                        stream,
+                        serial: self.l4.next_serial,
+                        framer: Framer::new(self.l4.max_message),
+                        out: Vec::new(),
+                        eof: false,
+                        held: 0,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    crate::debug!("accept (tcp runs): {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a raw connection's messages and takes them; writes what is owed.
+    fn tcp_service(&mut self, key: usize, now: Nanos) {
+        let mut messages = Vec::new();
+        let mut bad = None;
+        let serial;
+        {
+            let Some(c) = self.l4.conns.get_mut(key) else {
+                return;
+            };
+            serial = c.serial;
+            while !c.eof && bad.is_none() {
+                match c.stream.read(&mut self.l4.buf) {
+                    Ok(0) => {
+                        c.eof = true;
+                        bad = c.framer.receive_eof();
+                    }
+                    Ok(n) => c.framer.receive(&self.l4.buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        c.eof = true;
+                        c.out.clear();
+                        break;
+                    }
+                }
+                while let Some(m) = c.framer.next_message() {
+                    match m {
+                        Ok(m) => messages.push(m),
+                        Err(why) => {
+                            bad = Some(why);
+                            break;
+                        }
+                    }
+                }
+            }
+            c.held += messages.len() as u32;
+        }
+        for m in messages {
+            let mut message = Vec::with_capacity(HEADER_LEN + m.data.len());
+            message.extend_from_slice(&m.header.encode());
+            message.extend_from_slice(&m.data);
+            let msg = L4Msg {
+                peer: Peer::Tcp { conn: key, serial },
+                header: m.header,
+                message,
+                start: now,
+            };
+            self.l4_check(msg, now);
+        }
+        if let Some(why) = bad {
+            // A stream cannot be read past a bad message: closed.
+            self.l4_drop(TCP, why);
+            return self.tcp_close(key);
+        }
+        self.tcp_flush(key);
+    }
+
+    /// Writes what is owed; closes a connection its peer closed once
+    /// nothing more is owed.
+    fn tcp_flush(&mut self, key: usize) {
+        let Some(c) = self.l4.conns.get_mut(key) else {
+            return;
+        };
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(0) => return self.tcp_close(key),
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.tcp_close(key),
+            }
+        }
+        if c.eof && c.held == 0 {
+            self.tcp_close(key);
+        }
+    }
+
+    fn tcp_close(&mut self, key: usize) {
+        if let Some(mut c) = self.l4.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+}
