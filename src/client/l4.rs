@@ -60,6 +60,18 @@ pub struct L4Run {
     slot: u32,
 }
 
+impl L4Run {
+    /// What a shard uploaded of a run's echoes (`conntest report`).
+    pub fn received(echoes: u32, echo_error: Option<Box<str>>, arrival: Option<u32>) -> L4Run {
+        L4Run {
+            echoes,
+            echo_error,
+            arrival: arrival.unwrap_or(u32::MAX),
+            slot: 0,
+        }
+    }
+}
+
 /// The raw runs' own facts, one per run of the outcome, in order.
 pub struct L4Facts {
     pub protocol: Protocol,
@@ -399,7 +411,10 @@ impl Driver<'_> {
         fact.arrival = self.arrivals;
         self.arrivals += 1;
         let run = &mut self.runs[index];
-        run.end = now.max(run.start);
+        // A fresh connection's message is written and its echo read in one
+        // call: a wake-up's `now` can then precede the run's start (the
+        // process was preempted between the two on a busy host).
+        run.end = if now > run.start { now } else { clock::now() };
         run.status = 200;
         self.finish(slot);
         if self.cfg.protocol == Protocol::Tcp && !self.cfg.tcp_reuse {
@@ -679,67 +694,76 @@ pub fn judge(
         }
     }
     if let (true, Some(server)) = (udp, server) {
-        // The way there: the server's arrivals (first record of each
-        // count), by arrival time then record order, against send order.
-        let mut arrived: Vec<u32> = records.values().map(|r| r.1).collect();
-        arrived.sort_unstable_by_key(|&k| (server[k as usize].server_start, k));
-        let index_of = |count: u64| {
-            let offset = count.checked_sub(outcome.count(0))?;
-            let stride = outcome.count(1).saturating_sub(outcome.count(0)).max(1);
-            let index = (offset / stride) as usize;
-            (offset % stride == 0 && index < outcome.runs.len()).then_some(index)
-        };
-        let sent: Vec<(u64, usize)> = arrived
-            .iter()
-            .filter_map(|&k| index_of(server[k as usize].run_count).map(|i| (i as u64, i)))
-            .collect();
-        let positions: Vec<u64> = sent.iter().map(|s| s.0).collect();
-        for (at, extent) in crate::l4::order::reordered(&positions) {
-            let i = sent[at].1;
-            l4.reordered_to_server += 1;
-            l4.max_reorder_extent_to_server = l4.max_reorder_extent_to_server.max(extent as u64);
-            added[i].push((
-                Problem::Reordered,
-                format!("reordered on the way to the server: arrived {extent} later than a run sent after it"),
-            ));
-        }
+        // Order and jitter are facts of one flow (one client's socket):
+        // each shard's runs are judged among themselves, and the jitter is
+        // the mean of the flows', as iperf3 gives parallel streams'.
         let anchor = &outcome.anchor;
-        l4.jitter_to_server_ns = crate::l4::order::jitter(sent.iter().map(|&(_, i)| {
-            let k = records[&outcome.count(i)].1 as usize;
-            (
-                anchor.wall(outcome.runs[i].start),
-                server[k].server_start as i128,
-            )
-        }))
-        .round() as u64;
-        // The way back: the client's arrivals of first echoes against the
-        // order the server recorded (and so echoed) them.
-        let mut echoed: Vec<(u32, usize, u32)> = facts
-            .runs
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.arrival != u32::MAX)
-            .filter_map(|(i, f)| Some((f.arrival, i, records.get(&outcome.count(i))?.1)))
-            .collect();
-        echoed.sort_unstable();
-        let order: Vec<u64> = echoed.iter().map(|e| e.2 as u64).collect();
-        for (at, extent) in crate::l4::order::reordered(&order) {
-            let i = echoed[at].1;
-            l4.reordered_from_server += 1;
-            l4.max_reorder_extent_from_server =
-                l4.max_reorder_extent_from_server.max(extent as u64);
-            added[i].push((
-                Problem::ReorderedEcho,
-                format!("reordered on the way back: its echo arrived {extent} later than one the server sent after it"),
-            ));
+        let (mut jitter_to, mut jitter_from) = (Vec::new(), Vec::new());
+        for flow in flows(outcome) {
+            // The way there: the server's arrivals (first record of each
+            // count), by arrival time then record order, against send order.
+            let mut arrived: Vec<(u32, usize)> = flow
+                .iter()
+                .enumerate()
+                .filter_map(|(at, &i)| Some((records.get(&outcome.count(i))?.1, at)))
+                .collect();
+            arrived.sort_unstable_by_key(|&(k, at)| (server[k as usize].server_start, k, at));
+            let positions: Vec<u64> = arrived.iter().map(|a| a.1 as u64).collect();
+            for (at, extent) in crate::l4::order::reordered(&positions) {
+                let i = flow[arrived[at].1];
+                l4.reordered_to_server += 1;
+                l4.max_reorder_extent_to_server =
+                    l4.max_reorder_extent_to_server.max(extent as u64);
+                added[i].push((
+                    Problem::Reordered,
+                    format!("reordered on the way to the server: arrived {extent} later than a run sent after it"),
+                ));
+            }
+            if arrived.len() > 1 {
+                jitter_to.push(crate::l4::order::jitter(arrived.iter().map(|&(k, at)| {
+                    (
+                        anchor.wall(outcome.runs[flow[at]].start),
+                        server[k as usize].server_start as i128,
+                    )
+                })));
+            }
+            // The way back: the client's arrivals of first echoes against
+            // the order the server recorded (and so echoed) them.
+            let mut echoed: Vec<(u32, usize, u32)> = flow
+                .iter()
+                .filter(|&&i| facts.runs[i].arrival != u32::MAX)
+                .filter_map(|&i| {
+                    let k = records.get(&outcome.count(i))?.1;
+                    Some((facts.runs[i].arrival, i, k))
+                })
+                .collect();
+            echoed.sort_unstable();
+            let order: Vec<u64> = echoed.iter().map(|e| e.2 as u64).collect();
+            for (at, extent) in crate::l4::order::reordered(&order) {
+                let i = echoed[at].1;
+                l4.reordered_from_server += 1;
+                l4.max_reorder_extent_from_server =
+                    l4.max_reorder_extent_from_server.max(extent as u64);
+                added[i].push((
+                    Problem::ReorderedEcho,
+                    format!("reordered on the way back: its echo arrived {extent} later than one the server sent after it"),
+                ));
+            }
+            if echoed.len() > 1 {
+                jitter_from.push(crate::l4::order::jitter(echoed.iter().map(|&(_, i, k)| {
+                    (
+                        server[k as usize].server_end as i128,
+                        anchor.wall(outcome.runs[i].end),
+                    )
+                })));
+            }
         }
-        l4.jitter_from_server_ns = crate::l4::order::jitter(echoed.iter().map(|&(_, i, k)| {
-            (
-                server[k as usize].server_end as i128,
-                anchor.wall(outcome.runs[i].end),
-            )
-        }))
-        .round() as u64;
+        let mean = |v: &[f64]| match v.len() {
+            0 => 0,
+            n => (v.iter().sum::<f64>() / n as f64).round() as u64,
+        };
+        l4.jitter_to_server_ns = mean(&jitter_to);
+        l4.jitter_from_server_ns = mean(&jitter_from);
     }
     let percent = |part: u64, whole: u64| match whole {
         0 => 0.0,
@@ -762,6 +786,21 @@ pub fn judge(
         *v = RunVerdict::new(v.run_count, v.server_index, problems);
     }
     l4
+}
+
+/// The runs of each flow, in send order: every run of one client, or each
+/// shard's runs of a merged test.
+fn flows(outcome: &DriverOutcome) -> Vec<Vec<usize>> {
+    match &outcome.numbering {
+        Numbering::Stride { .. } => vec![(0..outcome.runs.len()).collect()],
+        Numbering::Listed(runs) => {
+            let mut by_shard: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+            for (i, r) in runs.iter().enumerate() {
+                by_shard.entry(r.shard).or_default().push(i);
+            }
+            by_shard.into_values().collect()
+        }
+    }
 }
 
 /// The summary of a raw test: its figures, and every raw kind counted

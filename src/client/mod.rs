@@ -335,7 +335,10 @@ pub fn run(
         }
         let uploaded = options
             .shard
-            .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+            .map(|shard| {
+                let l4 = l4_facts.as_ref();
+                upload_shard(endpoint, options, shard, &outcome, &body, l4, stop)
+            })
             .transpose();
         let fetched = fetch_record(
             endpoint,
@@ -387,6 +390,7 @@ fn upload_shard(
     shard: Shard,
     outcome: &DriverOutcome,
     body: &BodyPlan,
+    l4: Option<&l4::L4Facts>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     if outcome.interrupted || stop.load(Ordering::Relaxed) {
@@ -404,6 +408,7 @@ fn upload_shard(
         shard,
         outcome,
         body,
+        l4,
         timeout,
         stop,
     )
