@@ -10,8 +10,9 @@
 //! verdicts: in which direction a run was lost, duplicated, corrupted or
 //! reordered, and the summary's `l4` figures.
 
-use super::driver::classify;
-use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
+use super::driver::{classify, GoneWatch};
+use super::progress::{self, Progress};
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -45,6 +46,10 @@ pub struct L4DriverConfig {
     pub client_delay: Nanos,
     pub timeout: Nanos,
     pub body: BodyPlan,
+    /// A progress line on stderr (a terminal).
+    pub progress: bool,
+    /// Go on when every run is refused (`--keep-going`).
+    pub keep_going: bool,
 }
 
 /// What the client saw of a raw run beside its [`ClientRun`].
@@ -81,6 +86,7 @@ pub struct L4Facts {
 enum Timer {
     Due,
     Timeout { slot: usize, serial: u64 },
+    Progress,
 }
 
 #[derive(Default)]
@@ -102,6 +108,8 @@ const UDP_TOKEN: usize = usize::MAX >> 4;
 /// After the last run, echoes that come this soon are still counted
 /// (a duplicate of the last echo).
 const LINGER: Nanos = 20 * MILLISECOND;
+/// How long runs in flight may finish once the server seems gone.
+const GONE_GRACE: Nanos = 2 * SECOND;
 
 struct Driver<'a> {
     cfg: L4DriverConfig,
@@ -124,10 +132,20 @@ struct Driver<'a> {
     buf: Vec<u8>,
     uuid_text: [u8; 36],
     stop: &'a AtomicBool,
+    /// Runs failed so far (the progress line's errors).
+    failed: u64,
+    progress: Option<Progress>,
+    gone: GoneWatch,
+    /// Why the test stopped before its last run: the server seems gone.
+    gave_up: Option<String>,
 }
 
-/// Drives every run; returns the runs and their raw facts.
-pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome, L4Facts)> {
+/// Drives every run; returns the runs, their raw facts and why the test
+/// stopped early when it did (the server seems gone).
+pub fn drive(
+    cfg: L4DriverConfig,
+    stop: &AtomicBool,
+) -> io::Result<(DriverOutcome, L4Facts, Option<String>)> {
     let poll = Poll::new()?;
     let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
     let udp = match cfg.protocol {
@@ -179,9 +197,20 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
         buf: vec![0; 65_536],
         uuid_text: [0; 36],
         stop,
+        failed: 0,
+        progress: None,
+        gone: GoneWatch::new(cfg.keep_going),
+        gave_up: None,
         cfg,
     };
+    if d.cfg.progress {
+        d.progress = Some(Progress::new(now, d.cfg.run_count));
+        d.wheel.insert(now + progress::INTERVAL, Timer::Progress);
+    }
     let interrupted = d.run()?;
+    if d.cfg.progress {
+        progress::clear();
+    }
     let outcome = DriverOutcome {
         runs: d.runs,
         started: d.started,
@@ -200,7 +229,7 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
         protocol: d.cfg.protocol,
         runs: d.facts,
     };
-    Ok((outcome, facts))
+    Ok((outcome, facts, d.gave_up))
 }
 
 impl Driver<'_> {
@@ -208,6 +237,7 @@ impl Driver<'_> {
     fn run(&mut self) -> io::Result<bool> {
         let mut events = Events::with_capacity(1024);
         let mut linger_until = None;
+        let mut grace_until = None;
         self.dispatch(clock::now());
         loop {
             let now = clock::now();
@@ -215,7 +245,19 @@ impl Driver<'_> {
                 self.abandon(now);
                 return Ok(true);
             }
-            if self.in_flight == 0 && self.runs.len() as u64 >= self.cfg.run_count {
+            if self.gave_up.is_none() {
+                self.gave_up = self.gone.gone(now, self.cfg.addr);
+                if self.gave_up.is_some() {
+                    grace_until = Some(now + GONE_GRACE);
+                }
+            }
+            if grace_until.is_some_and(|g| now >= g) {
+                self.abandon(now);
+                return Ok(false);
+            }
+            let all_sent =
+                self.gave_up.is_some() || self.runs.len() as u64 >= self.cfg.run_count;
+            if self.in_flight == 0 && all_sent {
                 match linger_until {
                     None if self.udp.is_some() => linger_until = Some(now + LINGER),
                     Some(t) if now < t => {}
@@ -259,6 +301,13 @@ impl Driver<'_> {
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
+                    Timer::Progress => {
+                        if let Some(p) = self.progress.as_mut() {
+                            let finished = (self.runs.len() - self.in_flight) as u64;
+                            p.print(now, &self.runs, finished, self.failed);
+                        }
+                        self.wheel.insert(now + progress::INTERVAL, Timer::Progress);
+                    }
                 }
             }
             self.dispatch(now);
@@ -267,7 +316,7 @@ impl Driver<'_> {
 
     /// Starts every run that is due while a slot is free.
     fn dispatch(&mut self, now: Nanos) {
-        while (self.runs.len() as u64) < self.cfg.run_count {
+        while self.gave_up.is_none() && (self.runs.len() as u64) < self.cfg.run_count {
             let index = self.runs.len();
             let due = self.started + index as u64 * self.cfg.client_delay;
             if due > now {
@@ -329,6 +378,7 @@ impl Driver<'_> {
         match udp.send(&s.out) {
             Ok(_) => self.runs[index].start = start,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked.push(slot),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.udp_refused(start),
             Err(e) => {
                 let (problem, detail) = classify(&e, "sending the datagram");
                 self.fail(slot, problem, &detail, start);
@@ -349,8 +399,12 @@ impl Driver<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP port unreachable of an earlier datagram, and the
-                // like: the runs it concerns time out (lost on the way there).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.udp_refused(now);
+                    continue;
+                }
+                // Another ICMP error of an earlier datagram, and the like:
+                // the runs it concerns time out (lost on the way there).
                 Err(e) => {
                     crate::debug!("udp: {e}");
                     continue;
@@ -367,6 +421,24 @@ impl Driver<'_> {
             let data = self.buf[HEADER_LEN..n].to_vec();
             self.echo(index, &header, &data, now);
         }
+    }
+
+    /// The socket reported an ICMP port unreachable (ECONNREFUSED): nothing
+    /// takes datagrams on the server's port. The socket does not say which
+    /// datagram it came back for, and holds one such error for many, so
+    /// every run in flight ends refused (a datagram a send refused was not
+    /// sent).
+    fn udp_refused(&mut self, now: Nanos) {
+        let detail = format!(
+            "ICMP port unreachable: nothing takes datagrams on {} (every run in flight then ends refused)",
+            self.cfg.addr
+        );
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].run.is_some() {
+                self.fail(slot, Problem::Refused, &detail, now);
+            }
+        }
+        self.blocked.clear();
     }
 
     /// The run an echo's header names, if this test sent it.
@@ -410,6 +482,7 @@ impl Driver<'_> {
         }
         fact.arrival = self.arrivals;
         self.arrivals += 1;
+        self.gone.ended(None, now);
         let run = &mut self.runs[index];
         // A fresh connection's message is written and its echo read in one
         // call: a wake-up's `now` can then precede the run's start (the
@@ -435,6 +508,8 @@ impl Driver<'_> {
 
     fn fail(&mut self, slot: usize, problem: Problem, detail: &str, now: Nanos) {
         if let Some(index) = self.slots[slot].run {
+            self.failed += 1;
+            self.gone.ended(Some(problem), now);
             let run = &mut self.runs[index];
             if run.start != 0 {
                 run.end = now;

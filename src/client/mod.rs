@@ -295,9 +295,11 @@ pub fn run(
                 client_delay: cfg.client_delay,
                 timeout: cfg.timeout,
                 body: cfg.body,
+                progress: cfg.progress,
+                keep_going: cfg.keep_going,
             };
-            let (outcome, facts) = l4::drive(l4, stop).map_err(internal)?;
-            (outcome, None, Some(facts))
+            let (outcome, facts, gave_up) = l4::drive(l4, stop).map_err(internal)?;
+            (outcome, gave_up, Some(facts))
         }
     };
     crate::debug!("the runs are done; fetching the server's record");
