@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::l4::{create_l4, harmed, l4_server};
 use common::relay::{Fault, Faults, Relay};
 use common::*;
 use serde_json::Value;
@@ -15,24 +16,12 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn server() -> ServerProcess {
-    ServerProcess::start(&["--tcp-port", "0", "--udp-port", "0"])
+    l4_server(&[])
 }
 
 /// Creates a group; returns its id and the raw port the answer names.
 fn create(server: &ServerProcess, config: &str, protocol: &str) -> (String, SocketAddr) {
-    let reply = request(
-        server.addr,
-        "POST",
-        "/test-groups/create",
-        config.as_bytes(),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let json = reply.json();
-    let port = json["l4"][format!("{protocol}_port")]
-        .as_u64()
-        .expect("l4 port") as u16;
-    let id = json["run_group_id"].as_str().unwrap().to_owned();
-    (id, SocketAddr::from(([127, 0, 0, 1], port)))
+    create_l4(server.addr, config, protocol)
 }
 
 fn client(server: &ServerProcess, id: &str, extra: &[&str]) -> (Finished, Value) {
@@ -46,24 +35,6 @@ fn client(server: &ServerProcess, id: &str, extra: &[&str]) -> (Finished, Value)
     let text = std::fs::read(&report).unwrap_or_default();
     let json = serde_json::from_slice(&text).unwrap_or(Value::Null);
     (done, json)
-}
-
-/// Each failed run's problem kinds, by run count (the report's `results`,
-/// whose `error` is `kind: detail; kind: detail`).
-fn harmed(report: &Value) -> BTreeMap<u64, Vec<String>> {
-    let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for r in report["results"].as_array().expect("results") {
-        let Some(error) = r["error"].as_str() else {
-            continue;
-        };
-        let kinds = error
-            .split("; ")
-            .map(|p| p.split(':').next().unwrap_or(p).to_owned());
-        out.entry(r["run_count"].as_u64().unwrap())
-            .or_default()
-            .extend(kinds);
-    }
-    out
 }
 
 #[test]

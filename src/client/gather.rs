@@ -5,12 +5,10 @@
 //! and written as one client's test would be.
 
 use super::fetch::Endpoint;
+use super::l4::{L4Facts, L4Run};
 use super::{fetch_group, open_report, verify_and_conclude, Done, Output, RunError, Verdict};
 use crate::problem::Problem;
-use super::l4::{L4Facts, L4Run};
-use crate::report::shards::{
-    merge, LoadedEcho, Merged, ShardCoverage, ShardRecord, ShardsStatus,
-};
+use crate::report::shards::{merge, LoadedEcho, Merged, ShardCoverage, ShardRecord, ShardsStatus};
 use crate::report::RunsFilter;
 use crate::run::{DriverOutcome, RunVerdict};
 use crate::wire::Protocol;

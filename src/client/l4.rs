@@ -255,8 +255,7 @@ impl Driver<'_> {
                 self.abandon(now);
                 return Ok(false);
             }
-            let all_sent =
-                self.gave_up.is_some() || self.runs.len() as u64 >= self.cfg.run_count;
+            let all_sent = self.gave_up.is_some() || self.runs.len() as u64 >= self.cfg.run_count;
             if self.in_flight == 0 && all_sent {
                 match linger_until {
                     None if self.udp.is_some() => linger_until = Some(now + LINGER),

@@ -6,12 +6,13 @@
 //! (fake upstreams, proxies) in `servers`, independent decoders (RFC 3339,
 //! UUID, base64, JSON files) in `formats`, Redis, nginx and a cluster of
 //! replicas behind them in `cluster`; a faulty UDP/TCP relay for raw runs
-//! in `relay`.
+//! in `relay`, and raw groups' own helpers in `l4`.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod formats;
 pub mod http;
+pub mod l4;
 pub mod pki;
 pub mod relay;
 pub mod servers;
