@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::l4::{create_l4, harmed, l4_server};
+use common::l4::{create_l4, harmed, l4_server, udp_harm};
 use common::relay::{Fault, Faults, Relay};
 use common::*;
 use serde_json::Value;
@@ -70,39 +70,11 @@ fn a_udp_relay_s_harm_is_named_run_by_run_and_by_direction() {
     let server = server();
     let config = r#"{"run_count": 40, "concurrency": 4, "protocol": "udp"}"#;
     let (id, udp) = create(&server, config, "udp");
-    let faults = Faults {
-        to_server: [
-            (5, Fault::Drop),
-            (13, Fault::Duplicate),
-            (21, Fault::SwapWithNext),
-            (29, Fault::Flip),
-        ]
-        .into(),
-        from_server: [
-            (9, Fault::Drop),
-            (17, Fault::Duplicate),
-            (25, Fault::SwapWithNext),
-            (33, Fault::Flip),
-        ]
-        .into(),
-    };
+    let (faults, expected) = udp_harm();
     let relay = Relay::udp(udp, faults);
     let target = relay.addr.to_string();
     let (done, report) = client(&server, &id, &["--l4-addr", &target, "--timeout", "1s"]);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
-    let expected: BTreeMap<u64, Vec<String>> = [
-        (5, "lost_to_server"),
-        (9, "lost_from_server"),
-        (13, "duplicated"),
-        (17, "duplicated_echo"),
-        (21, "reordered"),
-        (25, "reordered_echo"),
-        (29, "corrupted"),
-        (33, "corrupted_echo"),
-    ]
-    .into_iter()
-    .map(|(n, k)| (n, vec![k.to_owned()]))
-    .collect();
     assert_eq!(harmed(&report), expected, "{}", report["summary"]);
     let l4 = &report["summary"]["l4"];
     assert_eq!(l4["lost_to_server"], 1);

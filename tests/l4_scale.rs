@@ -9,8 +9,8 @@
 mod common;
 
 use common::cluster::{wait_status, RedisProcess};
-use common::l4::{create_l4, harmed, l4_addr, l4_server};
-use common::relay::{Fault, Faults, Relay};
+use common::l4::{create_l4, harmed, l4_addr, l4_server, udp_harm};
+use common::relay::Relay;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,15 +81,6 @@ fn run_shards(dir: &TempDir, shards: &[(&str, &str)], id: &str, n: u64) -> Vec<F
     running.into_iter().map(|r| r.finish(LIMIT)).collect()
 }
 
-/// A summary's `runs`, `succeeded` and `failed`.
-fn tally(summary: &Value) -> (u64, u64, u64) {
-    (
-        u(&summary["runs"]),
-        u(&summary["succeeded"]),
-        u(&summary["failed"]),
-    )
-}
-
 /// Every discrepancy kind of a raw test is listed, each zero.
 fn assert_no_discrepancy(summary: &Value) {
     let kinds = summary["discrepancies"].as_object().expect("discrepancies");
@@ -102,14 +93,6 @@ fn assert_no_discrepancy(summary: &Value) {
         assert!(kinds.contains_key(kind), "{kind} listed: {summary}");
     }
     assert!(kinds.values().all(|n| u(n) == 0), "{summary}");
-}
-
-fn counts(list: &Value) -> Vec<u64> {
-    list.as_array()
-        .expect("an array")
-        .iter()
-        .map(|r| u(&r["run_count"]))
-        .collect()
 }
 
 #[test]
@@ -167,16 +150,12 @@ fn sharded_udp_and_tcp_groups_make_one_report_with_zero_discrepancies() {
     assert!(done.iter().all(|d| d.code == Some(0)), "{done:?}");
     let (done, group) = group_report(&dir, &url, &id);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
-    assert!(
-        done.stderr.contains("shards never reported: 1 (of 3)"),
-        "{}",
-        done.stderr
-    );
-    assert!(
-        done.stderr.contains("runs no shard sent: 2, 5, 8\n"),
-        "{}",
-        done.stderr
-    );
+    for needle in [
+        "shards never reported: 1 (of 3)",
+        "runs no shard sent: 2, 5, 8\n",
+    ] {
+        assert!(done.stderr.contains(needle), "{needle:?}: {}", done.stderr);
+    }
     let summary = &group["summary"];
     assert_eq!(tally(summary), (9, 6, 3));
     assert_eq!(u(&summary["discrepancies"]["missing"]), 3);
@@ -190,38 +169,16 @@ fn sharded_udp_and_tcp_groups_make_one_report_with_zero_discrepancies() {
     assert_eq!(harmed(&group), expected);
 }
 
-/// The harm of tests/l4.rs's UDP test: one of each kind, in each direction.
-fn udp_faults() -> (Faults, BTreeMap<u64, Vec<String>>) {
-    let faults = Faults {
-        to_server: [
-            (5, Fault::Drop),
-            (13, Fault::Duplicate),
-            (21, Fault::SwapWithNext),
-            (29, Fault::Flip),
-        ]
-        .into(),
-        from_server: [
-            (9, Fault::Drop),
-            (17, Fault::Duplicate),
-            (25, Fault::SwapWithNext),
-            (33, Fault::Flip),
-        ]
-        .into(),
-    };
-    let expected = [
-        (5, "lost_to_server"),
-        (9, "lost_from_server"),
-        (13, "duplicated"),
-        (17, "duplicated_echo"),
-        (21, "reordered"),
-        (25, "reordered_echo"),
-        (29, "corrupted"),
-        (33, "corrupted_echo"),
-    ]
-    .into_iter()
-    .map(|(n, k)| (n, vec![k.to_owned()]))
-    .collect();
-    (faults, expected)
+/// A UDP group of 40 runs at `concurrency`, and a relay in front of its
+/// port doing [`udp_harm`]'s harm; the runs harmed.
+fn harmed_udp_group(
+    server: &ServerProcess,
+    concurrency: u32,
+) -> (String, Relay, BTreeMap<u64, Vec<String>>) {
+    let config = format!(r#"{{"run_count": 40, "concurrency": {concurrency}, "protocol": "udp"}}"#);
+    let (id, udp) = create_l4(server.addr, &config, "udp");
+    let (faults, expected) = udp_harm();
+    (id, Relay::udp(udp, faults), expected)
 }
 
 /// The summary's raw figures of one of each harm in each direction.
@@ -250,13 +207,7 @@ fn a_sharded_udp_test_through_a_faulty_relay_names_each_harm_in_the_group_report
     // Three runs in flight per shard, so a datagram the relay holds back
     // is sent on by the shard's next one even while another run waits out
     // its timeout (a dropped echo).
-    let (id, udp) = create_l4(
-        server.addr,
-        r#"{"run_count": 40, "concurrency": 9, "protocol": "udp"}"#,
-        "udp",
-    );
-    let (faults, expected) = udp_faults();
-    let relay = Relay::udp(udp, faults);
+    let (id, relay, expected) = harmed_udp_group(&server, 9);
     let target = relay.addr.to_string();
     // One after the other: the relay sends echoes back to the last sender.
     for i in 0..3 {
@@ -372,13 +323,7 @@ fn parsed_plot(path: &std::path::Path) -> Value {
 fn runs_failed_lists_only_the_harmed_raw_runs_and_the_report_plots() {
     let server = l4_server(&[]);
     let dir = TempDir::new("l4-failed");
-    let (id, udp) = create_l4(
-        server.addr,
-        r#"{"run_count": 40, "concurrency": 4, "protocol": "udp"}"#,
-        "udp",
-    );
-    let (faults, expected) = udp_faults();
-    let relay = Relay::udp(udp, faults);
+    let (id, relay, expected) = harmed_udp_group(&server, 4);
     let target = relay.addr.to_string();
     let args = ["--l4-addr", &target, "--timeout", "1s", "--runs", "failed"];
     let (done, report) = client(&dir, &server.url(), &id, "report.json", &args);
@@ -425,37 +370,9 @@ fn runs_failed_lists_only_the_harmed_raw_runs_and_the_report_plots() {
 fn a_progress_line_shows_on_a_terminal_for_raw_runs() {
     let dir = TempDir::new("l4-progress");
     for protocol in ["udp", "tcp"] {
-        let command = format!(
-            "{} run --protocol {protocol} --run-count 40 --client-delay-ns 10000000",
-            bin().display()
-        );
-        let done = run_bounded(
-            std::process::Command::new("script")
-                .args(["-qfec", &command, "/dev/null"])
-                .current_dir(&dir.0)
-                .env_remove("LOG_LEVEL"),
-            LIMIT,
-        );
-        assert_eq!(
-            done.code,
-            Some(0),
-            "{protocol}: {}{}",
-            done.stdout,
-            done.stderr
-        );
-        let lines: Vec<&str> = done
-            .stdout
-            .split(['\r', '\n'])
-            .filter(|l| l.contains(" errors"))
-            .collect();
-        assert!(
-            !lines.is_empty(),
-            "{protocol}: a progress line: {:?}",
-            done.stdout
-        );
-        assert!(lines
-            .iter()
-            .all(|l| l.starts_with("\x1b[K") && l.contains("/40 runs, ")));
+        let args = format!("--protocol {protocol} --run-count 40 --client-delay-ns 10000000");
+        let lines = progress_lines_of_run(&dir.0, &args, LIMIT);
+        assert!(lines.iter().all(|l| l.contains("/40 runs, ")), "{lines:?}");
         assert!(
             lines
                 .iter()

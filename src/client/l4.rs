@@ -783,16 +783,19 @@ pub fn judge(
                 .collect();
             arrived.sort_unstable_by_key(|&(k, at)| (server[k as usize].server_start, k, at));
             let positions: Vec<u64> = arrived.iter().map(|a| a.1 as u64).collect();
-            for (at, extent) in crate::l4::order::reordered(&positions) {
-                let i = flow[arrived[at].1];
-                l4.reordered_to_server += 1;
-                l4.max_reorder_extent_to_server =
-                    l4.max_reorder_extent_to_server.max(extent as u64);
-                added[i].push((
+            let (n, extent) = mark_reordered(
+                &positions,
+                |at| flow[arrived[at].1],
+                &mut added,
+                |e| {
+                    (
                     Problem::Reordered,
-                    format!("reordered on the way to the server: arrived {extent} later than a run sent after it"),
-                ));
-            }
+                    format!("reordered on the way to the server: arrived {e} later than a run sent after it"),
+                )
+                },
+            );
+            l4.reordered_to_server += n;
+            l4.max_reorder_extent_to_server = l4.max_reorder_extent_to_server.max(extent);
             if arrived.len() > 1 {
                 jitter_to.push(crate::l4::order::jitter(arrived.iter().map(|&(k, at)| {
                     (
@@ -813,16 +816,19 @@ pub fn judge(
                 .collect();
             echoed.sort_unstable();
             let order: Vec<u64> = echoed.iter().map(|e| e.2 as u64).collect();
-            for (at, extent) in crate::l4::order::reordered(&order) {
-                let i = echoed[at].1;
-                l4.reordered_from_server += 1;
-                l4.max_reorder_extent_from_server =
-                    l4.max_reorder_extent_from_server.max(extent as u64);
-                added[i].push((
+            let (n, extent) = mark_reordered(
+                &order,
+                |at| echoed[at].1,
+                &mut added,
+                |e| {
+                    (
                     Problem::ReorderedEcho,
-                    format!("reordered on the way back: its echo arrived {extent} later than one the server sent after it"),
-                ));
-            }
+                    format!("reordered on the way back: its echo arrived {e} later than one the server sent after it"),
+                )
+                },
+            );
+            l4.reordered_from_server += n;
+            l4.max_reorder_extent_from_server = l4.max_reorder_extent_from_server.max(extent);
             if echoed.len() > 1 {
                 jitter_from.push(crate::l4::order::jitter(echoed.iter().map(|&(_, i, k)| {
                     (
@@ -860,6 +866,23 @@ pub fn judge(
         *v = RunVerdict::new(v.run_count, v.server_index, problems);
     }
     l4
+}
+
+/// Marks the reordered arrivals of one direction (`order`: each arrival's
+/// place in the order sent, in arrival order; `run_at`: the run of an
+/// arrival) with `problem(extent)`; how many, and the largest extent.
+fn mark_reordered(
+    order: &[u64],
+    run_at: impl Fn(usize) -> usize,
+    added: &mut [Vec<(Problem, String)>],
+    problem: impl Fn(usize) -> (Problem, String),
+) -> (u64, u64) {
+    let mut found = (0, 0);
+    for (at, extent) in crate::l4::order::reordered(order) {
+        found = (found.0 + 1, found.1.max(extent as u64));
+        added[run_at(at)].push(problem(extent));
+    }
+    found
 }
 
 /// The runs of each flow, in send order: every run of one client, or each

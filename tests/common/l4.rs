@@ -2,6 +2,7 @@
 //! ephemeral ports, a group made and the raw port its answer names, and
 //! the harm a report names, run by run.
 
+use super::relay::{Fault, Faults};
 use super::{request, ServerProcess};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -49,4 +50,39 @@ pub fn harmed(report: &Value) -> BTreeMap<u64, Vec<String>> {
             .extend(kinds);
     }
     out
+}
+
+/// One harm of each kind in each direction for a UDP group of at least 33
+/// runs, and the kinds its report must name, by run count.
+pub fn udp_harm() -> (Faults, BTreeMap<u64, Vec<String>>) {
+    let faults = Faults {
+        to_server: [
+            (5, Fault::Drop),
+            (13, Fault::Duplicate),
+            (21, Fault::SwapWithNext),
+            (29, Fault::Flip),
+        ]
+        .into(),
+        from_server: [
+            (9, Fault::Drop),
+            (17, Fault::Duplicate),
+            (25, Fault::SwapWithNext),
+            (33, Fault::Flip),
+        ]
+        .into(),
+    };
+    let expected = [
+        (5, "lost_to_server"),
+        (9, "lost_from_server"),
+        (13, "duplicated"),
+        (17, "duplicated_echo"),
+        (21, "reordered"),
+        (25, "reordered_echo"),
+        (29, "corrupted"),
+        (33, "corrupted_echo"),
+    ]
+    .into_iter()
+    .map(|(n, k)| (n, vec![k.to_owned()]))
+    .collect();
+    (faults, expected)
 }

@@ -325,3 +325,42 @@ pub fn run_python_ok(args: &[&str], limit: Duration, what: &str) -> Finished {
 pub fn peer_script(name: &str) -> String {
     format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// `conntest run ARGS` on a pseudo-terminal (util-linux's `script`), so
+/// that it prints progress lines; asserts it passed and returns the
+/// progress lines it drew (each must clear the one before).
+pub fn progress_lines_of_run(dir: &Path, args: &str, limit: Duration) -> Vec<String> {
+    let command = format!("{} run {args}", bin().display());
+    let done = run_bounded(
+        Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(dir)
+            .env_remove("LOG_LEVEL"),
+        limit,
+    );
+    assert_eq!(
+        done.code,
+        Some(0),
+        "run {args}: {}{}",
+        done.stdout,
+        done.stderr
+    );
+    let lines: Vec<String> = done
+        .stdout
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" errors"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "run {args}: a progress line: {:?}",
+        done.stdout
+    );
+    for line in &lines {
+        assert!(
+            line.starts_with("\x1b[K"),
+            "each line clears the last: {line:?}"
+        );
+    }
+    lines
+}
