@@ -449,3 +449,29 @@ fn a_raw_test_stops_early_once_its_server_is_gone() {
         assert!(refusal.contains(cause), "{protocol}: {refusal}");
     }
 }
+
+#[test]
+fn an_interrupted_raw_test_writes_its_partial_report_and_exits_130() {
+    let server = l4_server(&[]);
+    let dir = TempDir::new("l4-interrupt");
+    let config = r#"{"run_count": 1000000, "concurrency": 4, "client_delay_ns": 1000000, "protocol": "udp"}"#;
+    let (id, _) = create_l4(server.addr, config, "udp");
+    let url = server.url();
+    let args = ["client", "-r", &url, "-g", &id, "-q", "-f", "report.json"];
+    let client = Running::spawn(&mut conntest_cmd(&dir.0, &args));
+    wait_recorded(server.addr, &id, 50);
+    let pid = client.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let done = client.finish(LIMIT);
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    let summary = &read_json(&dir.path("report.json"))["summary"];
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(summary["stopped_early"].is_null(), "{summary}");
+    assert!(u(&summary["not_sent"]) > 0, "{summary}");
+    // The runs in flight had their grace: every run sent is verified.
+    assert_eq!(u(&summary["failed"]), 0, "{summary}");
+}

@@ -78,8 +78,9 @@ struct Slot {
     last_answered: Option<usize>,
 }
 
-/// How long runs in flight may finish after an interrupt.
-const INTERRUPT_GRACE: Nanos = 2 * SECOND;
+/// How long runs in flight may finish after an interrupt, or once the
+/// server seems gone.
+pub const GRACE: Nanos = 2 * SECOND;
 
 /// A test stops early when every run has been refused for this long and
 /// none succeeded in between: the server is gone (unless `--keep-going`).
@@ -223,11 +224,11 @@ impl Driver<'_> {
             let now = clock::now();
             if !self.stopping && self.stop.load(Ordering::Relaxed) {
                 self.stopping = true;
-                grace_until = Some(now + INTERRUPT_GRACE);
+                grace_until = Some(now + GRACE);
             }
             if !self.stopping && self.server_gone(now) {
                 self.stopping = true;
-                grace_until = Some(now + INTERRUPT_GRACE);
+                grace_until = Some(now + GRACE);
             }
             if grace_until.is_some_and(|g| now >= g) {
                 self.abandon_in_flight(now);

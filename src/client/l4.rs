@@ -10,9 +10,9 @@
 //! verdicts: in which direction a run was lost, duplicated, corrupted or
 //! reordered, and the summary's `l4` figures.
 
-use super::driver::{classify, GoneWatch};
+use super::driver::{classify, GoneWatch, GRACE};
 use super::progress::{self, Progress};
-use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
+use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -108,8 +108,6 @@ const UDP_TOKEN: usize = usize::MAX >> 4;
 /// After the last run, echoes that come this soon are still counted
 /// (a duplicate of the last echo).
 const LINGER: Nanos = 20 * MILLISECOND;
-/// How long runs in flight may finish once the server seems gone.
-const GONE_GRACE: Nanos = 2 * SECOND;
 
 struct Driver<'a> {
     cfg: L4DriverConfig,
@@ -138,6 +136,8 @@ struct Driver<'a> {
     gone: GoneWatch,
     /// Why the test stopped before its last run: the server seems gone.
     gave_up: Option<String>,
+    /// Interrupted or given up: nothing more is sent.
+    stopping: bool,
 }
 
 /// Drives every run; returns the runs, their raw facts and why the test
@@ -201,6 +201,7 @@ pub fn drive(
         progress: None,
         gone: GoneWatch::new(cfg.keep_going),
         gave_up: None,
+        stopping: false,
         cfg,
     };
     if d.cfg.progress {
@@ -241,26 +242,29 @@ impl Driver<'_> {
         self.dispatch(clock::now());
         loop {
             let now = clock::now();
-            if self.stop.load(Ordering::Relaxed) {
-                self.abandon(now);
-                return Ok(true);
-            }
-            if self.gave_up.is_none() {
-                self.gave_up = self.gone.gone(now, self.cfg.addr);
-                if self.gave_up.is_some() {
-                    grace_until = Some(now + GONE_GRACE);
+            // An interrupt, or a server that seems gone: nothing more is
+            // sent, and the runs in flight get a grace to finish.
+            if !self.stopping {
+                let interrupted = self.stop.load(Ordering::Relaxed);
+                if !interrupted {
+                    self.gave_up = self.gone.gone(now, self.cfg.addr);
+                }
+                if interrupted || self.gave_up.is_some() {
+                    self.stopping = true;
+                    grace_until = Some(now + GRACE);
                 }
             }
+            let interrupted = self.stopping && self.gave_up.is_none();
             if grace_until.is_some_and(|g| now >= g) {
                 self.abandon(now);
-                return Ok(false);
+                return Ok(interrupted);
             }
-            let all_sent = self.gave_up.is_some() || self.runs.len() as u64 >= self.cfg.run_count;
+            let all_sent = self.stopping || self.runs.len() as u64 >= self.cfg.run_count;
             if self.in_flight == 0 && all_sent {
                 match linger_until {
                     None if self.udp.is_some() => linger_until = Some(now + LINGER),
                     Some(t) if now < t => {}
-                    _ => return Ok(false),
+                    _ => return Ok(interrupted),
                 }
             }
             let next = match linger_until {
@@ -315,7 +319,7 @@ impl Driver<'_> {
 
     /// Starts every run that is due while a slot is free.
     fn dispatch(&mut self, now: Nanos) {
-        while self.gave_up.is_none() && (self.runs.len() as u64) < self.cfg.run_count {
+        while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
             let index = self.runs.len();
             let due = self.started + index as u64 * self.cfg.client_delay;
             if due > now {
