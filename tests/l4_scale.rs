@@ -99,9 +99,11 @@ fn assert_no_discrepancy(summary: &Value) {
 fn sharded_udp_and_tcp_groups_make_one_report_with_zero_discrepancies() {
     let server = l4_server(&[]);
     let url = server.url();
-    for protocol in ["udp", "tcp"] {
+    for (protocol, reuse) in [("udp", false), ("tcp", false), ("tcp", true)] {
         let dir = TempDir::new("l4-shards");
-        let config = format!(r#"{{"run_count": 31, "concurrency": 4, "protocol": "{protocol}"}}"#);
+        let config = format!(
+            r#"{{"run_count": 31, "concurrency": 4, "protocol": "{protocol}", "tcp_reuse": {reuse}}}"#
+        );
         let (id, _) = create_l4(server.addr, &config, protocol);
         let shards = [(url.as_str(), "0"), (&url, "1"), (&url, "2")];
         for (i, done) in run_shards(&dir, &shards, &id, 3).iter().enumerate() {
@@ -110,6 +112,12 @@ fn sharded_udp_and_tcp_groups_make_one_report_with_zero_discrepancies() {
             let share = (1..=31u64).filter(|n| (n - 1) % 3 == i as u64).count() as u64;
             assert_eq!(tally(&own["summary"]), (share, share, 0), "{protocol}");
             assert_eq!(u(&own["summary"]["l4"]["reached_server"]), share);
+            if reuse {
+                // Concurrency 4 split 2, 1, 1: a connection per slot.
+                let slots = if i == 0 { 2 } else { 1 };
+                let opened = u(&own["summary"]["connections_opened"]);
+                assert!((1..=slots).contains(&opened), "shard {i}: {opened}");
+            }
         }
         let (done, group) = group_report(&dir, &url, &id);
         assert_eq!(done.code, Some(0), "{protocol}: {}", done.stderr);
@@ -127,15 +135,18 @@ fn sharded_udp_and_tcp_groups_make_one_report_with_zero_discrepancies() {
             // Each round trip as its shard measured it (never 0: the echo
             // is read after the message left).
             assert!(u(&run["client_duration_ns"]) > 0, "{run}");
-            if protocol == "tcp" {
+            if protocol == "tcp" && !reuse {
                 assert!(
                     u(&run["connect_ns"]) > 0,
                     "a fresh connection per run: {run}"
                 );
             }
         }
-        if protocol == "tcp" {
-            assert_eq!(u(&summary["connections_opened"]), 31);
+        let opened = u(&summary["connections_opened"]);
+        match (protocol, reuse) {
+            ("tcp", false) => assert_eq!(opened, 31),
+            ("tcp", true) => assert!((3..=4).contains(&opened), "{opened}"),
+            _ => assert_eq!(opened, 0),
         }
     }
 
