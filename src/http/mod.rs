@@ -8,6 +8,7 @@
 pub mod chunked;
 pub mod client;
 pub mod date;
+pub mod proxy;
 pub mod server;
 pub mod url;
 
