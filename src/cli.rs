@@ -6,6 +6,7 @@
 //! line on stderr, no report); 130 interrupted (a partial report is written).
 
 use crate::client::fetch::{Endpoint, Overrides, TlsOptions};
+use crate::http::proxy::Proxies;
 use crate::client::gather::GatherOptions;
 use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
@@ -98,6 +99,9 @@ Usage: conntest client -r URL -g ID [options]
                         Transfer-Encoding)
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL           go through this HTTP proxy, http://[user:pass@]host[:port] (else
+                        http_proxy, HTTPS_PROXY, ALL_PROXY as curl reads them; '' for none)
+  --noproxy LIST        hosts reached without the proxy, comma-separated (else NO_PROXY)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
   -q, --quiet           no progress line and no summary
   --shard I/N           send only shard I's runs (0 <= I < N): run n is shard (n-1) mod N's;
@@ -138,6 +142,8 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   -H, --header 'N: V'         add this header to every request to the server (repeatable)
   --resolve H:P:ADDR          connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2      connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL                 go through this HTTP proxy (else http_proxy, HTTPS_PROXY...)
+  --noproxy LIST              hosts reached without the proxy (else NO_PROXY)
   --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
 ";
@@ -162,6 +168,9 @@ counts no shard sent are missing, counts sent by two are duplicated.
   -H, --header 'N: V'   add this header to every request to the server (repeatable)
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL           go through this HTTP proxy, http://[user:pass@]host[:port] (else
+                        http_proxy, HTTPS_PROXY, ALL_PROXY as curl reads them; '' for none)
+  --noproxy LIST        hosts reached without the proxy, comma-separated (else NO_PROXY)
   -q, --quiet           no summary
 
 Exit status: 0 every run was sent by one shard and matched the server's record;
@@ -361,6 +370,11 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
         options.upstream_tls =
             Some(crate::tls::client_config(&ca, false, upstream_id).map_err(CliError::Usage)?);
     }
+    let (proxies, warnings) = Proxies::from_env().map_err(CliError::Usage)?;
+    for w in warnings {
+        crate::warn!("{w}");
+    }
+    options.upstream_proxies = proxies;
     options.policy.upstream_allow = flag(
         &mut args,
         &["--upstream-allow"],
@@ -514,6 +528,15 @@ fn route_options(args: &mut Arguments) -> Result<Overrides, CliError> {
     while let Some(c) = flag(args, &["--connect-to"], connect_to_entry)? {
         overrides.connect_to.push(c);
     }
+    let proxy = flag(args, &["--proxy"], text)?;
+    let noproxy = flag(args, &["--noproxy"], text)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (proxies, warnings) = Proxies::configure(env, proxy.as_deref(), noproxy.as_deref())
+        .map_err(CliError::Usage)?;
+    for w in warnings {
+        crate::warn!("{w}");
+    }
+    overrides.proxies = proxies;
     Ok(overrides)
 }
 
@@ -722,7 +745,10 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
             (endpoint, None)
         }
         None => {
-            let server = Server::bind(ServerOptions::default())
+            let server = Server::bind(ServerOptions {
+                upstream_proxies: overrides.proxies.clone(),
+                ..ServerOptions::default()
+            })
                 .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
             let addr = server.local_addrs()[0];
             let stop = StopSignal::default();

@@ -247,9 +247,7 @@ pub fn run(
     let cfg = DriverConfig {
         addr: endpoint.addr(),
         host_header: endpoint.host_header(),
-        run_path: endpoint
-            .url
-            .join(&format!("/test-groups/{}/", header.run_group_id)),
+        run_path: endpoint.target(&format!("/test-groups/{}/", header.run_group_id)),
         headers: endpoint.run_headers(),
         run_count: split.runs(config.run_count),
         first_count: split.first_count(),
@@ -264,6 +262,7 @@ pub fn run(
             .tls
             .as_ref()
             .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
+        proxy: endpoint.proxy_route(),
     };
     let (outcome, gave_up) =
         driver::drive(cfg, stop).map_err(|e| RunError::Internal(format!("event loop: {e}")))?;
@@ -417,6 +416,7 @@ fn verify_and_conclude(
     };
     let mut summary = summarize(&input, done.fetch_error);
     summary.server_address = Some(endpoint.addr().to_string());
+    summary.proxy = endpoint.proxy.as_ref().map(ToString::to_string);
     adjust(&input, &mut summary);
     conclude(&input, summary, output, stop)
 }

@@ -51,6 +51,9 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Trust for https upstreams (platform roots plus `--upstream-cacert`).
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The proxies upstream GETs go through (the server's environment:
+    /// `http_proxy`, `HTTPS_PROXY`, `NO_PROXY`... as curl reads them).
+    pub upstream_proxies: crate::http::proxy::Proxies,
 }
 
 impl Default for ServerOptions {
@@ -66,6 +69,7 @@ impl Default for ServerOptions {
             upstream_max_body: 1 << 20,
             tls: None,
             upstream_tls: None,
+            upstream_proxies: Default::default(),
         }
     }
 }
@@ -367,6 +371,7 @@ impl ServerLoop {
                 Resolver::new(waker),
                 options.upstream_max_body,
                 options.upstream_tls.clone(),
+                options.upstream_proxies.clone(),
             ),
             api,
             options,
