@@ -6,11 +6,11 @@
 //! line on stderr, no report); 130 interrupted (a partial report is written).
 
 use crate::client::fetch::{Endpoint, Overrides, TlsOptions};
-use crate::http::proxy::Proxies;
 use crate::client::gather::GatherOptions;
 use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
+use crate::http::proxy::Proxies;
 use crate::report::RunsFilter;
 use crate::server::{Server, ServerOptions, StopSignal};
 use crate::store::redis::{RedisStore, RedisUrl};
@@ -531,8 +531,8 @@ fn route_options(args: &mut Arguments) -> Result<Overrides, CliError> {
     let proxy = flag(args, &["--proxy"], text)?;
     let noproxy = flag(args, &["--noproxy"], text)?;
     let env = |name: &str| std::env::var(name).ok();
-    let (proxies, warnings) = Proxies::configure(env, proxy.as_deref(), noproxy.as_deref())
-        .map_err(CliError::Usage)?;
+    let (proxies, warnings) =
+        Proxies::configure(env, proxy.as_deref(), noproxy.as_deref()).map_err(CliError::Usage)?;
     for w in warnings {
         crate::warn!("{w}");
     }
@@ -749,7 +749,7 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
                 upstream_proxies: overrides.proxies.clone(),
                 ..ServerOptions::default()
             })
-                .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("cannot start the local server: {e}")))?;
             let addr = server.local_addrs()[0];
             let stop = StopSignal::default();
             let loop_stop = stop.clone();

@@ -90,6 +90,9 @@ struct Slot {
     /// The run last answered on this connection: an answer that follows it
     /// with no request outstanding is charged to it.
     last_answered: Option<usize>,
+    /// The connection carried an answer before: a close that cuts the next
+    /// request off before any answer byte is the peer closing it as idle.
+    reused: bool,
 }
 
 /// How long runs in flight may finish after an interrupt.
@@ -451,10 +454,23 @@ impl Driver<'_> {
                     return self.fail(slot, Problem::Tls, detail, now);
                 }
                 Ok(0) => {
+                    let unanswered = http.unread().is_empty() && http.pending_status().is_none();
                     return match http.receive_eof() {
                         Ok(Some(response)) => self.answered(slot, response, now),
                         Ok(None) => self.close(slot),
                         Err(_) if s.busy.is_none() => self.close(slot),
+                        // A proxy in absolute form that closes a kept-alive
+                        // connection without a word (tinyproxy does, after
+                        // every answer): the run is sent once more on a new
+                        // connection, as curl does. Had the first copy
+                        // arrived, the server's record shows it twice.
+                        Err(_) if s.reused && unanswered && self.absolute_form() => {
+                            self.close(slot);
+                            if let Some(t) = self.slots[slot].timer.take() {
+                                self.wheel.cancel(t);
+                            }
+                            self.connect(slot, now)
+                        }
                         Err(e) => self.fail(slot, Problem::Closed, &e.to_string(), now),
                     };
                 }
@@ -508,6 +524,11 @@ impl Driver<'_> {
         }
     }
 
+    /// Whether runs go to a proxy in absolute form (http through a proxy).
+    fn absolute_form(&self) -> bool {
+        self.cfg.proxy.as_ref().is_some_and(|r| r.connect.is_none())
+    }
+
     /// Starts TLS (for https) on a connection that is ready for it, and
     /// sends the slot's run.
     fn start_session(&mut self, slot: usize, now: Nanos) {
@@ -526,9 +547,11 @@ impl Driver<'_> {
     /// proxy's answer; once the tunnel is open, TLS starts inside it.
     fn on_tunnel(&mut self, slot: usize, now: Nanos) {
         let s = &mut self.slots[slot];
-        let (Some(stream), Some(tunnel), Some(route)) =
-            (s.stream.as_mut(), s.tunnel.as_mut(), self.cfg.proxy.as_ref())
-        else {
+        let (Some(stream), Some(tunnel), Some(route)) = (
+            s.stream.as_mut(),
+            s.tunnel.as_mut(),
+            self.cfg.proxy.as_ref(),
+        ) else {
             return;
         };
         let what = || format!("CONNECT {}", route.connect.as_deref().unwrap_or(""));
@@ -579,6 +602,7 @@ impl Driver<'_> {
         }
         self.refused_since = None;
         s.last_answered = Some(index);
+        s.reused = true;
         // Bytes already here answer no request (the path answered twice):
         // they must not pass for the answer to the slot's next run.
         let unsolicited = s.http.as_mut().and_then(unsolicited_answer);
@@ -669,6 +693,7 @@ impl Driver<'_> {
         }
         s.http = None;
         s.tunnel = None;
+        s.reused = false;
         s.transport = Transport::Plain;
         s.connecting = false;
         s.serial += 1;

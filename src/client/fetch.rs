@@ -417,7 +417,12 @@ struct Exchange {
 impl Exchange {
     /// Reads from the socket into the machine; false at end of stream.
     fn fill(&mut self) -> Result<(), String> {
-        let n = self.stream.read(&mut self.buf).map_err(|e| {
+        let read = self.stream.read(&mut self.buf);
+        // A proxy that refused may reset the connection after its head.
+        if let (Err(_), Some(status)) = (&read, self.http.pending_status()) {
+            self.not_the_proxys(status)?;
+        }
+        let n = read.map_err(|e| {
             if is_timeout(&e) {
                 format!(
                     "no answer to {} within {:?} (--timeout)",
@@ -456,7 +461,11 @@ impl Exchange {
     /// The status, once the head has arrived.
     fn status(&mut self) -> Result<u16, String> {
         loop {
-            if let Some(status) = self.done.as_ref().map(|r| r.status).or(self.http.pending_status())
+            if let Some(status) = self
+                .done
+                .as_ref()
+                .map(|r| r.status)
+                .or(self.http.pending_status())
             {
                 return self.not_the_proxys(status);
             }

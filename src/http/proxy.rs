@@ -189,7 +189,10 @@ impl NoProxy {
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return self.blocks.iter().any(|&(net, bits)| in_block(ip, net, bits));
+            return self
+                .blocks
+                .iter()
+                .any(|&(net, bits)| in_block(ip, net, bits));
         }
         self.names.iter().any(|name| {
             host == *name
@@ -317,10 +320,11 @@ impl ProxyError {
         match self {
             ProxyError::Refused { status, reason } => {
                 let why = match status {
-                    407 if proxy.authorization.is_some() => {
+                    // tinyproxy answers 401 to credentials it refuses.
+                    401 | 407 if proxy.authorization.is_some() => {
                         ": it refused the credentials given (check the user and password in http://user:pass@proxy; %-encode special characters)"
                     }
-                    407 => {
+                    401 | 407 => {
                         ": it wants credentials; give them as http://user:pass@proxy"
                     }
                     403 => {
@@ -466,7 +470,10 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("proxy.corp", 3128));
         assert_eq!(p.authorization, None);
         let p = Proxy::parse("proxy.corp", "https_proxy").unwrap();
-        assert_eq!((p.port, p.to_string()), (1080, "http://proxy.corp:1080".into()));
+        assert_eq!(
+            (p.port, p.to_string()),
+            (1080, "http://proxy.corp:1080".into())
+        );
         assert_eq!(p.named(), "the proxy http://proxy.corp:1080 (https_proxy)");
         let p = Proxy::parse("HTTP://[::1]:8888", "x").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("::1", 8888));
@@ -624,7 +631,9 @@ mod tests {
             .words(&with_auth, "CONNECT h:1")
             .ends_with("it refused the credentials given (check the user and password in http://user:pass@proxy; %-encode special characters)"));
         let mut t = Tunnel::new("h:1", None, 0);
-        let e = t.receive(b"HTTP/1.0 403 Access violation\r\n\r\n", 10).unwrap_err();
+        let e = t
+            .receive(b"HTTP/1.0 403 Access violation\r\n\r\n", 10)
+            .unwrap_err();
         assert_eq!(
             e,
             ProxyError::Refused {
@@ -640,7 +649,10 @@ mod tests {
             "the proxy http://127.0.0.1:3128 (--proxy) answered CONNECT h:1 with something that is not HTTP (invalid HTTP version)"
         );
         let mut t = Tunnel::new("h:1", None, 0);
-        assert_eq!(t.receive(b"HTTP/1.1 200 OK\r\n", 10), Ok(TunnelState::Waiting));
+        assert_eq!(
+            t.receive(b"HTTP/1.1 200 OK\r\n", 10),
+            Ok(TunnelState::Waiting)
+        );
         assert_eq!(
             t.receive_eof().words(&proxy, "CONNECT h:1"),
             "the proxy http://127.0.0.1:3128 (--proxy) closed the connection before answering CONNECT h:1"

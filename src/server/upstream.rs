@@ -326,7 +326,10 @@ impl Upstreams {
             else {
                 return;
             };
-            let tunnel_to = get.proxy.as_ref().filter(|_| get.url.scheme == Scheme::Https);
+            let tunnel_to = get
+                .proxy
+                .as_ref()
+                .filter(|_| get.url.scheme == Scheme::Https);
             if let Some(proxy) = tunnel_to {
                 let target = authority(&get.url.host, get.url.port);
                 let auth = proxy.authorization.as_deref();
@@ -440,7 +443,10 @@ impl Upstreams {
         {
             let _ = ctx.registry.deregister(stream);
         }
-        let absolute = get.proxy.as_ref().filter(|_| get.url.scheme == Scheme::Http);
+        let absolute = get
+            .proxy
+            .as_ref()
+            .filter(|_| get.url.scheme == Scheme::Http);
         let result = result.and_then(|code| match (code, absolute) {
             // In absolute form a 407 is the proxy's own.
             (407, Some(proxy)) => Err(UpstreamError::Proxy(
