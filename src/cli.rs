@@ -374,6 +374,9 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     for w in warnings {
         crate::warn!("{w}");
     }
+    if proxies.any() {
+        crate::info!("upstream GETs go {}", proxies.describe());
+    }
     options.upstream_proxies = proxies;
     options.policy.upstream_allow = flag(
         &mut args,

@@ -28,6 +28,14 @@ fn certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A plain conntest server and an https one with a fresh certificate
+/// (its path, for `--cacert`).
+fn plain_and_tls_servers(dir: &TempDir) -> (PathBuf, ServerProcess, ServerProcess) {
+    let (cert, key) = certificate(dir);
+    let tls = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    (cert, ServerProcess::start(&[]), tls)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -231,9 +239,7 @@ fn noproxy_and_no_proxy_reach_the_server_directly() {
 #[test]
 fn credentials_go_to_the_proxy_and_a_407_is_said_in_words() {
     let dir = TempDir::new("proxy-auth");
-    let (cert, key) = certificate(&dir);
-    let plain = ServerProcess::start(&[]);
-    let tls = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    let (cert, plain, tls) = plain_and_tls_servers(&dir);
     let proxy = TinyProxy::start(&[], Some(("tester", "s3-cr.et")));
     let https = format!("https://localhost:{}", tls.addr.port());
     let cacert = ["--cacert", s(&cert)];
@@ -405,9 +411,7 @@ fn a_run_the_proxy_refuses_fails_with_kind_proxy() {
 #[test]
 fn the_servers_upstream_gets_go_through_the_proxy_of_its_environment() {
     let dir = TempDir::new("proxy-upstream");
-    let (cert, key) = certificate(&dir);
-    let plain = ServerProcess::start(&[]);
-    let tls = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    let (cert, plain, tls) = plain_and_tls_servers(&dir);
     let proxy = TinyProxy::start(&[tls.addr.port()], None);
     let server = ServerProcess::start_with_env(
         &["--upstream-cacert", s(&cert)],

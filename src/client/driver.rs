@@ -14,7 +14,7 @@ use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
 use crate::http::client::{ClientConn, ClientError, ClientLimits, Response};
-use crate::http::proxy::{Proxy, ProxyError, Tunnel, TunnelState};
+use crate::http::proxy::{ProxyError, ProxyRoute, Tunnel, TunnelState};
 use crate::http::{push_decimal, reason_phrase, Method};
 use crate::ids::IdGen;
 use crate::problem::Problem;
@@ -51,15 +51,6 @@ pub struct DriverConfig {
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
     /// The proxy every connection goes through (`addr` is then its).
     pub proxy: Option<ProxyRoute>,
-}
-
-/// How a test's connections go through a proxy.
-#[derive(Debug, Clone)]
-pub struct ProxyRoute {
-    pub proxy: Proxy,
-    /// `host:port` to `CONNECT` to first (https); None for absolute form
-    /// (http: the run path is then the whole URL).
-    pub connect: Option<String>,
 }
 
 enum Timer {

@@ -2,9 +2,8 @@
 //! measured loop: a blocking socket driving the same [`ClientConn`] machine
 //! the load driver uses.
 
-use super::driver::ProxyRoute;
 use crate::http::client::{ClientConn, ClientLimits, Response};
-use crate::http::proxy::{authority, Proxies, Proxy, ProxyError, Tunnel, TunnelState};
+use crate::http::proxy::{authority, Proxies, Proxy, ProxyError, ProxyRoute, Tunnel, TunnelState};
 use crate::http::url::{Scheme, Url};
 use crate::http::{reason_phrase, Method};
 use crate::tls::Transport;
@@ -368,7 +367,11 @@ impl Endpoint {
             Some(config) => Transport::tls_client(config, &self.url.host)?,
         };
         // What the messages name: the method and the whole URL.
-        let what = format!("{} {}{}", method.as_str(), self.url, route);
+        let request = format!("{} {}{}", method.as_str(), self.url, route);
+        let what = match &self.proxy {
+            Some(p) => format!("{request} (through {})", p.named()),
+            None => request.clone(),
+        };
         // A blocking socket takes everything (TLS keeps the request until
         // the handshake is done; `fill` sends it then).
         let n = match transport.write(http.poll_output(), &mut stream) {
@@ -381,6 +384,7 @@ impl Endpoint {
         http.advance_output(n);
         Ok(Exchange {
             what,
+            request,
             absolute_form: self.absolute_form().cloned(),
             timeout,
             stream,
@@ -399,6 +403,8 @@ impl Endpoint {
 struct Exchange {
     /// The request, as messages name it (`GET http://host:port/route`).
     what: String,
+    /// The request alone (`GET http://host:port/route`).
+    request: String,
     /// The proxy asked in absolute form: its 407 is its own, not the
     /// server's.
     absolute_form: Option<Proxy>,
@@ -480,7 +486,7 @@ impl Exchange {
                 status,
                 reason: reason_phrase(status).to_owned(),
             }
-            .words(proxy, &self.what)),
+            .words(proxy, &self.request)),
             _ => Ok(status),
         }
     }

@@ -113,6 +113,15 @@ impl Proxy {
     }
 }
 
+/// How a client's connections go through a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyRoute {
+    pub proxy: Proxy,
+    /// `host:port` to `CONNECT` to first (https); None for absolute form
+    /// (http: the request target is then the whole URL).
+    pub connect: Option<String>,
+}
+
 /// `host:port`, an IPv6 host in brackets: what `CONNECT` and the absolute
 /// form name.
 pub fn authority(host: &str, port: u16) -> String {
@@ -296,6 +305,16 @@ impl Proxies {
     /// Whether any target goes through a proxy.
     pub fn any(&self) -> bool {
         self.http.is_some() || self.https.is_some()
+    }
+
+    /// In words, for the log: `http:// through the proxy http://p:3128
+    /// (http_proxy); https:// directly`.
+    pub fn describe(&self) -> String {
+        let one = |p: &Option<Proxy>| {
+            p.as_ref()
+                .map_or("directly".to_owned(), |p| format!("through {}", p.named()))
+        };
+        format!("http:// {}; https:// {}", one(&self.http), one(&self.https))
     }
 }
 
