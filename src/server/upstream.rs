@@ -360,11 +360,12 @@ impl Upstreams {
                     }
                 }
                 Err(e) => {
-                    let target = authority(&get.url.host, get.url.port);
+                    let what = format!("CONNECT {}", authority(&get.url.host, get.url.port));
+                    // Only a GET through a proxy tunnels.
                     let words = match (e, &get.proxy) {
-                        (Ok(e), Some(p)) => e.words(p, &format!("CONNECT {target}")),
-                        (Ok(e), None) => format!("{e:?}"),
-                        (Err(e), _) => format!("CONNECT {target} through the proxy: {e}"),
+                        (Ok(e), Some(p)) => e.words(p, &what),
+                        (Err(e), Some(p)) => format!("{what} to {}: {e}", p.named()),
+                        (e, None) => format!("{what}: {e:?}"),
                     };
                     return self.finish(key, &mut ctx, Err(UpstreamError::Proxy(words)));
                 }
