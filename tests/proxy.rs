@@ -13,6 +13,8 @@ use serde_json::Value;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -475,4 +477,102 @@ fn the_servers_upstream_gets_go_through_the_proxy_of_its_environment() {
             plain.addr.port()
         )
     );
+}
+
+/// A `CONNECT` proxy written here: it tunnels the first `CONNECT` (the
+/// client's fetch of the group), refuses the next `refused` with 403, and
+/// tunnels every one after.
+fn refusing_connect_proxy(refused: usize) -> TestListener {
+    let seen = Arc::new(AtomicUsize::new(0));
+    TestListener::start(move |stream| {
+        let mut client = stream;
+        let Some(head) = read_head(&mut client) else {
+            return;
+        };
+        let line = String::from_utf8_lossy(&head);
+        let Some(target) = line
+            .strip_prefix("CONNECT ")
+            .and_then(|rest| rest.split(' ').next())
+        else {
+            return;
+        };
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        if (1..=refused).contains(&n) {
+            let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
+        let Ok(server) = TcpStream::connect(target) else {
+            return;
+        };
+        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let (mut up, mut down) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+        let relay = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut down, &mut up);
+            let _ = up.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut server, mut client) = (server, client);
+        let _ = std::io::copy(&mut server, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        let _ = relay.join();
+    })
+}
+
+#[test]
+fn a_connect_the_proxy_refuses_fails_the_run_with_kind_proxy() {
+    let dir = TempDir::new("proxy-connect-runs");
+    let (cert, _plain, tls) = plain_and_tls_servers(&dir);
+    // One connection, so the 20 runs open one after another: each is
+    // refused, and the record fetch after them is tunnelled.
+    let group = create_group_on(&tls, &cert, r#"{"run_count": 20, "concurrency": 1}"#);
+    let proxy = refusing_connect_proxy(20);
+    let url = format!("http://{}", proxy.addr);
+    let report = dir.path("report.json");
+    let remote = format!("https://localhost:{}", tls.addr.port());
+    let mut cmd = conntest_cmd(
+        &dir.0,
+        &[
+            "client",
+            "-r",
+            &remote,
+            "-g",
+            &group,
+            "--cacert",
+            s(&cert),
+            "--proxy",
+            &url,
+            "-f",
+            s(&report),
+            "--keep-going",
+        ],
+    );
+    let done = run_bounded(&mut cmd, LIMIT);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    let json = read_json(&report);
+    assert_eq!(
+        json["summary"]["errors"]["proxy"], 20,
+        "{}",
+        json["summary"]
+    );
+    assert_eq!(json["summary"]["verified"], true, "{}", json["summary"]);
+    let run = &json["client_run_group"]["test_runs"][0];
+    assert_eq!(
+        run["error"],
+        format!(
+            "proxy: the proxy {url} (--proxy) answered 403 Forbidden to CONNECT localhost:{}: it does not allow that destination (allow the host and port in the proxy's configuration, or reach the server directly with --noproxy HOST)",
+            tls.addr.port()
+        )
+        .as_str()
+    );
+    assert!(run["connect_ns"].as_u64().is_some() && run.get("proxy_connect_ns").is_none());
+}
+
+/// Creates a group on an https conntest server (`cert` pinned), directly.
+fn create_group_on(server: &ServerProcess, cert: &Path, config: &str) -> String {
+    let remote = format!("https://localhost:{}", server.addr.port());
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--cacert", s(cert), "-d", config])
+        .arg(format!("{remote}/test-groups/create"));
+    let done = run_bounded(&mut cmd, LIMIT);
+    let json: Value = serde_json::from_str(&done.stdout).expect(&done.stderr);
+    json["run_group_id"].as_str().unwrap().to_owned()
 }
