@@ -379,6 +379,15 @@ fn refusing_runs_proxy() -> TestListener {
     })
 }
 
+/// The report of a test whose 20 runs the proxy refused (exit 1).
+fn failed_by_the_proxy(done: &Finished, report: &Path) -> Value {
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    let json = read_json(report);
+    let summary = &json["summary"];
+    assert_eq!(summary["errors"]["proxy"], 20, "{summary}");
+    json
+}
+
 #[test]
 fn a_run_the_proxy_refuses_fails_with_kind_proxy() {
     let server = ServerProcess::start(&[]);
@@ -392,13 +401,7 @@ fn a_run_the_proxy_refuses_fails_with_kind_proxy() {
         &["--proxy", &url, "-f", s(&report)],
         &[],
     );
-    assert_eq!(done.code, Some(1), "{}", done.stderr);
-    let json = read_json(&report);
-    assert_eq!(
-        json["summary"]["errors"]["proxy"], 20,
-        "{}",
-        json["summary"]
-    );
+    let json = failed_by_the_proxy(&done, &report);
     let run = &json["client_run_group"]["test_runs"][0];
     assert_eq!(run["status"], 407);
     assert_eq!(
@@ -546,13 +549,7 @@ fn a_connect_the_proxy_refuses_fails_the_run_with_kind_proxy() {
         ],
     );
     let done = run_bounded(&mut cmd, LIMIT);
-    assert_eq!(done.code, Some(1), "{}", done.stderr);
-    let json = read_json(&report);
-    assert_eq!(
-        json["summary"]["errors"]["proxy"], 20,
-        "{}",
-        json["summary"]
-    );
+    let json = failed_by_the_proxy(&done, &report);
     assert_eq!(json["summary"]["verified"], true, "{}", json["summary"]);
     let run = &json["client_run_group"]["test_runs"][0];
     assert_eq!(
