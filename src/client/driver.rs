@@ -265,10 +265,13 @@ impl Driver<'_> {
         if self.cfg.keep_going || now - since < GONE_AFTER {
             return false;
         }
+        let gone = match &self.cfg.proxy {
+            Some(route) => format!("{} at {}", route.proxy.named(), self.cfg.addr),
+            None => format!("the server at {}", self.cfg.addr),
+        };
         self.gave_up = Some(format!(
-            "stopped early: every run was refused for {} s and none succeeded; the server at {} seems gone (--keep-going to go on)",
+            "stopped early: every run was refused for {} s and none succeeded; {gone} seems gone (--keep-going to go on)",
             GONE_AFTER / SECOND,
-            self.cfg.addr
         ));
         true
     }
