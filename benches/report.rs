@@ -69,7 +69,7 @@ fn server_with_group() -> (Api, Uuid, Vec<Uuid>) {
             server_start: start,
             server_end: start + 3_517,
             data: Arc::from(&b""[..]),
-            upstream: None,
+            extra: None,
         };
         store.apply(Op::Begin { id }).expect("room");
         store

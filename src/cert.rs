@@ -71,6 +71,12 @@ pub fn describe(der: &[u8]) -> Option<Described> {
     })
 }
 
+/// A certificate's subject, as [`Described`] names it.
+pub fn subject(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.subject().to_string())
+}
+
 /// A certificate of `trusted`, other than `der` itself, whose subject is
 /// `der`'s issuer name: the one a verifier tried as its issuer.
 pub fn issuer_among<T: AsRef<[u8]>>(der: &[u8], trusted: &[T]) -> Option<Described> {

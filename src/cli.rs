@@ -367,8 +367,10 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
     let upstream_id = identity(&mut args, "--upstream-cert", "--upstream-key")?;
     if upstream_ca.is_some() || upstream_id.is_some() {
         let ca: Vec<&std::path::Path> = upstream_ca.iter().map(PathBuf::as_path).collect();
-        options.upstream_tls =
-            Some(crate::tls::client_config(&ca, false, upstream_id).map_err(CliError::Usage)?);
+        options.upstream_tls = Some(
+            crate::tls::client_config(&ca, false, upstream_id, crate::tls::Verifying::Upstream)
+                .map_err(CliError::Usage)?,
+        );
     }
     let (proxies, warnings) = Proxies::from_env().map_err(CliError::Usage)?;
     for w in warnings {

@@ -64,6 +64,34 @@ impl Identity {
     }
 }
 
+/// Who verifies a server's certificate: a refusal's words name the flags of
+/// that side (`--cacert` and `--insecure` on the client, `--upstream-cacert`
+/// on the server, which has no way to skip verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verifying {
+    /// `conntest client`, `run` and `report` reaching the server.
+    Client,
+    /// `conntest server` reaching an https upstream.
+    Upstream,
+}
+
+impl Verifying {
+    fn ca_flag(self) -> &'static str {
+        match self {
+            Verifying::Client => "--cacert",
+            Verifying::Upstream => "--upstream-cacert",
+        }
+    }
+
+    /// The way around verification, after a fix: `, or use --insecure`.
+    fn or_insecure(self) -> &'static str {
+        match self {
+            Verifying::Client => ", or use --insecure",
+            Verifying::Upstream => "",
+        }
+    }
+}
+
 /// A client config: platform roots (or Mozilla's), plus `extra_ca` files;
 /// or no verification at all when `insecure`. With `identity`, it presents
 /// that client certificate to a server that asks for one (mutual TLS).
@@ -71,6 +99,7 @@ pub fn client_config(
     extra_ca: &[&Path],
     insecure: bool,
     identity: Option<Identity>,
+    verifying: Verifying,
 ) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -112,6 +141,7 @@ pub fn client_config(
                 webpki,
                 pinned,
                 trusted,
+                verifying,
             }))
     };
     let mut config = match identity {
@@ -225,6 +255,7 @@ struct Verifier {
     /// Every certificate trusted here, to name the one a refused
     /// certificate's issuer name points at.
     trusted: Vec<CertificateDer<'static>>,
+    verifying: Verifying,
 }
 
 impl ServerCertVerifier for Verifier {
@@ -251,6 +282,7 @@ impl ServerCertVerifier for Verifier {
                         cause,
                         presented: crate::cert::describe(end_entity),
                         same_name: crate::cert::issuer_among(end_entity, &self.trusted),
+                        verifying: self.verifying,
                     };
                     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
                         Arc::new(refused),
@@ -291,6 +323,7 @@ struct Refused {
     /// A trusted certificate whose subject is the presented one's issuer
     /// name (but which did not sign it).
     same_name: Option<crate::cert::Described>,
+    verifying: Verifying,
 }
 
 impl std::fmt::Display for Refused {
@@ -305,11 +338,19 @@ impl Refused {
     /// The refusal in words: the host, what was presented, why it was
     /// refused, and the flag that fixes it.
     fn words(&self, host: &str) -> String {
-        const TRUST: &str = "trust its CA with --cacert FILE (client; --upstream-cacert on the \
-            server), or skip verification with --insecure (client)";
+        let ca = self.verifying.ca_flag();
+        let or_insecure = self.verifying.or_insecure();
+        let trust = match self.verifying {
+            Verifying::Client => {
+                "trust its CA with --cacert FILE, or skip verification with --insecure"
+            }
+            Verifying::Upstream => "trust its CA with --upstream-cacert FILE",
+        };
+        let pin =
+            format!("give that certificate to {ca} FILE (pinned by exact match){or_insecure}");
         let Some(cert) = &self.presented else {
             return format!(
-                "TLS: the certificate of {host} was refused ({:?}) and cannot be read: {TRUST}",
+                "TLS: the certificate of {host} was refused ({:?}) and cannot be read: {trust}",
                 self.cause
             );
         };
@@ -317,28 +358,31 @@ impl Refused {
         use CertificateError as E;
         match &self.cause {
             E::Expired | E::ExpiredContext { .. } => format!(
-                "TLS: {what} has expired: it was valid from {} to {}; renew it, or use --insecure (client)",
+                "TLS: {what} has expired: it was valid from {} to {}; renew it{or_insecure}",
                 cert.not_before, cert.not_after
             ),
             E::NotValidYet | E::NotValidYetContext { .. } => format!(
-                "TLS: {what} is not valid yet: it is valid from {} to {}; check the clocks, or use --insecure (client)",
+                "TLS: {what} is not valid yet: it is valid from {} to {}; check the clocks{or_insecure}",
                 cert.not_before, cert.not_after
             ),
             E::NotValidForName | E::NotValidForNameContext { .. } => format!(
-                "TLS: {what} is not valid for the name '{host}': it names {}; use a URL with one of those names, or --insecure (client)",
+                "TLS: {what} is not valid for the name '{host}': it names {}; use a URL with one of those names{or_insecure}",
                 if cert.names.is_empty() { "no DNS name or address".to_owned() } else { cert.names.join(", ") }
             ),
             E::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
-                "TLS: {what} is a CA certificate (CA:TRUE) used as the server's own; to trust exactly this certificate, give it to --cacert FILE (pinned by exact match), or use --insecure (client)"
+                "TLS: {what} is a CA certificate (CA:TRUE) used as the server's own; to trust exactly this certificate, give it to {ca} FILE (pinned by exact match){or_insecure}"
             ),
             _ => match &self.same_name {
+                Some(tried) if cert.self_signed => format!(
+                    "TLS: {what} is self-signed and not trusted here: the certificate trusted here with its name ({tried}) is another one, and a name match is not a chain; {pin}"
+                ),
                 Some(tried) => format!(
-                    "TLS: {what} is not trusted: the certificate trusted here with its issuer's name ({tried}) did not sign it, and a name match is not a chain; {TRUST}"
+                    "TLS: {what} is not trusted: the certificate trusted here with its issuer's name ({tried}) did not sign it, and a name match is not a chain; {trust}"
                 ),
-                None if cert.self_signed => format!(
-                    "TLS: {what} is self-signed and not trusted here; give that certificate to --cacert FILE (pinned by exact match), or use --insecure (client)"
-                ),
-                None => format!("TLS: {what} is not trusted: no CA trusted here issued it; {TRUST}"),
+                None if cert.self_signed => {
+                    format!("TLS: {what} is self-signed and not trusted here; {pin}")
+                }
+                None => format!("TLS: {what} is not trusted: no CA trusted here issued it; {trust}"),
             },
         }
     }
@@ -435,6 +479,16 @@ impl Transport {
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         })
+    }
+
+    /// The subject of the certificate the peer presented (a client's, with
+    /// mutual TLS), once the handshake is done.
+    pub fn peer_subject(&self) -> Option<String> {
+        let Transport::Tls(t) = self else {
+            return None;
+        };
+        let der = t.session.peer_certificates()?.first()?;
+        crate::cert::subject(der)
     }
 
     /// The peer ended the TLS session (close_notify).

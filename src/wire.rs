@@ -35,7 +35,14 @@ pub struct GroupConfig {
     pub upstream_timeout_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// Request headers whose values each run's record keeps (lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_headers: Option<Vec<String>>,
 }
+
+/// At most this many `record_headers`, each at most this long.
+pub const MAX_RECORD_HEADERS: usize = 16;
+pub const MAX_HEADER_NAME: usize = 64;
 
 const FIELDS: &[&str] = &[
     "description",
@@ -46,6 +53,7 @@ const FIELDS: &[&str] = &[
     "upstream_endpoint",
     "upstream_timeout_ns",
     "data",
+    "record_headers",
 ];
 
 impl GroupConfig {
@@ -86,8 +94,57 @@ impl GroupConfig {
             upstream_timeout_ns: uint(&map, "upstream_timeout_ns", MAX_DELAY_NS)?
                 .filter(|&t| t > 0),
             data: string(&map, "data")?,
+            record_headers: record_headers(&map)?,
         })
     }
+}
+
+/// `record_headers`: header names, lowered, each once; an empty list is
+/// none. `authorization` is refused: it carries the server's token.
+fn record_headers(map: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
+    const FIELD: &str = "record_headers";
+    let list = match map.get(FIELD) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(format!(
+                "{FIELD} must be an array of header names, not {}",
+                kind(other)
+            ))
+        }
+    };
+    if list.len() > MAX_RECORD_HEADERS {
+        return Err(format!(
+            "{FIELD} names {} headers; at most {MAX_RECORD_HEADERS}",
+            list.len()
+        ));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::String(name) = item else {
+            return Err(format!(
+                "{FIELD} must hold header names (strings), not {}",
+                kind(item)
+            ));
+        };
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.bytes().all(token) {
+            return Err(format!(
+                "{FIELD}: '{name}' is not a header name (1 to {MAX_HEADER_NAME} letters, digits or !#$%&'*+-.^_`|~)"
+            ));
+        }
+        let name = name.to_ascii_lowercase();
+        if matches!(name.as_str(), "authorization" | "proxy-authorization") {
+            return Err(format!(
+                "{FIELD}: '{name}' carries credentials and is never recorded"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{FIELD} names '{name}' twice"));
+        }
+        names.push(name);
+    }
+    Ok((!names.is_empty()).then_some(names))
 }
 
 /// Reads a JSON object's keys and fails on the first one given twice
@@ -212,6 +269,50 @@ pub struct ServerRunJson<'a> {
     pub upstream_tls_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_subject: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderValues>,
+}
+
+/// The values of a group's `record_headers` that a run's request carried,
+/// in the group's order (a repeated header's values joined with `, `); a
+/// JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderValues(pub Vec<(Box<str>, Box<str>)>);
+
+impl Serialize for HeaderValues {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Values;
+        impl<'de> serde::de::Visitor<'de> for Values {
+            type Value = HeaderValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of header values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<HeaderValues, A::Error> {
+                let mut values = Vec::new();
+                while let Some((name, value)) = access.next_entry::<String, String>()? {
+                    values.push((name.into(), value.into()));
+                }
+                Ok(HeaderValues(values))
+            }
+        }
+        d.deserialize_map(Values)
+    }
 }
 
 /// What the server learnt of its upstream during one run.
@@ -229,6 +330,18 @@ pub struct UpstreamOutcome {
     pub error: Option<Box<str>>,
 }
 
+/// What a run's record holds beyond its times and body, when anything:
+/// boxed, so a plain run pays one pointer for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunExtra {
+    pub upstream: Option<UpstreamOutcome>,
+    /// The subject of the client certificate the run's connection presented
+    /// (`--tls-client-ca`).
+    pub client_cert_subject: Option<Arc<str>>,
+    /// Present when the group has `record_headers`.
+    pub headers: Option<HeaderValues>,
+}
+
 /// One recorded run, compact: what the server stores and what the client
 /// holds of the server's record. Times are wall-clock nanoseconds since the
 /// epoch. About 64 bytes plus the body; equal consecutive bodies share one
@@ -240,10 +353,15 @@ pub struct RecordedRun {
     pub server_start: i64,
     pub server_end: i64,
     pub data: Arc<[u8]>,
-    pub upstream: Option<Box<UpstreamOutcome>>,
+    pub extra: Option<Box<RunExtra>>,
 }
 
 impl RecordedRun {
+    /// What the server learnt of its upstream during the run, if it had one.
+    pub fn upstream(&self) -> Option<&UpstreamOutcome> {
+        self.extra.as_deref().and_then(|e| e.upstream.as_ref())
+    }
+
     /// 0 when the record ends before it starts. In i128, so a record from
     /// 1677 to 2262 gives its true length rather than an overflow.
     pub fn server_duration_ns(&self) -> u64 {
@@ -289,13 +407,21 @@ impl RecordedRun {
             &json.error,
         ) {
             (None, None, None) => None,
-            (code, time_ns, error) => Some(Box::new(UpstreamOutcome {
+            (code, time_ns, error) => Some(UpstreamOutcome {
                 code: code.unwrap_or(0),
                 time_ns: time_ns.unwrap_or(0),
                 dns_ns: json.upstream_dns_ns,
                 connect_ns: json.upstream_connect_ns,
                 tls_ns: json.upstream_tls_ns,
                 error: error.as_deref().map(Into::into),
+            }),
+        };
+        let extra = match (upstream, json.client_cert_subject, json.headers) {
+            (None, None, None) => None,
+            (upstream, subject, headers) => Some(Box::new(RunExtra {
+                upstream,
+                client_cert_subject: subject.map(|s| Arc::from(&*s)),
+                headers,
             })),
         };
         Ok(RecordedRun {
@@ -304,7 +430,7 @@ impl RecordedRun {
             server_start,
             server_end,
             data,
-            upstream,
+            extra,
         })
     }
 }
@@ -353,7 +479,7 @@ impl QuickRuns {
             server_start,
             server_end,
             data,
-            upstream: None,
+            extra: None,
         };
         Some((run, c.i))
     }
@@ -425,7 +551,8 @@ impl<'a> Cursor<'a> {
 /// A run as JSON.
 pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
     let data = data_fields(&run.data);
-    let upstream = run.upstream.as_deref();
+    let upstream = run.upstream();
+    let extra = run.extra.as_deref();
     ServerRunJson {
         run_id: run.run_id,
         run_count: run.run_count,
@@ -441,6 +568,10 @@ pub fn run_json(run: &RecordedRun) -> ServerRunJson<'_> {
         upstream_tls_ns: upstream.and_then(|u| u.tls_ns),
         upstream_dns_ns: upstream.and_then(|u| u.dns_ns),
         error: upstream.and_then(|u| u.error.as_deref()).map(Cow::Borrowed),
+        client_cert_subject: extra
+            .and_then(|e| e.client_cert_subject.as_deref())
+            .map(Cow::Borrowed),
+        headers: extra.and_then(|e| e.headers.clone()),
     }
 }
 
@@ -471,7 +602,15 @@ pub fn write_run(out: &mut JsonOut, run: &RecordedRun) {
     out.time(run.server_end as i128);
     out.key("server_duration_ns");
     out.uint(run.server_duration_ns());
-    if let Some(up) = run.upstream.as_deref() {
+    if let Some(extra) = run.extra.as_deref() {
+        write_extra(out, extra);
+    }
+    out.raw(b"}");
+}
+
+/// A run's fields beyond its times, in [`ServerRunJson`]'s order.
+fn write_extra(out: &mut JsonOut, extra: &RunExtra) {
+    if let Some(up) = &extra.upstream {
         out.opt_uint("upstream_response_code", Some(up.code as u64));
         out.opt_uint("upstream_response_time_ns", Some(up.time_ns));
         out.opt_uint("upstream_dns_ns", up.dns_ns);
@@ -482,7 +621,23 @@ pub fn write_run(out: &mut JsonOut, run: &RecordedRun) {
             out.str(error);
         }
     }
-    out.raw(b"}");
+    if let Some(subject) = &extra.client_cert_subject {
+        out.key("client_cert_subject");
+        out.str(subject);
+    }
+    if let Some(headers) = &extra.headers {
+        out.key("headers");
+        out.raw(b"{");
+        for (i, (name, value)) in headers.0.iter().enumerate() {
+            if i > 0 {
+                out.raw(b",");
+            }
+            out.str(name);
+            out.raw(b":");
+            out.str(value);
+        }
+        out.raw(b"}");
+    }
 }
 
 /// A group's runs read from JSON one at a time into compact records, so a
@@ -586,7 +741,7 @@ mod tests {
                 } else {
                     Arc::clone(&body)
                 },
-                upstream: None,
+                extra: None,
             });
         }
         let mut text = JsonOut::default();
@@ -616,13 +771,16 @@ mod tests {
             assert!(quick.run(other.as_bytes(), None).is_none(), "{other}");
         }
         let mut upstream = runs[1].clone();
-        upstream.upstream = Some(Box::new(UpstreamOutcome {
-            code: 200,
-            time_ns: 1,
-            dns_ns: None,
-            connect_ns: None,
-            tls_ns: None,
-            error: None,
+        upstream.extra = Some(Box::new(RunExtra {
+            upstream: Some(UpstreamOutcome {
+                code: 200,
+                time_ns: 1,
+                dns_ns: None,
+                connect_ns: None,
+                tls_ns: None,
+                error: None,
+            }),
+            ..RunExtra::default()
         }));
         let mut escaped = runs[1].clone();
         escaped.data = Arc::from(&b"a\"b"[..]);
@@ -630,6 +788,94 @@ mod tests {
             let mut text = JsonOut::default();
             write_run(&mut text, &run);
             assert!(quick.run(&text.buf, None).is_none());
+        }
+    }
+
+    #[test]
+    fn extras_are_written_as_serde_writes_them_and_read_back() {
+        let mut run = recorded("2026-11-25T08:00:00.5Z").unwrap();
+        for extra in [
+            RunExtra {
+                client_cert_subject: Some(Arc::from("CN=conntest client, O=\"Test\"")),
+                ..RunExtra::default()
+            },
+            RunExtra {
+                headers: Some(HeaderValues(vec![
+                    ("x-forwarded-for".into(), "127.0.0.1, 10.0.0.2".into()),
+                    ("via".into(), "1.1 \u{1}nginx\\".into()),
+                ])),
+                ..RunExtra::default()
+            },
+            RunExtra {
+                upstream: Some(UpstreamOutcome {
+                    code: 502,
+                    time_ns: 9,
+                    dns_ns: Some(1),
+                    connect_ns: None,
+                    tls_ns: None,
+                    error: Some("bad".into()),
+                }),
+                client_cert_subject: Some(Arc::from("CN=c")),
+                headers: Some(HeaderValues::default()),
+            },
+        ] {
+            run.extra = Some(Box::new(extra));
+            let mut text = JsonOut::default();
+            write_run(&mut text, &run);
+            assert_eq!(
+                String::from_utf8_lossy(&text.buf),
+                serde_json::to_string(&run_json(&run)).unwrap()
+            );
+            assert!(QuickRuns::default().run(&text.buf, None).is_none());
+            let json: ServerRunJson<'_> = serde_json::from_slice(&text.buf).unwrap();
+            let back = RecordedRun::from_json(json, None).unwrap();
+            assert_eq!(back.extra, run.extra);
+        }
+    }
+
+    #[test]
+    fn record_headers_are_header_names_lowered_each_once() {
+        let c = GroupConfig::from_json(
+            br#"{"run_count": 1, "record_headers": ["X-Forwarded-For", "via"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.record_headers,
+            Some(vec!["x-forwarded-for".to_owned(), "via".to_owned()])
+        );
+        let none = GroupConfig::from_json(br#"{"run_count": 1, "record_headers": []}"#).unwrap();
+        assert_eq!(none.record_headers, None);
+        let many: Vec<String> = (0..17).map(|i| format!("\"h{i}\"")).collect();
+        for (list, needle) in [
+            (
+                "\"via\"".to_owned(),
+                "must be an array of header names, not a string",
+            ),
+            (
+                "[1]".to_owned(),
+                "must hold header names (strings), not a number",
+            ),
+            ("[\"\"]".to_owned(), "'' is not a header name"),
+            ("[\"x y\"]".to_owned(), "'x y' is not a header name"),
+            (
+                format!("[\"{}\"]", "a".repeat(65)),
+                "is not a header name (1 to 64",
+            ),
+            ("[\"Via\", \"VIA\"]".to_owned(), "names 'via' twice"),
+            (
+                "[\"Authorization\"]".to_owned(),
+                "'authorization' carries credentials",
+            ),
+            (
+                format!("[{}]", many.join(",")),
+                "names 17 headers; at most 16",
+            ),
+        ] {
+            let e = err(&format!(r#"{{"run_count": 1, "record_headers": {list}}}"#));
+            assert!(
+                e.starts_with("record_headers") && e.contains(needle),
+                "{list}: {e}"
+            );
         }
     }
 

@@ -8,6 +8,7 @@
 //! proxy of its environment.
 
 mod common;
+use common::pki::self_signed;
 use common::*;
 use serde_json::Value;
 use std::io::{BufReader, Write};
@@ -19,15 +20,10 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A self-signed (CA:FALSE) certificate for `localhost` and 127.0.0.1 in
-/// `dir`: (cert.pem, key.pem). Given as `--cacert`, it is pinned.
+/// A self-signed (CA:FALSE) certificate for `localhost` in `dir`:
+/// (cert, key). Given as `--cacert`, it is pinned.
 fn certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("certificate");
-    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-    (cert, key)
+    self_signed(&dir.0, "server", "localhost", false)
 }
 
 /// A plain conntest server and an https one with a fresh certificate

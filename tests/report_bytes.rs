@@ -12,7 +12,9 @@ use conntest::problem::Problem;
 use conntest::report::summary::summarize;
 use conntest::report::{ReportFile, ReportInput, RunsFilter};
 use conntest::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Numbering};
-use conntest::wire::{GroupConfig, GroupHeader, RecordedRun, UpstreamOutcome};
+use conntest::wire::{
+    run_json, GroupConfig, GroupHeader, HeaderValues, RecordedRun, RunExtra, UpstreamOutcome,
+};
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -29,7 +31,9 @@ fn uuid(n: u64) -> Uuid {
     Uuid::from_u64_pair(0x6f1c_2b1e_0f6e_4a51, 0x9c7e_0000_0000_0000 | n)
 }
 
-fn header() -> GroupHeader {
+/// With `paths`, the group records header values and its runs' records
+/// hold them and a client certificate's subject.
+fn header(paths: bool) -> GroupHeader {
     GroupHeader {
         run_group_id: uuid(0xabc),
         created_at: "2026-11-25T07:59:59.123456789Z".into(),
@@ -42,6 +46,7 @@ fn header() -> GroupHeader {
             upstream_endpoint: Some("http://127.0.0.1:9/up".into()),
             upstream_timeout_ns: Some(1_000_000_000),
             data: None,
+            record_headers: paths.then(|| vec!["x-forwarded-for".into(), "via".into()]),
         },
     }
 }
@@ -100,7 +105,7 @@ fn outcome() -> DriverOutcome {
 /// The server's record of `outcome`'s runs (bodies from `body`), with a
 /// run missing, one recorded twice, one corrupted, one never sent, upstream
 /// outcomes and an error with characters JSON escapes.
-fn server_runs(outcome: &DriverOutcome, body: &BodyPlan) -> Vec<RecordedRun> {
+fn server_runs(outcome: &DriverOutcome, body: &BodyPlan, paths: bool) -> Vec<RecordedRun> {
     let mut records = Vec::new();
     let mut text = [0u8; 36];
     for (i, run) in outcome.runs.iter().enumerate() {
@@ -113,23 +118,45 @@ fn server_runs(outcome: &DriverOutcome, body: &BodyPlan) -> Vec<RecordedRun> {
         }
         let start = WALL0 + 1_000 + i as i64 * 250_000 + 9_000;
         let upstream = match i % 4 {
-            0 => Some(Box::new(UpstreamOutcome {
+            0 => Some(UpstreamOutcome {
                 code: 200,
                 time_ns: 12_345 + i as u64,
                 dns_ns: None,
                 connect_ns: Some(3_000 + i as u64),
                 tls_ns: None,
                 error: None,
-            })),
-            1 if i == 21 => Some(Box::new(UpstreamOutcome {
+            }),
+            1 if i == 21 => Some(UpstreamOutcome {
                 code: 0,
                 time_ns: 1_000_000_000,
                 dns_ns: Some(555),
                 connect_ns: None,
                 tls_ns: Some(777),
                 error: Some("timed out: \"up\"\n\\ \u{7}".into()),
-            })),
+            }),
             _ => None,
+        };
+        let extra = match (upstream, paths) {
+            (None, false) => None,
+            (upstream, false) => Some(Box::new(RunExtra {
+                upstream,
+                ..RunExtra::default()
+            })),
+            (upstream, true) => Some(Box::new(RunExtra {
+                upstream,
+                client_cert_subject: Some(Arc::from(format!("CN=client {}, O=\"t\"", i % 2))),
+                headers: Some(HeaderValues(match i % 3 {
+                    0 => vec![],
+                    1 => vec![("x-forwarded-for".into(), "127.0.0.1".into())],
+                    _ => vec![
+                        (
+                            "x-forwarded-for".into(),
+                            format!("10.0.0.{i}, 127.0.0.1").into(),
+                        ),
+                        ("via".into(), "1.1 nginx \u{1}\\".into()),
+                    ],
+                })),
+            })),
         };
         let record = RecordedRun {
             run_id: uuid(5000 + i as u64),
@@ -137,7 +164,7 @@ fn server_runs(outcome: &DriverOutcome, body: &BodyPlan) -> Vec<RecordedRun> {
             server_start: start,
             server_end: start + 3_517 + i as i64,
             data,
-            upstream,
+            extra,
         };
         if i == 3 {
             records.push(record.clone());
@@ -150,7 +177,7 @@ fn server_runs(outcome: &DriverOutcome, body: &BodyPlan) -> Vec<RecordedRun> {
         server_start: WALL0 - 1,
         server_end: WALL0 - 2,
         data: Arc::from(&b"stray"[..]),
-        upstream: None,
+        extra: None,
     });
     records
 }
@@ -164,9 +191,13 @@ fn stored(name: &str) -> PathBuf {
 /// Writes the report of `body` under `filter` and compares it with
 /// `tests/data/{name}`.
 fn check(name: &str, body: BodyPlan, filter: RunsFilter) {
-    let header = header();
+    check_paths(name, body, filter, false);
+}
+
+fn check_paths(name: &str, body: BodyPlan, filter: RunsFilter, paths: bool) {
+    let header = header(paths);
     let outcome = outcome();
-    let server = server_runs(&outcome, &body);
+    let server = server_runs(&outcome, &body, paths);
     let verdicts = compare(&outcome, &body, Some(&server), RUNS);
     let input = ReportInput {
         header: &header,
@@ -209,6 +240,15 @@ fn check(name: &str, body: BodyPlan, filter: RunsFilter) {
     let written = written.swap_remove(0);
     let text = String::from_utf8_lossy(&written);
     assert!(text.contains("\"histogram\":{"), "{text}");
+    // The server's runs are what serde writes for them.
+    if filter == RunsFilter::All {
+        let report: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        let runs = report["server_run_group"]["test_runs"].as_array().unwrap();
+        assert_eq!(runs.len(), server.len());
+        for (json, run) in runs.iter().zip(&server) {
+            assert_eq!(*json, serde_json::to_value(run_json(run)).unwrap());
+        }
+    }
     if std::env::var_os("CONNTEST_BLESS").is_some() {
         std::fs::write(stored(name), &written).unwrap();
     }
@@ -251,5 +291,15 @@ fn fixed_text_body_failed_runs_only() {
         "report-fixed-failed.json",
         BodyPlan::Fixed("the body ✓ \u{1}".as_bytes().to_vec()),
         RunsFilter::Failed,
+    );
+}
+
+#[test]
+fn record_headers_and_client_certificate_subjects() {
+    check_paths(
+        "report-paths-all.json",
+        BodyPlan::Uuid,
+        RunsFilter::All,
+        true,
     );
 }

@@ -1,6 +1,7 @@
 //! The Redis store through the real binary and a real `redis-server` on a
 //! free loopback port: the in-progress count, a password, group expiry,
-//! two replicas on one Redis, and a Redis that comes up after the server.
+//! two replicas on one Redis (record_headers of a group the other made
+//! included), and a Redis that comes up after the server.
 //! (Replicas behind nginx, killed replicas and Redis restarts are in
 //! tests/scale_out.rs.)
 
@@ -80,6 +81,32 @@ fn two_replicas_on_one_redis_share_groups_runs_and_deletes() {
         "{}",
         b.log_text()
     );
+}
+
+/// A group made on one replica with `record_headers`: the other replica,
+/// which learns the group with its first run, records the values of every
+/// run, the first included (a shared store keeps every request's head).
+#[test]
+fn record_headers_of_a_group_made_on_another_replica() {
+    let redis = RedisProcess::start();
+    let a = server_on(&redis.url());
+    let b = server_on(&redis.url());
+    let id = create_group(
+        a.addr,
+        r#"{"run_count": 30, "concurrency": 3, "record_headers": ["x-forwarded-for"]}"#,
+    );
+    let done = run_client(
+        &b.url(),
+        &id,
+        &["-q", "-H", "X-Forwarded-For: 198.51.100.7"],
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let group = get_group(a.addr, &id);
+    let runs = group["test_runs"].as_array().expect("test_runs");
+    assert_eq!(runs.len(), 30);
+    for run in runs {
+        assert_eq!(run["headers"]["x-forwarded-for"], "198.51.100.7", "{run}");
+    }
 }
 
 #[test]

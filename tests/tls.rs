@@ -9,17 +9,14 @@
 //! `conntest::tls::Transport` values driven in memory.
 
 mod common;
+use common::pki::Pki;
 use common::*;
-use conntest::tls::{client_config, server_config, Identity, Transport};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use conntest::tls::{client_config, server_config, Identity, Transport, Verifying};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,81 +26,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
-// Certificates
-
-/// A test CA in a temporary directory, issuing leaf certificates.
-struct Pki {
-    dir: TempDir,
-    issuer: Issuer<'static, KeyPair>,
-    ca_der: CertificateDer<'static>,
-    /// `ca.pem`, the CA certificate.
-    ca: PathBuf,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir = TempDir::new(tag);
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("conntest test CA {tag}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        let ca = dir.path("ca.pem");
-        std::fs::write(&ca, cert.pem()).unwrap();
-        Pki {
-            ca_der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-            dir,
-            ca,
-        }
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses) signed by this CA:
-    /// `FILE.pem` and `FILE-key.pem` in the directory.
-    fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.leaf_with(file, names, |_| {})
-    }
-
-    /// A leaf as [`Pki::leaf`], its parameters changed by `tweak` first.
-    fn leaf_with(
-        &self,
-        file: &str,
-        names: &[&str],
-        tweak: impl FnOnce(&mut CertificateParams),
-    ) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names[0].clone());
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        tweak(&mut params);
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        let cert_path = self.dir.path(&format!("{file}.pem"));
-        let key_path = self.dir.path(&format!("{file}-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path(name)
-    }
-}
+// Certificates (common::pki)
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
@@ -584,29 +507,88 @@ fn wrong_host_name_is_a_setup_error() {
     );
 }
 
+/// A certificate outside its validity says when it was (or will be) valid.
 #[test]
-fn an_expired_certificate_says_when_it_was_valid() {
-    let pki = Pki::new("tls-expired");
-    let (cert, key) = pki.leaf_with("old", &["localhost"], |p| {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    });
+fn an_expired_or_not_yet_valid_certificate_says_when_it_is_valid() {
+    for (tag, from, to, words) in [
+        (
+            "tls-expired",
+            2020,
+            2021,
+            &[
+                "has expired",
+                "2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
+            ][..],
+        ),
+        (
+            "tls-future",
+            2090,
+            2091,
+            &[
+                "is not valid yet",
+                "valid from 2090-01-01T00:00:00Z to 2091-01-01T00:00:00Z",
+                "check the clocks",
+            ],
+        ),
+    ] {
+        let pki = Pki::new(tag);
+        let (cert, key) = pki.leaf_with("leaf", &["localhost"], |p| {
+            p.not_before = rcgen::date_time_ymd(from, 1, 1);
+            p.not_after = rcgen::date_time_ymd(to, 1, 1);
+        });
+        let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+        let report = pki.path("report.json");
+        let done = conntest_run(
+            &pki.dir.0,
+            &format!("https://localhost:{}", server.addr.port()),
+            &["--cacert", s(&pki.ca), "--run-count", "2"],
+            &report,
+        );
+        assert_setup_error(&done, &report, words);
+    }
+}
+
+/// A self-signed certificate that is not a CA (CA:FALSE), untrusted: the
+/// error says self-signed and how to pin it; given with --cacert it passes.
+#[test]
+fn a_self_signed_end_entity_certificate_is_named_and_pinned() {
+    let dir = TempDir::new("tls-selfsigned-leaf");
+    // Not `localhost`: Debian's snakeoil certificate, trusted here, has
+    // that name (a case of its own, below).
+    let (cert, key) = common::pki::self_signed(&dir.0, "leaf", "127.0.0.1", false);
     let server = ServerProcess::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
-    let report = pki.path("report.json");
-    let done = conntest_run(
-        &pki.dir.0,
-        &format!("https://localhost:{}", server.addr.port()),
-        &["--cacert", s(&pki.ca), "--run-count", "2"],
-        &report,
-    );
-    assert_setup_error(
-        &done,
+    let remote = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = dir.path("report.json");
+    let message = assert_setup_error(
+        &conntest_run(&dir.0, &remote, &["--run-count", "2"], &report),
         &report,
         &[
-            "has expired",
-            "2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
+            "the certificate of 127.0.0.1 (subject 'CN=127.0.0.1', issuer 'CN=127.0.0.1', self-signed",
+            "is self-signed and not trusted here",
+            "--cacert FILE (pinned by exact match)",
+            "--insecure",
         ],
     );
+    assert!(!message.contains("CA:TRUE"), "{message}");
+    // Another self-signed certificate of the same name, trusted, is named
+    // as what it is (as Debian's snakeoil, CN=localhost, would be).
+    let (other, _) = common::pki::self_signed(&dir.0, "other", "127.0.0.1", false);
+    assert_setup_error(
+        &conntest_run(&dir.0, &remote, &["--cacert", s(&other), "--run-count", "2"], &report),
+        &report,
+        &[
+            "is self-signed and not trusted here: the certificate trusted here with its name (subject 'CN=127.0.0.1'",
+            "is another one, and a name match is not a chain",
+            "--cacert FILE (pinned by exact match)",
+        ],
+    );
+    let done = conntest_run(
+        &dir.0,
+        &remote,
+        &["--cacert", s(&cert), "--run-count", "2"],
+        &report,
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
 }
 
 /// `--resolve` sends the name to an address; the certificate is still
@@ -646,12 +628,7 @@ fn mutual_tls_requires_and_checks_the_client_certificate() {
         s(&pki.ca),
     ]);
     let remote = format!("https://localhost:{}", server.addr.port());
-    let client_leaf = |pki: &Pki, file: &str| {
-        pki.leaf_with(file, &["conntest client"], |p| {
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        })
-    };
-    let (client_cert, client_key) = client_leaf(&pki, "client");
+    let (client_cert, client_key) = pki.client_leaf("client", "conntest client");
     let trust = ["--cacert", s(&pki.ca), "--run-count", "5"];
 
     let report = pki.path("report.json");
@@ -659,13 +636,20 @@ fn mutual_tls_requires_and_checks_the_client_certificate() {
     args.extend(["--cert", s(&client_cert), "--key", s(&client_key)]);
     let done = conntest_run(&pki.dir.0, &remote, &args, &report);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
+    // Each run's record names the client certificate it came with.
+    let json = read_json(&report);
+    let runs = server_runs(&json["server_run_group"]);
+    assert_eq!(runs.len(), 5);
+    for run in runs {
+        assert_eq!(run["client_cert_subject"], "CN=conntest client", "{run}");
+    }
 
     let none = pki.path("none.json");
     let done = conntest_run(&pki.dir.0, &remote, &trust, &none);
     assert_setup_error(&done, &none, &["requires a client certificate", "--cert"]);
 
     let other = Pki::new("tls-mutual-other");
-    let (other_cert, other_key) = client_leaf(&other, "client");
+    let (other_cert, other_key) = other.client_leaf("client", "conntest client");
     let refused = pki.path("refused.json");
     let mut args = trust.to_vec();
     args.extend(["--cert", s(&other_cert), "--key", s(&other_key)]);
@@ -679,16 +663,7 @@ fn mutual_tls_requires_and_checks_the_client_certificate() {
 #[test]
 fn a_self_signed_ca_certificate_given_with_cacert_is_pinned() {
     let dir = TempDir::new("tls-selfsigned");
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let (cert_path, key_path) = (dir.path("cert.pem"), dir.path("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert_path, key_path) = common::pki::self_signed(&dir.0, "cert", "localhost", true);
     let server = ServerProcess::start(&["--tls-cert", s(&cert_path), "--tls-key", s(&key_path)]);
     let remote = format!("https://localhost:{}", server.addr.port());
     let report = dir.path("report.json");
@@ -1000,7 +975,24 @@ fn https_upstream_errors_are_recorded_per_run() {
         r#"{{"run_count": 6, "concurrency": 3, "upstream_endpoint": "{endpoint}", "upstream_timeout_ns": 10000000000}}"#
     );
     let (done, report, group) = run_upstream_group(&main, &pki.dir, &config);
-    assert_upstream_errors(&done, &report, &group, 6, &["certificate", "not trusted"]);
+    // The fix named is the server's own flag: it has no --insecure.
+    assert_upstream_errors(
+        &done,
+        &report,
+        &group,
+        6,
+        &[
+            "certificate",
+            "not trusted",
+            "trust its CA with --upstream-cacert FILE",
+        ],
+    );
+    for run in server_runs(&group) {
+        assert!(
+            !run["error"].as_str().unwrap_or("").contains("--insecure"),
+            "{run}"
+        );
+    }
     drop(main);
 
     // Trusted, but the certificate is for another name.
@@ -1316,9 +1308,9 @@ fn in_memory_pair(pki: &Pki, names: &[&str], server_name: &str, trust: bool) -> 
     let server_cfg = server_config(Identity::load(&cert, &key, ("cert", "key")).unwrap(), None)
         .expect("server config");
     let client_cfg = if trust {
-        client_config(&[pki.ca.as_path()], false, None)
+        client_config(&[pki.ca.as_path()], false, None, Verifying::Client)
     } else {
-        client_config(&[], false, None)
+        client_config(&[], false, None, Verifying::Client)
     }
     .expect("client config");
     let client = Transport::tls_client(&client_cfg, server_name).expect("client transport");
@@ -1411,7 +1403,7 @@ fn transport_errors_name_their_cause() {
     assert!(!conntest::tls::looks_like_http(&[0x16, 0x03, 0x01]));
 
     // A bad server name is refused up front.
-    let cfg = client_config(&[pki.ca.as_path()], false, None).unwrap();
+    let cfg = client_config(&[pki.ca.as_path()], false, None, Verifying::Client).unwrap();
     assert!(Transport::tls_client(&cfg, "not a name!").is_err());
 }
 

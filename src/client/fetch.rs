@@ -108,6 +108,7 @@ impl Endpoint {
                     &cacert,
                     tls.insecure,
                     tls.identity.clone(),
+                    crate::tls::Verifying::Client,
                 )?)
             }
         };
@@ -538,6 +539,36 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// something that is not a conntest server) is described instead.
 const SHOWN_TEXT: usize = 200;
 
+/// The `<title>` of an HTML page (an error page of a proxy on the path), on
+/// one line and at most [`SHOWN_TEXT`] long.
+fn html_title(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let len = lower[start..].find("</title>")?;
+    let title: String = text[start..start + len]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SHOWN_TEXT)
+        .collect();
+    (!title.is_empty()).then_some(title)
+}
+
+/// What nginx's pages for mutual TLS (`ssl_verify_client on`) mean, with
+/// the flags that fix it; for any other page, a question.
+fn page_hint(title: &str) -> &'static str {
+    if title.contains("No required SSL certificate was sent") {
+        "; the path asks for a client certificate: give one with --cert FILE --key FILE"
+    } else if title.contains("The SSL certificate error") {
+        "; the path refused the client certificate: give --cert one it trusts (issued by a CA \
+         it names in ssl_client_certificate), not expired"
+    } else {
+        " (is this a conntest server?)"
+    }
+}
+
 /// The `error` of a JSON error answer, or a short answer's text; always one
 /// line.
 pub fn error_message(response: &Response) -> String {
@@ -550,10 +581,17 @@ pub fn error_message(response: &Response) -> String {
             let text = String::from_utf8_lossy(&response.body);
             let text = text.trim();
             if text.len() > SHOWN_TEXT || text.contains(['\n', '\r']) {
-                return format!(
-                    "a {}-byte answer that is not a conntest error (is this a conntest server?)",
-                    response.body.len()
-                );
+                return match html_title(text) {
+                    Some(title) => format!(
+                        "a {}-byte HTML page titled '{title}', not a conntest error{}",
+                        response.body.len(),
+                        page_hint(&title)
+                    ),
+                    None => format!(
+                        "a {}-byte answer that is not a conntest error (is this a conntest server?)",
+                        response.body.len()
+                    ),
+                };
             }
             text.to_owned()
         }
@@ -565,5 +603,54 @@ pub fn error_message(response: &Response) -> String {
     match line.trim() {
         "" => "(no error message)".into(),
         line => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str) -> String {
+        error_message(&Response {
+            status: 400,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        })
+    }
+
+    #[test]
+    fn error_pages_are_named_by_their_title() {
+        let nginx = |title: &str| {
+            format!(
+                "<html>\r\n<head><TITLE>{title}</TITLE></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n</body></html>\r\n"
+            )
+        };
+        let page = nginx("400 No required SSL certificate was sent");
+        assert_eq!(
+            message(&page),
+            format!(
+                "a {}-byte HTML page titled '400 No required SSL certificate was sent', not a conntest \
+                 error; the path asks for a client certificate: give one with --cert FILE --key FILE",
+                page.len()
+            )
+        );
+        let refused = message(&nginx("400 The SSL certificate error"));
+        assert!(
+            refused.contains("refused the client certificate"),
+            "{refused}"
+        );
+        let other = message(&nginx("502 Bad\n  Gateway"));
+        assert!(
+            other.ends_with(
+                "titled '502 Bad Gateway', not a conntest error (is this a conntest server?)"
+            ),
+            "{other}"
+        );
+        let untitled = message(&"x\n".repeat(300));
+        assert_eq!(
+            untitled,
+            "a 600-byte answer that is not a conntest error (is this a conntest server?)"
+        );
+        assert_eq!(message(r#"{"error": "no test group"}"#), "no test group");
     }
 }

@@ -79,9 +79,7 @@ pub fn compare(
         if let Some(why) = corrupted {
             problems.push((Problem::Corrupted, format!("data differs: {why}")));
         }
-        let upstream = matches
-            .first()
-            .and_then(|&k| server[k as usize].upstream.as_deref());
+        let upstream = matches.first().and_then(|&k| server[k as usize].upstream());
         if let Some(u) = upstream {
             // An answer outside 200-399 is a status problem; anything else
             // the server recorded (no answer, a bad one) an upstream error.
@@ -212,7 +210,7 @@ fn difference(sent: &[u8], recorded: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::run::{ClientRun, Failure, ListedRun};
-    use crate::wire::UpstreamOutcome;
+    use crate::wire::{RunExtra, UpstreamOutcome};
     use std::sync::Arc;
 
     fn run(failure: Option<Problem>) -> ClientRun {
@@ -240,7 +238,7 @@ mod tests {
             server_start: 1,
             server_end: 2,
             data: Arc::from(data),
-            upstream: None,
+            extra: None,
         }
     }
 
@@ -338,13 +336,16 @@ mod tests {
     #[test]
     fn upstream_errors_fail_the_run() {
         let mut r = record(1, b"");
-        r.upstream = Some(Box::new(UpstreamOutcome {
-            code: 0,
-            time_ns: 5,
-            dns_ns: None,
-            connect_ns: None,
-            tls_ns: None,
-            error: Some("connect failed: refused".into()),
+        r.extra = Some(Box::new(RunExtra {
+            upstream: Some(UpstreamOutcome {
+                code: 0,
+                time_ns: 5,
+                dns_ns: None,
+                connect_ns: None,
+                tls_ns: None,
+                error: Some("connect failed: refused".into()),
+            }),
+            ..RunExtra::default()
         }));
         let v = check(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
         assert_eq!(kinds(&v[0]), vec![Problem::Upstream]);
@@ -354,13 +355,16 @@ mod tests {
     fn upstream_answers_outside_200_to_399_fail_the_run_by_status() {
         let outcome = |code: u16, error: Option<&str>| {
             let mut r = record(1, b"");
-            r.upstream = Some(Box::new(UpstreamOutcome {
-                code,
-                time_ns: 5,
-                dns_ns: None,
-                connect_ns: None,
-                tls_ns: None,
-                error: error.map(Into::into),
+            r.extra = Some(Box::new(RunExtra {
+                upstream: Some(UpstreamOutcome {
+                    code,
+                    time_ns: 5,
+                    dns_ns: None,
+                    connect_ns: None,
+                    tls_ns: None,
+                    error: error.map(Into::into),
+                }),
+                ..RunExtra::default()
             }));
             let v = check(&[run(None)], &BodyPlan::Fixed(Vec::new()), Some(&[r]));
             kinds(&v[0])

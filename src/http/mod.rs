@@ -36,6 +36,32 @@ impl Outgoing for client::ClientConn {
     }
 }
 
+/// The value of header `name` in a request or response head (its first
+/// line is skipped), a repeated field's values joined with `, ` as RFC 9110
+/// (5.3) reads them; None when it is absent. Bytes that are not UTF-8 are
+/// shown lossily.
+pub fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<String> = None;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(line[colon + 1..].trim_ascii());
+        match &mut value {
+            None => value = Some(text.into_owned()),
+            Some(v) => {
+                v.push_str(", ");
+                v.push_str(&text);
+            }
+        }
+    }
+    value
+}
+
 /// Request methods the tool speaks; anything else is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -200,4 +226,32 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError> {
         return Err(FramingError::BothTransferEncodingAndContentLength);
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn header_values_are_found_in_any_case_and_repeats_joined() {
+        let head = b"POST /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nVia:1.1 p\r\n\
+                     x-forwarded-for:  127.0.0.1 \r\nX-Bin: \xff\r\n\r\n";
+        assert_eq!(
+            header_value(head, "x-forwarded-for").as_deref(),
+            Some("10.0.0.1, 127.0.0.1")
+        );
+        assert_eq!(header_value(head, "via").as_deref(), Some("1.1 p"));
+        assert_eq!(header_value(head, "x-bin").as_deref(), Some("\u{fffd}"));
+        // The first line is not a header, whatever it holds.
+        assert_eq!(
+            header_value(b"GET http://h:80/ HTTP/1.1\r\n\r\n", "get http"),
+            None
+        );
+        assert_eq!(header_value(head, "absent"), None);
+        // Bare line feeds, as the parser accepts them.
+        assert_eq!(
+            header_value(b"GET / HTTP/1.1\nVia: v\n\n", "via").as_deref(),
+            Some("v")
+        );
+    }
 }

@@ -72,6 +72,13 @@ pub struct Request {
     pub path: String,
     pub body: Vec<u8>,
     pub authorization: Option<Vec<u8>>,
+    /// The request head as it came (request line and header lines), kept
+    /// only while the machine is told to ([`ServerConn::keep_heads`]), for
+    /// a group that records header values.
+    pub head: Option<Box<[u8]>>,
+    /// The subject of the client certificate its connection presented
+    /// (mutual TLS); the loop sets it.
+    pub client_cert_subject: Option<std::sync::Arc<str>>,
 }
 
 impl Request {
@@ -84,6 +91,8 @@ impl Request {
             path: path.to_owned(),
             body,
             authorization: None,
+            head: None,
+            client_cert_subject: None,
         }
     }
 }
@@ -301,6 +310,8 @@ pub struct ServerConn {
     /// The error this machine answered on its own (there is at most one:
     /// the connection reads nothing after it), for the loop to log.
     refusal: Option<(u16, String)>,
+    /// Keep each request's head ([`Request::head`]).
+    keep_heads: bool,
 }
 
 impl ServerConn {
@@ -323,7 +334,14 @@ impl ServerConn {
             last_active: now,
             going_away: false,
             refusal: None,
+            keep_heads: false,
         }
+    }
+
+    /// Whether requests parsed from now on keep their head: off, a request
+    /// costs nothing more.
+    pub fn keep_heads(&mut self, keep: bool) {
+        self.keep_heads = keep;
     }
 
     /// The status and reason of the error this machine answered itself
@@ -645,6 +663,7 @@ impl ServerConn {
             .find(|h| h.name.eq_ignore_ascii_case("authorization"))
             .map(|h| h.value.to_vec());
         let path = path_of(target).to_owned();
+        let head = self.keep_heads.then(|| Box::from(&self.input[..head_len]));
         self.input.drain(..head_len);
 
         let keep_alive = if http10 {
@@ -685,6 +704,8 @@ impl ServerConn {
             path,
             body: Vec::with_capacity(length.unwrap_or(0) as usize),
             authorization,
+            head,
+            client_cert_subject: None,
         };
         self.state = match length {
             Some(remaining) => ReadState::Body { request, remaining },
@@ -977,6 +998,19 @@ mod tests {
         let out = output(&mut conn);
         assert!(out.contains("Content-Length: 11\r\n"));
         assert!(out.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn heads_are_kept_only_when_asked() {
+        let mut conn = conn();
+        let req = b"POST /a HTTP/1.1\r\nVia: 1.1 x\r\nContent-Length: 1\r\n\r\nb";
+        conn.receive(req, 0);
+        assert_eq!(conn.next_request(0).unwrap().head, None);
+        conn.keep_heads(true);
+        conn.receive(req, 0);
+        let r = conn.next_request(0).unwrap();
+        assert_eq!(r.head.as_deref(), Some(&req[..req.len() - 1]));
+        assert_eq!(r.body, b"b");
     }
 
     #[test]

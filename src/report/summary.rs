@@ -245,7 +245,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         .server_runs
         .into_iter()
         .flatten()
-        .filter_map(|r| r.upstream.as_deref())
+        .filter_map(|r| r.upstream())
     {
         let timings = [Some(u.time_ns), u.dns_ns, u.connect_ns, u.tls_ns];
         for (histogram, value) in upstream.iter_mut().zip(timings) {
@@ -572,7 +572,7 @@ mod tests {
         let dns: Vec<_> = test
             .server_runs
             .iter()
-            .map(|r| r.upstream.as_ref().and_then(|u| u.dns_ns))
+            .map(|r| r.upstream().and_then(|u| u.dns_ns))
             .collect();
         assert_eq!(dns, [Some(2000), None, None]);
         let summary = summarize(&test.input(), None);

@@ -10,7 +10,9 @@ use crate::http::Method;
 use crate::store::{Op, Reply, RunList, ShardPage, Store, StoreError};
 use crate::time::rfc3339;
 pub use crate::wire::run_json;
-use crate::wire::{GroupConfig, GroupHeader};
+use crate::wire::{GroupConfig, GroupHeader, HeaderValues, RunExtra};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Access and safety settings of the API.
@@ -154,6 +156,57 @@ pub struct RunOrder {
     pub upstream: Option<Url>,
     pub upstream_timeout: Option<Nanos>,
     pub delay: Nanos,
+    /// What the record holds of the request: the client certificate's
+    /// subject, the group's `record_headers` values.
+    pub seen: Option<Box<RunExtra>>,
+}
+
+/// What a run's request showed of its path, until its group is known.
+#[derive(Debug)]
+pub struct Seen {
+    /// The request's head, when the loop kept it.
+    head: Option<Box<[u8]>>,
+    client_cert_subject: Option<Arc<str>>,
+}
+
+impl Seen {
+    fn of(head: Option<Box<[u8]>>, subject: Option<Arc<str>>) -> Option<Box<Seen>> {
+        (head.is_some() || subject.is_some()).then(|| {
+            Box::new(Seen {
+                head,
+                client_cert_subject: subject,
+            })
+        })
+    }
+
+    /// What the record of a run of `config` keeps: None when nothing.
+    fn extra(seen: Option<Box<Seen>>, config: &GroupConfig) -> Option<Box<RunExtra>> {
+        let (head, subject) = match seen {
+            None if config.record_headers.is_none() => return None,
+            None => (None, None),
+            Some(seen) => (seen.head, seen.client_cert_subject),
+        };
+        let headers = config.record_headers.as_ref().map(|names| {
+            let head = head.as_deref().unwrap_or(b"");
+            HeaderValues(
+                names
+                    .iter()
+                    .filter_map(|n| {
+                        let value = crate::http::header_value(head, n)?;
+                        Some((n.as_str().into(), value.into()))
+                    })
+                    .collect(),
+            )
+        });
+        match (headers, subject) {
+            (None, None) => None,
+            (headers, client_cert_subject) => Some(Box::new(RunExtra {
+                upstream: None,
+                client_cert_subject,
+                headers,
+            })),
+        }
+    }
 }
 
 /// What the API makes of a request.
@@ -177,6 +230,8 @@ pub enum Then {
         id: Uuid,
         run_count: u64,
         body: Vec<u8>,
+        /// None when the request showed nothing to record.
+        seen: Option<Box<Seen>>,
     },
     Appended(Uuid, u32),
 }
@@ -212,6 +267,10 @@ pub struct Api {
     store: Store,
     policy: ApiPolicy,
     metrics: Metrics,
+    /// Requests keep their head: a group of this process records header
+    /// values, or the store is shared (a group another replica created may
+    /// want them, unknown until its first run here).
+    keep_heads: AtomicBool,
 }
 
 impl Api {
@@ -220,7 +279,19 @@ impl Api {
             store,
             policy,
             metrics: Metrics::default(),
+            keep_heads: AtomicBool::new(false),
         }
+    }
+
+    /// Every request keeps its head from now on: a group asks for header
+    /// values, or the store is shared.
+    pub fn keep_all_heads(&self) {
+        self.keep_heads.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the loops keep each request's head.
+    pub fn keeps_heads(&self) -> bool {
+        self.keep_heads.load(Ordering::Relaxed)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -294,6 +365,7 @@ impl Api {
                                 id,
                                 run_count,
                                 body: request.body,
+                                seen: Seen::of(request.head, request.client_cert_subject),
                             },
                         )
                     })
@@ -393,11 +465,17 @@ impl Api {
             )),
             (
                 Then::Run {
-                    run_count, body, ..
+                    run_count,
+                    body,
+                    seen,
+                    ..
                 },
                 Reply::Group(header),
             ) => {
                 let config = &header.config;
+                if config.record_headers.is_some() {
+                    self.keep_all_heads();
+                }
                 Next::Run(RunOrder {
                     group_id: header.run_group_id,
                     run_count,
@@ -408,6 +486,7 @@ impl Api {
                         .and_then(|e| Url::parse(e).ok()),
                     upstream_timeout: config.upstream_timeout_ns,
                     delay: config.server_delay_ns,
+                    seen: Seen::extra(seen, config),
                 })
             }
             (then, reply) => Next::Respond(Response::error(
@@ -445,6 +524,10 @@ impl Api {
             (&config.upstream_endpoint, &self.policy.upstream_allow)
         {
             check_allowed(endpoint, allow).map_err(|e| Response::error(400, &e))?;
+        }
+        if config.record_headers.is_some() {
+            // Before the group exists: its first run keeps its head.
+            self.keep_all_heads();
         }
         Ok(Action::Store(
             Op::Create {
@@ -740,6 +823,50 @@ mod tests {
             panic!("a JSON body")
         };
         assert!(String::from_utf8_lossy(&body).contains("redis://r:6379/0"));
+    }
+
+    /// A group's `record_headers` turn on keeping heads, and its runs'
+    /// records get the values the request carried (and the client
+    /// certificate's subject the loop names).
+    #[test]
+    fn runs_of_a_group_with_record_headers_keep_their_values() {
+        let api = api(ApiPolicy::default());
+        let create =
+            |body: &[u8]| match outcome(&api, request(Method::Post, "/test-groups/create", body)) {
+                Next::Respond(r) => match r.body {
+                    crate::http::server::Body::Json(b) => {
+                        serde_json::from_slice::<serde_json::Value>(&b).unwrap()["run_group_id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned()
+                    }
+                    _ => panic!("a JSON body"),
+                },
+                _ => panic!("create answers at once"),
+            };
+        let plain = create(br#"{"run_count": 2}"#);
+        assert!(!api.keeps_heads(), "nothing asks for heads yet");
+        let recording = create(br#"{"run_count": 2, "record_headers": ["Via", "X-Absent"]}"#);
+        assert!(api.keeps_heads());
+        let head = b"POST /x HTTP/1.1\r\nVia: 1.1 a\r\nvia: 1.1 b\r\n\r\n";
+        let seen = |id: &str, subject: Option<&str>| {
+            let mut r = request(Method::Post, &format!("/test-groups/{id}/1"), b"x");
+            r.head = Some(Box::from(&head[..]));
+            r.client_cert_subject = subject.map(Arc::from);
+            match outcome(&api, r) {
+                Next::Run(order) => order.seen,
+                _ => panic!("a run"),
+            }
+        };
+        assert_eq!(seen(&plain, None), None);
+        let extra = seen(&recording, Some("CN=c")).unwrap();
+        assert_eq!(extra.client_cert_subject.as_deref(), Some("CN=c"));
+        assert_eq!(
+            extra.headers,
+            Some(HeaderValues(vec![("via".into(), "1.1 a, 1.1 b".into())]))
+        );
+        let extra = seen(&plain, Some("CN=c")).unwrap();
+        assert_eq!(extra.headers, None);
     }
 
     #[test]

@@ -154,6 +154,9 @@ impl Server {
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryStore::new(options.store)));
         let api = Arc::new(Api::new(store, options.policy.clone()));
+        if options.backend.is_some() {
+            api.keep_all_heads();
+        }
         Ok(Server {
             listeners,
             api,
@@ -261,6 +264,11 @@ struct Connection {
     /// Where store pages for this connection's streamed answer arrive;
     /// made with its first streamed answer.
     mailbox: Option<Arc<Mailbox>>,
+    /// The subject of the client certificate (mutual TLS), read once the
+    /// handshake is done; each run's record names it.
+    client_cert_subject: Option<Arc<str>>,
+    /// A TLS connection whose peer certificate is not read yet.
+    cert_unread: bool,
 }
 
 /// A request whose answer waits on the store.
@@ -579,6 +587,7 @@ impl ServerLoop {
         }
         self.next_serial += 1;
         self.api.metrics().connection_opened();
+        let cert_unread = transport.is_tls();
         entry.insert(Connection {
             stream,
             transport,
@@ -588,6 +597,8 @@ impl ServerLoop {
             read_paused: false,
             peer,
             mailbox: None,
+            client_cert_subject: None,
+            cert_unread,
         });
         self.arm_timer(key);
     }
@@ -613,13 +624,17 @@ impl ServerLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
+            // Heads are kept while a group may record header values.
+            conn.http.keep_heads(self.api.keeps_heads());
             // Requests read before a fatal error are still carried out: a
             // run whose client reset right after sending it is recorded.
             let fatal = (read || conn.read_paused)
                 && read_requests(conn, &mut self.scratch, now, requests).is_err();
             read = false;
             let dispatched = !requests.is_empty();
-            for request in requests.drain(..) {
+            let subject = conn.client_cert_subject.clone();
+            for mut request in requests.drain(..) {
+                request.client_cert_subject = subject.clone();
                 self.dispatch(key, request, now);
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -857,7 +872,14 @@ impl ServerLoop {
             // The store puts the body in (sharing it with the previous run's
             // when equal); until then the loop's one empty body stands in.
             data: Arc::clone(&self.no_body),
-            upstream: pending.upstream.map(Box::new),
+            extra: match (pending.upstream, pending.order.seen) {
+                (None, seen) => seen,
+                (Some(upstream), seen) => {
+                    let mut extra = seen.unwrap_or_default();
+                    extra.upstream = Some(upstream);
+                    Some(extra)
+                }
+            },
         };
         let op = Op::Record {
             id: pending.order.group_id,
@@ -998,6 +1020,10 @@ fn read_requests(
             Ok(n) => match conn.transport.decode(&scratch[..n]) {
                 Ok(plain) => {
                     conn.http.receive(plain, now);
+                    if conn.cert_unread && !conn.transport.is_handshaking() {
+                        conn.cert_unread = false;
+                        conn.client_cert_subject = conn.transport.peer_subject().map(Arc::from);
+                    }
                     if conn.transport.peer_closed() {
                         conn.http.receive_eof();
                     }

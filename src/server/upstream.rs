@@ -387,7 +387,9 @@ impl Upstreams {
             Scheme::Https => {
                 let config = match &self.tls {
                     Some(c) => Ok(Arc::clone(c)),
-                    None => crate::tls::client_config(&[], false, None),
+                    None => {
+                        crate::tls::client_config(&[], false, None, crate::tls::Verifying::Upstream)
+                    }
                 };
                 config.and_then(|c| {
                     self.tls = Some(Arc::clone(&c));

@@ -318,7 +318,7 @@ mod tests {
             server_start: 1,
             server_end: 2,
             data: Arc::from(&b""[..]),
-            upstream: None,
+            extra: None,
         }
     }
 

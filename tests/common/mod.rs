@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod formats;
 pub mod http;
+pub mod pki;
 pub mod servers;
 
 // Not every test binary uses every part.
