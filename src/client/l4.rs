@@ -271,6 +271,7 @@ impl Driver<'_> {
                 end: 0,
                 connect_ns: None,
                 tls_ns: None,
+                proxy_connect_ns: None,
                 status: 0,
                 body_uuid,
                 failure: None,
