@@ -213,6 +213,7 @@ fn client(c: &mut Criterion, group_json: &[u8], bodies: &[Uuid]) {
                     None
                 },
                 tls_ns: None,
+                proxy_connect_ns: None,
                 status: 200,
                 body_uuid: Some(uuid),
                 failure: None,

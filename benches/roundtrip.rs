@@ -89,6 +89,7 @@ fn roundtrip(c: &mut Criterion) {
                         progress: false,
                         keep_going: false,
                         tls: None,
+                        proxy: None,
                     };
                     let start = Instant::now();
                     let (outcome, _) = driver::drive(cfg, &never).expect("event loop");

@@ -10,6 +10,7 @@ use crate::client::gather::GatherOptions;
 use crate::client::shard::{Shard, ShardArgs};
 use crate::client::{self, ClientOptions, Verdict};
 use crate::event::clock::{Nanos, MICROSECOND, MILLISECOND, SECOND};
+use crate::http::proxy::Proxies;
 use crate::report::RunsFilter;
 use crate::server::{Server, ServerOptions, StopSignal};
 use crate::store::redis::{RedisStore, RedisUrl};
@@ -102,6 +103,9 @@ Usage: conntest client -r URL -g ID [options]
                         Transfer-Encoding)
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL           go through this HTTP proxy, http://[user:pass@]host[:port] (else
+                        http_proxy, HTTPS_PROXY, ALL_PROXY as curl reads them; '' for none)
+  --noproxy LIST        hosts reached without the proxy, comma-separated (else NO_PROXY)
   --keep-going          do not stop early when every run is refused for 3 s (server gone)
   --l4-addr ADDR:PORT   send a tcp or udp group's runs here (a relay, an L4 balancer)
                         rather than to the -r host and the port the group names
@@ -151,6 +155,8 @@ process on 127.0.0.1 (an ephemeral port) and tests against it.
   -H, --header 'N: V'         add this header to every request to the server (repeatable)
   --resolve H:P:ADDR          connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2      connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL                 go through this HTTP proxy (else http_proxy, HTTPS_PROXY...)
+  --noproxy LIST              hosts reached without the proxy (else NO_PROXY)
   --keep-going                do not stop early when every run is refused for 3 s
   -q, --quiet                 no progress line and no summary
 ";
@@ -175,6 +181,9 @@ counts no shard sent are missing, counts sent by two are duplicated.
   -H, --header 'N: V'   add this header to every request to the server (repeatable)
   --resolve H:P:ADDR    connect to ADDR for host H port P (repeatable, as curl)
   --connect-to H:P:H2:P2  connect to H2:P2 for host H port P (repeatable, as curl)
+  --proxy URL           go through this HTTP proxy, http://[user:pass@]host[:port] (else
+                        http_proxy, HTTPS_PROXY, ALL_PROXY as curl reads them; '' for none)
+  --noproxy LIST        hosts reached without the proxy, comma-separated (else NO_PROXY)
   -q, --quiet           no summary
 
 Exit status: 0 every run was sent by one shard and matched the server's record;
@@ -378,6 +387,14 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
                 .map_err(CliError::Usage)?,
         );
     }
+    let (proxies, warnings) = Proxies::from_env().map_err(CliError::Usage)?;
+    for w in warnings {
+        crate::warn!("{w}");
+    }
+    if proxies.any() {
+        crate::info!("upstream GETs go {}", proxies.describe());
+    }
+    options.upstream_proxies = proxies;
     options.policy.upstream_allow = flag(
         &mut args,
         &["--upstream-allow"],
@@ -547,6 +564,15 @@ fn route_options(args: &mut Arguments) -> Result<Overrides, CliError> {
     while let Some(c) = flag(args, &["--connect-to"], connect_to_entry)? {
         overrides.connect_to.push(c);
     }
+    let proxy = flag(args, &["--proxy"], text)?;
+    let noproxy = flag(args, &["--noproxy"], text)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (proxies, warnings) =
+        Proxies::configure(env, proxy.as_deref(), noproxy.as_deref()).map_err(CliError::Usage)?;
+    for w in warnings {
+        crate::warn!("{w}");
+    }
+    overrides.proxies = proxies;
     Ok(overrides)
 }
 
@@ -766,6 +792,7 @@ fn run_command(mut args: Arguments) -> Result<i32, CliError> {
             let local = ServerOptions {
                 tcp_port: Some(0),
                 udp_port: Some(0),
+                upstream_proxies: overrides.proxies.clone(),
                 ..ServerOptions::default()
             };
             let server = Server::bind(local)

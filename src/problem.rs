@@ -19,6 +19,10 @@ pub enum Problem {
     /// TLS failed: an untrusted certificate, a wrong host name, a handshake
     /// cut short, a peer that does not speak TLS.
     Tls,
+    /// A proxy on the way refused or failed the request: a 407, 403 or 502
+    /// to `CONNECT`, a 407 in absolute form, an answer that is not HTTP, a
+    /// proxy that closed before answering.
+    Proxy,
     /// The server answered, but not 200.
     HttpStatus,
     /// Any other socket error.
@@ -57,13 +61,14 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 15] = [
+    pub const ALL: [Problem; 16] = [
         Problem::Refused,
         Problem::Reset,
         Problem::Timeout,
         Problem::Closed,
         Problem::Malformed,
         Problem::Tls,
+        Problem::Proxy,
         Problem::HttpStatus,
         Problem::Io,
         Problem::Interrupted,
@@ -120,6 +125,7 @@ impl Problem {
             Problem::Closed => "closed",
             Problem::Malformed => "malformed",
             Problem::Tls => "tls",
+            Problem::Proxy => "proxy",
             Problem::HttpStatus => "http_status",
             Problem::Io => "io",
             Problem::Interrupted => "interrupted",

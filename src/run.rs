@@ -52,9 +52,42 @@ pub struct ClientRun {
     /// `start` is then the moment the handshake ended and the request left.
     pub tls_ns: Option<NonZeroU64>,
     pub status: u16,
+    /// Through a proxy, when this run opened a connection: the TCP connect
+    /// to the proxy plus, for https, the `CONNECT` exchange (until the
+    /// proxy's 2xx arrived). Kept in 32 bits so the run stays 64 bytes.
+    pub proxy_connect_ns: Option<Nanos32>,
     /// The UUID sent as the body under [`BodyPlan::Uuid`].
     pub body_uuid: Option<Uuid>,
     pub failure: Option<Box<Failure>>,
+}
+
+/// A duration in 32 bits: exact to the nanosecond up to 2^31 ns (2.1 s),
+/// to the microsecond above that, up to 2^31 us (35 minutes, past which it
+/// stays at 35 minutes). Never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nanos32(std::num::NonZeroU32);
+
+impl Nanos32 {
+    const MICROS: u32 = 1 << 31;
+
+    /// None for zero.
+    pub fn new(ns: u64) -> Option<Nanos32> {
+        let raw = if ns < u64::from(Self::MICROS) {
+            ns as u32
+        } else {
+            Self::MICROS | (ns / 1_000).min(u64::from(Self::MICROS - 1)) as u32
+        };
+        std::num::NonZeroU32::new(raw).map(Nanos32)
+    }
+
+    pub fn get(self) -> u64 {
+        let raw = self.0.get();
+        if raw & Self::MICROS == 0 {
+            u64::from(raw)
+        } else {
+            u64::from(raw & !Self::MICROS) * 1_000
+        }
+    }
 }
 
 /// Which run count each of a test's client runs carries, and when it was due.
@@ -152,6 +185,19 @@ impl DriverOutcome {
     pub fn is_repeat(&self, index: usize) -> bool {
         index > 0 && self.count(index) == self.count(index - 1)
     }
+}
+
+#[cfg(test)]
+#[test]
+fn nanos32_is_exact_below_two_seconds_and_to_the_microsecond_above() {
+    assert_eq!(Nanos32::new(0), None);
+    for ns in [1, 999, 2_147_483_647] {
+        assert_eq!(Nanos32::new(ns).map(Nanos32::get), Some(ns));
+    }
+    assert_eq!(Nanos32::new(2_147_483_648).unwrap().get(), 2_147_483_000);
+    assert_eq!(Nanos32::new(30_000_000_123).unwrap().get(), 30_000_000_000);
+    assert_eq!(Nanos32::new(u64::MAX).unwrap().get(), 2_147_483_647_000);
+    assert_eq!(std::mem::size_of::<Option<Nanos32>>(), 4);
 }
 
 /// The verdict on one run, 24 bytes.

@@ -79,6 +79,7 @@ fn outcome() -> DriverOutcome {
                 end: if i == 17 { 0 } else { end },
                 connect_ns: NonZeroU64::new(if i % 3 == 0 { 21_000 + i } else { 0 }),
                 tls_ns: NonZeroU64::new(if i % 6 == 0 { 90_000 + i } else { 0 }),
+                proxy_connect_ns: None,
                 status: if i == 17 { 0 } else { status },
                 body_uuid: Some(uuid(1000 + i)),
                 failure: if i == 17 {

@@ -14,14 +14,15 @@ use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
 use crate::http::client::{ClientConn, ClientError, ClientLimits, Response};
-use crate::http::{push_decimal, Method};
+use crate::http::proxy::{ProxyError, ProxyRoute, Tunnel, TunnelState};
+use crate::http::{push_decimal, reason_phrase, Method};
 use crate::ids::IdGen;
 use crate::problem::Problem;
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Numbering};
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Nanos32, Numbering};
 use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,8 @@ pub struct DriverConfig {
     pub keep_going: bool,
     /// TLS to the server: the config and the name to verify.
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    /// The proxy every connection goes through (`addr` is then its).
+    pub proxy: Option<ProxyRoute>,
 }
 
 enum Timer {
@@ -67,6 +70,8 @@ struct Slot {
     transport: Transport,
     handshake_started: Nanos,
     http: Option<ClientConn>,
+    /// The `CONNECT` exchange under way, through a proxy.
+    tunnel: Option<Tunnel>,
     /// The run in flight (index into `runs`).
     busy: Option<usize>,
     connecting: bool,
@@ -76,6 +81,9 @@ struct Slot {
     /// The run last answered on this connection: an answer that follows it
     /// with no request outstanding is charged to it.
     last_answered: Option<usize>,
+    /// The connection carried an answer before: a close that cuts the next
+    /// request off before any answer byte is the peer closing it as idle.
+    reused: bool,
 }
 
 /// How long runs in flight may finish after an interrupt, or once the
@@ -112,15 +120,17 @@ impl GoneWatch {
         };
     }
 
-    /// Why the test stops now, when the server at `addr` seems gone.
-    pub fn gone(&self, now: Nanos, addr: SocketAddr) -> Option<String> {
+    /// Why the test stops now, when what `who` names (the server at ADDR,
+    /// a proxy) seems gone.
+    pub fn gone(&self, now: Nanos, who: impl FnOnce() -> String) -> Option<String> {
         let since = self.refused_since?;
         if self.keep_going || now - since < GONE_AFTER {
             return None;
         }
         Some(format!(
-            "stopped early: every run was refused for {} s and none succeeded; the server at {addr} seems gone (--keep-going to go on)",
+            "stopped early: every run was refused for {} s and none succeeded; {} seems gone (--keep-going to go on)",
             GONE_AFTER / SECOND,
+            who()
         ))
     }
 }
@@ -263,8 +273,16 @@ impl Driver<'_> {
                     Timer::Timeout { slot, serial } => {
                         if self.slots[slot].serial == serial && self.slots[slot].busy.is_some() {
                             self.slots[slot].timer = None;
-                            let detail =
-                                format!("no answer within {} ms", self.cfg.timeout / MILLISECOND);
+                            let to_connect = match (&self.slots[slot].tunnel, &self.cfg.proxy) {
+                                (Some(_), Some(route)) => {
+                                    format!(" to CONNECT from {}", route.proxy.named())
+                                }
+                                _ => String::new(),
+                            };
+                            let detail = format!(
+                                "no answer{to_connect} within {} ms",
+                                self.cfg.timeout / MILLISECOND
+                            );
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
@@ -282,7 +300,11 @@ impl Driver<'_> {
     /// Whether every run has been refused for [`GONE_AFTER`] with none
     /// succeeding; says why in `gave_up` when so.
     fn server_gone(&mut self, now: Nanos) -> bool {
-        self.gave_up = self.gone.gone(now, self.cfg.addr);
+        let (proxy, addr) = (&self.cfg.proxy, self.cfg.addr);
+        self.gave_up = self.gone.gone(now, || match proxy {
+            Some(route) => format!("{} at {addr}", route.proxy.named()),
+            None => format!("the server at {addr}"),
+        });
         self.gave_up.is_some()
     }
 
@@ -306,6 +328,7 @@ impl Driver<'_> {
                 end: 0,
                 connect_ns: None,
                 tls_ns: None,
+                proxy_connect_ns: None,
                 status: 0,
                 body_uuid,
                 failure: None,
@@ -421,17 +444,28 @@ impl Driver<'_> {
             }
             let _ = stream.set_nodelay(true);
             s.connecting = false;
+            let connect_ns = now - s.connect_started;
             if let Some(index) = s.busy {
-                self.runs[index].connect_ns = NonZeroU64::new(now - s.connect_started);
+                self.runs[index].connect_ns = NonZeroU64::new(connect_ns);
             }
-            if let Some((config, name)) = &self.cfg.tls {
-                match Transport::tls_client(config, name) {
-                    Ok(t) => s.transport = t,
-                    Err(e) => return self.fail(slot, Problem::Tls, &e, now),
+            if let Some(route) = &self.cfg.proxy {
+                match &route.connect {
+                    Some(target) => {
+                        let auth = route.proxy.authorization.as_deref();
+                        s.tunnel = Some(Tunnel::new(target, auth, s.connect_started));
+                        return self.on_tunnel(slot, now);
+                    }
+                    None => {
+                        if let Some(index) = s.busy {
+                            self.runs[index].proxy_connect_ns = Nanos32::new(connect_ns);
+                        }
+                    }
                 }
-                s.handshake_started = now;
             }
-            return self.send(slot);
+            return self.start_session(slot, now);
+        }
+        if s.tunnel.is_some() {
+            return self.on_tunnel(slot, now);
         }
         self.write(slot, now);
         loop {
@@ -446,10 +480,23 @@ impl Driver<'_> {
                     return self.fail(slot, Problem::Tls, detail, now);
                 }
                 Ok(0) => {
+                    let unanswered = http.unread().is_empty() && http.pending_status().is_none();
                     return match http.receive_eof() {
                         Ok(Some(response)) => self.answered(slot, response, now),
                         Ok(None) => self.close(slot),
                         Err(_) if s.busy.is_none() => self.close(slot),
+                        // A proxy in absolute form that closes a kept-alive
+                        // connection without a word (tinyproxy does, after
+                        // every answer): the run is sent once more on a new
+                        // connection, as curl does. Had the first copy
+                        // arrived, the server's record shows it twice.
+                        Err(_) if s.reused && unanswered && self.absolute_form() => {
+                            self.close(slot);
+                            if let Some(t) = self.slots[slot].timer.take() {
+                                self.wheel.cancel(t);
+                            }
+                            self.connect(slot, now)
+                        }
                         Err(e) => self.fail(slot, Problem::Closed, &e.to_string(), now),
                     };
                 }
@@ -503,6 +550,74 @@ impl Driver<'_> {
         }
     }
 
+    /// Whether runs go to a proxy in absolute form (http through a proxy).
+    fn absolute_form(&self) -> bool {
+        self.cfg.proxy.as_ref().is_some_and(|r| r.connect.is_none())
+    }
+
+    /// Starts TLS (for https) on a connection that is ready for it, and
+    /// sends the slot's run.
+    fn start_session(&mut self, slot: usize, now: Nanos) {
+        if let Some((config, name)) = &self.cfg.tls {
+            let s = &mut self.slots[slot];
+            match Transport::tls_client(config, name) {
+                Ok(t) => s.transport = t,
+                Err(e) => return self.fail(slot, Problem::Tls, &e, now),
+            }
+            s.handshake_started = now;
+        }
+        self.send(slot)
+    }
+
+    /// Moves the `CONNECT` exchange on: writes what is owed, reads the
+    /// proxy's answer; once the tunnel is open, TLS starts inside it.
+    fn on_tunnel(&mut self, slot: usize, now: Nanos) {
+        let s = &mut self.slots[slot];
+        let (Some(stream), Some(tunnel), Some(route)) = (
+            s.stream.as_mut(),
+            s.tunnel.as_mut(),
+            self.cfg.proxy.as_ref(),
+        ) else {
+            return;
+        };
+        let what = || format!("CONNECT {}", route.connect.as_deref().unwrap_or(""));
+        let outcome = loop {
+            if !tunnel.poll_output().is_empty() {
+                match stream.write(tunnel.poll_output()) {
+                    Ok(n) => tunnel.advance_output(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(classify(&e, "send")),
+                }
+                continue;
+            }
+            match stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    let e = tunnel.receive_eof();
+                    break Err((Problem::Proxy, e.words(&route.proxy, &what())));
+                }
+                Ok(n) => match tunnel.receive(&self.scratch[..n], now) {
+                    Ok(TunnelState::Waiting) => {}
+                    Ok(TunnelState::Open { elapsed }) => break Ok(elapsed),
+                    Err(e) => break Err((Problem::Proxy, e.words(&route.proxy, &what()))),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(classify(&e, "receive")),
+            }
+        };
+        match outcome {
+            Ok(elapsed) => {
+                s.tunnel = None;
+                if let Some(index) = s.busy {
+                    self.runs[index].proxy_connect_ns = Nanos32::new(elapsed);
+                }
+                self.start_session(slot, now)
+            }
+            Err((problem, detail)) => self.fail(slot, problem, &detail, now),
+        }
+    }
+
     fn answered(&mut self, slot: usize, response: Response, now: Nanos) {
         let s = &mut self.slots[slot];
         let Some(index) = s.busy.take() else {
@@ -513,6 +628,7 @@ impl Driver<'_> {
         }
         self.gone.ended(None, now);
         s.last_answered = Some(index);
+        s.reused = true;
         // Bytes already here answer no request (the path answered twice):
         // they must not pass for the answer to the slot's next run.
         let unsolicited = s.http.as_mut().and_then(unsolicited_answer);
@@ -521,9 +637,21 @@ impl Driver<'_> {
         run.status = response.status;
         if response.status != 200 {
             let message = crate::client::fetch::error_message(&response);
-            run.failure = Some(Box::new(Failure {
-                problem: Problem::HttpStatus,
-                detail: format!("server answered {}: {message}", response.status).into(),
+            run.failure = Some(Box::new(match &self.cfg.proxy {
+                // In absolute form a 407 is the proxy's own.
+                Some(route) if response.status == 407 && route.connect.is_none() => Failure {
+                    problem: Problem::Proxy,
+                    detail: ProxyError::Refused {
+                        status: 407,
+                        reason: reason_phrase(407).into(),
+                    }
+                    .words(&route.proxy, "the run's request")
+                    .into(),
+                },
+                _ => Failure {
+                    problem: Problem::HttpStatus,
+                    detail: format!("server answered {}: {message}", response.status).into(),
+                },
             }));
             self.failed_runs += 1;
         }
@@ -587,6 +715,8 @@ impl Driver<'_> {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         s.http = None;
+        s.tunnel = None;
+        s.reused = false;
         s.transport = Transport::Plain;
         s.connecting = false;
         s.serial += 1;

@@ -3,10 +3,11 @@
 //! the load driver uses.
 
 use crate::http::client::{ClientConn, ClientLimits, Response};
+use crate::http::proxy::{authority, Proxies, Proxy, ProxyError, ProxyRoute, Tunnel, TunnelState};
 use crate::http::url::{Scheme, Url};
-use crate::http::Method;
+use crate::http::{reason_phrase, Method};
 use crate::tls::Transport;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,9 @@ pub struct Overrides {
     /// (host, port, host2, port2): connect to host2:port2 instead; an
     /// empty host or a port 0 matches any (and keeps it, on the right).
     pub connect_to: Vec<(String, u16, String, u16)>,
+    /// The proxies (`--proxy`, `--noproxy`, the environment): the server
+    /// is reached through the one its URL's scheme and host call for.
+    pub proxies: Proxies,
 }
 
 impl Overrides {
@@ -80,6 +84,8 @@ pub struct Endpoint {
     /// `-H` headers, on every request to the server (a `Host` among them
     /// replaces the URL's; TLS keeps the URL's name).
     pub headers: Vec<(String, String)>,
+    /// The proxy every connection goes through (`addrs` are then its).
+    pub proxy: Option<Proxy>,
     /// Index of the address that last answered.
     preferred: Arc<AtomicUsize>,
 }
@@ -106,13 +112,20 @@ impl Endpoint {
                 )?)
             }
         };
-        let addrs = overrides.addresses(&url.host, url.port)?;
+        let proxy = overrides.proxies.for_url(&url).cloned();
+        let addrs = match &proxy {
+            Some(p) => overrides
+                .addresses(&p.host, p.port)
+                .map_err(|e| format!("{}: {e}", p.named()))?,
+            None => overrides.addresses(&url.host, url.port)?,
+        };
         Ok(Endpoint {
             url,
             addrs,
             token,
             tls,
             headers: Vec::new(),
+            proxy,
             preferred: Arc::default(),
         })
     }
@@ -131,6 +144,7 @@ impl Endpoint {
             token: None,
             tls: None,
             headers: Vec::new(),
+            proxy: None,
             preferred: Arc::default(),
         }
     }
@@ -148,9 +162,14 @@ impl Endpoint {
     }
 
     /// The header lines of a run request after `Host`: the token, then
-    /// the `-H` headers.
+    /// the `-H` headers, then (to a proxy in absolute form) its
+    /// credentials.
     pub fn run_headers(&self) -> Vec<(String, String)> {
         let token = self.bearer().map(|b| ("Authorization".to_owned(), b));
+        let proxy = self
+            .absolute_form()
+            .and_then(|p| p.authorization.clone())
+            .map(|a| ("Proxy-Authorization".to_owned(), a));
         token
             .into_iter()
             .chain(
@@ -159,7 +178,35 @@ impl Endpoint {
                     .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
                     .cloned(),
             )
+            .chain(proxy)
             .collect()
+    }
+
+    /// The proxy an http:// server is asked through, in absolute form.
+    fn absolute_form(&self) -> Option<&Proxy> {
+        self.proxy
+            .as_ref()
+            .filter(|_| self.url.scheme == Scheme::Http)
+    }
+
+    /// The request target of `route` (joined to the URL's path prefix):
+    /// to a proxy in absolute form, the whole URL.
+    pub fn target(&self, route: &str) -> String {
+        let path = self.url.join(route);
+        match self.absolute_form() {
+            Some(_) => format!("http://{}{path}", authority(&self.url.host, self.url.port)),
+            None => path,
+        }
+    }
+
+    /// How connections go through the proxy, if there is one: `CONNECT`
+    /// first for https, absolute form for http.
+    pub fn proxy_route(&self) -> Option<ProxyRoute> {
+        self.proxy.as_ref().map(|proxy| ProxyRoute {
+            proxy: proxy.clone(),
+            connect: (self.url.scheme == Scheme::Https)
+                .then(|| authority(&self.url.host, self.url.port)),
+        })
     }
 
     /// Sends one request to `route` (joined to the URL's path prefix) and
@@ -231,15 +278,63 @@ impl Endpoint {
                 Err(e) if is_timeout(&e) => {
                     last_error = format!(
                         "cannot connect to {} ({}) within {timeout:?} (--timeout)",
-                        self.url, self.addrs[i]
+                        self.peer(),
+                        self.addrs[i]
                     )
                 }
                 Err(e) => {
-                    last_error = format!("cannot connect to {} ({}): {e}", self.url, self.addrs[i])
+                    last_error =
+                        format!("cannot connect to {} ({}): {e}", self.peer(), self.addrs[i])
                 }
             }
         }
         Err(last_error)
+    }
+
+    /// What a connection goes to, as messages name it: the server's URL,
+    /// or the proxy.
+    fn peer(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.named(),
+            None => self.url.to_string(),
+        }
+    }
+
+    /// Opens a tunnel through the proxy to an https server (`CONNECT`),
+    /// on a blocking socket.
+    fn tunnel(&self, stream: &mut TcpStream, timeout: Duration) -> Result<(), String> {
+        let Some(route) = self.proxy_route() else {
+            return Ok(());
+        };
+        let Some(target) = &route.connect else {
+            return Ok(());
+        };
+        let proxy = &route.proxy;
+        let what = format!("CONNECT {target}");
+        let words = |e: ProxyError| e.words(proxy, &what);
+        let io = |e: std::io::Error| {
+            if is_timeout(&e) {
+                format!(
+                    "no answer to {what} from {} within {timeout:?} (--timeout)",
+                    proxy.named()
+                )
+            } else {
+                format!("{what} to {}: {e}", proxy.named())
+            }
+        };
+        let mut tunnel = Tunnel::new(target, proxy.authorization.as_deref(), 0);
+        stream.write_all(tunnel.poll_output()).map_err(io)?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Err(words(tunnel.receive_eof()));
+            }
+            match tunnel.receive(&buf[..n], 0).map_err(words)? {
+                TunnelState::Waiting => {}
+                TunnelState::Open { .. } => return Ok(()),
+            }
+        }
     }
 
     /// Connects and sends one request.
@@ -254,6 +349,7 @@ impl Endpoint {
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
+        self.tunnel(&mut stream, timeout)?;
         let mut http = ClientConn::new(ClientLimits::default());
         let mut headers = vec![
             ("User-Agent".to_owned(), "conntest".to_owned()),
@@ -263,7 +359,7 @@ impl Endpoint {
         http.send(
             method,
             &self.host_header(),
-            &self.url.join(route),
+            &self.target(route),
             &headers,
             body,
         );
@@ -272,7 +368,11 @@ impl Endpoint {
             Some(config) => Transport::tls_client(config, &self.url.host)?,
         };
         // What the messages name: the method and the whole URL.
-        let what = format!("{} {}{}", method.as_str(), self.url, route);
+        let request = format!("{} {}{}", method.as_str(), self.url, route);
+        let what = match &self.proxy {
+            Some(p) => format!("{request} (through {})", p.named()),
+            None => request.clone(),
+        };
         // A blocking socket takes everything (TLS keeps the request until
         // the handshake is done; `fill` sends it then).
         let n = match transport.write(http.poll_output(), &mut stream) {
@@ -285,6 +385,8 @@ impl Endpoint {
         http.advance_output(n);
         Ok(Exchange {
             what,
+            request,
+            absolute_form: self.absolute_form().cloned(),
             timeout,
             stream,
             transport,
@@ -302,6 +404,11 @@ impl Endpoint {
 struct Exchange {
     /// The request, as messages name it (`GET http://host:port/route`).
     what: String,
+    /// The request alone (`GET http://host:port/route`).
+    request: String,
+    /// The proxy asked in absolute form: its 407 is its own, not the
+    /// server's.
+    absolute_form: Option<Proxy>,
     timeout: Duration,
     stream: TcpStream,
     transport: Transport,
@@ -317,7 +424,12 @@ struct Exchange {
 impl Exchange {
     /// Reads from the socket into the machine; false at end of stream.
     fn fill(&mut self) -> Result<(), String> {
-        let n = self.stream.read(&mut self.buf).map_err(|e| {
+        let read = self.stream.read(&mut self.buf);
+        // A proxy that refused may reset the connection after its head.
+        if let (Err(_), Some(status)) = (&read, self.http.pending_status()) {
+            self.not_the_proxys(status)?;
+        }
+        let n = read.map_err(|e| {
             if is_timeout(&e) {
                 format!(
                     "no answer to {} within {:?} (--timeout)",
@@ -356,13 +468,27 @@ impl Exchange {
     /// The status, once the head has arrived.
     fn status(&mut self) -> Result<u16, String> {
         loop {
-            if let Some(r) = &self.done {
-                return Ok(r.status);
-            }
-            if let Some(s) = self.http.pending_status() {
-                return Ok(s);
+            if let Some(status) = self
+                .done
+                .as_ref()
+                .map(|r| r.status)
+                .or(self.http.pending_status())
+            {
+                return self.not_the_proxys(status);
             }
             self.fill()?;
+        }
+    }
+
+    /// `status`, unless it is a proxy's refusal (a 407 in absolute form).
+    fn not_the_proxys(&self, status: u16) -> Result<u16, String> {
+        match &self.absolute_form {
+            Some(proxy) if status == 407 => Err(ProxyError::Refused {
+                status,
+                reason: reason_phrase(status).to_owned(),
+            }
+            .words(proxy, &self.request)),
+            _ => Ok(status),
         }
     }
 
@@ -370,6 +496,9 @@ impl Exchange {
     fn rest(mut self) -> Result<Response, String> {
         while self.done.is_none() {
             self.fill()?;
+        }
+        if let Some(r) = &self.done {
+            self.not_the_proxys(r.status)?;
         }
         let mut r = self.done.take().ok_or("no response")?;
         self.http.take_partial_body(&mut self.body);

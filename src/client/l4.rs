@@ -247,7 +247,8 @@ impl Driver<'_> {
             if !self.stopping {
                 let interrupted = self.stop.load(Ordering::Relaxed);
                 if !interrupted {
-                    self.gave_up = self.gone.gone(now, self.cfg.addr);
+                    let addr = self.cfg.addr;
+                    self.gave_up = self.gone.gone(now, || format!("the server at {addr}"));
                 }
                 if interrupted || self.gave_up.is_some() {
                     self.stopping = true;
@@ -335,6 +336,7 @@ impl Driver<'_> {
                 end: 0,
                 connect_ns: None,
                 tls_ns: None,
+                proxy_connect_ns: None,
                 status: 0,
                 body_uuid,
                 failure: None,

@@ -256,9 +256,7 @@ pub fn run(
     let cfg = DriverConfig {
         addr: endpoint.addr(),
         host_header: endpoint.host_header(),
-        run_path: endpoint
-            .url
-            .join(&format!("/test-groups/{}/", header.run_group_id)),
+        run_path: endpoint.target(&format!("/test-groups/{}/", header.run_group_id)),
         headers: endpoint.run_headers(),
         run_count: split.runs(config.run_count),
         first_count: split.first_count(),
@@ -273,6 +271,7 @@ pub fn run(
             .tls
             .as_ref()
             .map(|c| (Arc::clone(c), endpoint.url.host.clone())),
+        proxy: endpoint.proxy_route(),
     };
     let internal = |e: std::io::Error| RunError::Internal(format!("event loop: {e}"));
     let (outcome, gave_up, l4_facts) = match config.l4.protocol {
@@ -507,6 +506,7 @@ fn verify_and_conclude(
     if let Some(l4) = l4_summary {
         l4::summarize(&mut summary, l4);
     }
+    summary.proxy = endpoint.proxy.as_ref().map(ToString::to_string);
     adjust(&input, &mut summary);
     conclude(&input, summary, output, stop)
 }

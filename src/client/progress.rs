@@ -127,6 +127,7 @@ mod tests {
             end: round_trip.map_or(0, |d| start + d),
             connect_ns: None,
             tls_ns: None,
+            proxy_connect_ns: None,
             status: if round_trip.is_some() { 200 } else { 0 },
             body_uuid: None,
             failure: None,

@@ -219,6 +219,7 @@ mod tests {
             end: 3,
             connect_ns: None,
             tls_ns: None,
+            proxy_connect_ns: None,
             status: 200,
             body_uuid: None,
             failure: failure.map(|problem| {

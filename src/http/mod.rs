@@ -8,6 +8,7 @@
 pub mod chunked;
 pub mod client;
 pub mod date;
+pub mod proxy;
 pub mod server;
 pub mod url;
 
@@ -105,7 +106,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",

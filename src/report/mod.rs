@@ -13,7 +13,7 @@ pub mod shards;
 pub mod summary;
 
 use crate::json::JsonOut;
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, RunVerdict};
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, Nanos32, RunVerdict};
 use crate::time::Rfc3339;
 use crate::wire::{data_fields, write_data, write_run, GroupHeader, RecordedRun};
 use shards::ClientRunFields;
@@ -105,6 +105,7 @@ pub fn client_run_fields<'a>(
         client_duration_ns: client_duration(run),
         connect_ns: run.connect_ns.map(NonZeroU64::get),
         tls_handshake_ns: run.tls_ns.map(NonZeroU64::get),
+        proxy_connect_ns: run.proxy_connect_ns.map(Nanos32::get),
         status: (run.status != 0).then_some(run.status),
         error: run
             .failure
@@ -335,6 +336,7 @@ fn write_client_run(json: &mut JsonOut, prefix: &[u8], input: &ReportInput<'_>, 
     json.opt_uint("client_duration_ns", client_duration(run));
     json.opt_uint("connect_ns", run.connect_ns.map(NonZeroU64::get));
     json.opt_uint("tls_handshake_ns", run.tls_ns.map(NonZeroU64::get));
+    json.opt_uint("proxy_connect_ns", run.proxy_connect_ns.map(Nanos32::get));
     json.opt_uint("status", (run.status != 0).then_some(run.status as u64));
     if let Some(f) = &run.failure {
         json.key("error");

@@ -5,7 +5,7 @@
 
 use crate::event::clock::{wall_i64, Nanos, WallAnchor};
 use crate::problem::Problem;
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, ListedRun, Numbering};
+use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, ListedRun, Nanos32, Numbering};
 use crate::time::Rfc3339;
 use crate::wire::data_bytes;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,8 @@ pub struct ClientRunFields<'a> {
     pub connect_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_connect_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +211,7 @@ fn load(json: ClientRunFields<'_>, previous: Option<&Arc<[u8]>>) -> Result<Loade
             end: json.client_end.map_or(0, mono),
             connect_ns: json.connect_ns.and_then(NonZeroU64::new),
             tls_ns: json.tls_handshake_ns.and_then(NonZeroU64::new),
+            proxy_connect_ns: json.proxy_connect_ns.and_then(Nanos32::new),
             status: json.status.unwrap_or(0),
             body_uuid: None,
             failure,

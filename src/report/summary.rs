@@ -144,6 +144,11 @@ pub struct Summary {
     pub connect_ns: Option<Percentiles>,
     /// TLS handshake time of the runs that opened a TLS connection.
     pub tls_handshake_ns: Option<Percentiles>,
+    /// Through a proxy, of the runs that opened a connection: the TCP
+    /// connect to the proxy plus, for https, the `CONNECT` exchange
+    /// (absent without a proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_connect_ns: Option<Percentiles>,
     /// The server's upstream GETs, from its record: the whole exchange, its
     /// name resolution (absent when the host was an address), its TCP
     /// connect and its TLS handshake.
@@ -162,6 +167,10 @@ pub struct Summary {
     /// answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_address: Option<String>,
+    /// The proxy the test went through (`http://host:port`, never the
+    /// credentials), and where it was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Why the test stopped before its last run (the server is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
@@ -265,6 +274,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
     let mut lag = Distribution::new();
     let mut connect = Distribution::new();
     let mut handshake = Distribution::new();
+    let mut proxy_connect = Distribution::new();
     let mut upstream = [
         Distribution::new(),
         Distribution::new(),
@@ -298,6 +308,9 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         }
         if let Some(t) = run.tls_ns {
             handshake.record(t.get());
+        }
+        if let Some(p) = run.proxy_connect_ns {
+            proxy_connect.record(p.get());
         }
         let Some(d) = client_duration(run) else {
             continue;
@@ -352,6 +365,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         dispatch_lag_ns: lag.percentiles(),
         connect_ns: connect.percentiles(),
         tls_handshake_ns: handshake.percentiles(),
+        proxy_connect_ns: proxy_connect.percentiles(),
         upstream_response_time_ns: upstream_time.percentiles(),
         upstream_dns_ns: upstream_dns.percentiles(),
         upstream_connect_ns: upstream_connect.percentiles(),
@@ -359,6 +373,7 @@ pub fn summarize(input: &ReportInput<'_>, server_fetch_error: Option<String>) ->
         tls_insecure: false,
         tls: outcome.tls.clone(),
         server_address: None,
+        proxy: None,
         stopped_early: None,
         server_fetch_error,
         shard: None,
@@ -552,6 +567,7 @@ mod tests {
                 end: start + 50_000,
                 connect_ns: None,
                 tls_ns: None,
+                proxy_connect_ns: None,
                 status: 200,
                 body_uuid: None,
                 failure: None,

@@ -57,6 +57,9 @@ pub struct ServerOptions {
     pub tcp_port: Option<u16>,
     /// UDP runs on this port (`--udp-port`), likewise.
     pub udp_port: Option<u16>,
+    /// The proxies upstream GETs go through (the server's environment:
+    /// `http_proxy`, `HTTPS_PROXY`, `NO_PROXY`... as curl reads them).
+    pub upstream_proxies: crate::http::proxy::Proxies,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +77,7 @@ impl Default for ServerOptions {
             upstream_tls: None,
             tcp_port: None,
             udp_port: None,
+            upstream_proxies: Default::default(),
         }
     }
 }
@@ -401,6 +405,7 @@ impl ServerLoop {
                 Resolver::new(waker),
                 options.upstream_max_body,
                 options.upstream_tls.clone(),
+                options.upstream_proxies.clone(),
             ),
             api,
             options,

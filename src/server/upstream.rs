@@ -9,12 +9,20 @@
 //! read further. Every outcome, good or bad, comes back as an
 //! [`UpstreamOutcome`] with the name look-up, connect and handshake times; an
 //! answer outside 200-399 is an error (a broken path is what is tested for).
+//!
+//! Through a proxy (the server's `http_proxy`, `HTTPS_PROXY`, `NO_PROXY`...),
+//! the proxy's name is looked up and connected to instead; an `http://`
+//! upstream is asked in absolute form, an `https://` one through a
+//! `CONNECT` tunnel ([`Tunnel`]) with TLS to the upstream inside. The
+//! connect time then covers the connection to the proxy and the `CONNECT`
+//! exchange.
 
 use crate::event::clock::{self, Nanos};
 use crate::event::resolver::{Answer, Resolver};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::Source;
 use crate::http::client::{ClientConn, ClientError, ClientLimits};
+use crate::http::proxy::{authority, Proxies, Proxy, ProxyError, Tunnel, TunnelState};
 use crate::http::url::{Scheme, Url};
 use crate::http::{reason_phrase, Method};
 use crate::tls::Transport;
@@ -23,7 +31,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -50,6 +58,8 @@ pub enum UpstreamError {
     },
     /// The upstream answered, outside 200-399.
     Status(u16),
+    /// The proxy refused or failed the request, in words.
+    Proxy(String),
 }
 
 impl UpstreamError {
@@ -89,6 +99,7 @@ impl fmt::Display for UpstreamError {
                 "upstream answered {code} {} (outside 200-399)",
                 reason_phrase(*code)
             ),
+            UpstreamError::Proxy(words) => f.write_str(words),
         }
     }
 }
@@ -107,6 +118,11 @@ enum Phase {
         next: usize,
         since: Nanos,
     },
+    /// Through a proxy to an https upstream: the `CONNECT` exchange.
+    Tunneling {
+        stream: TcpStream,
+        tunnel: Tunnel,
+    },
     Exchanging {
         stream: TcpStream,
         transport: Transport,
@@ -118,6 +134,8 @@ enum Phase {
 struct UpstreamGet {
     run: usize,
     url: Url,
+    /// The proxy this GET goes through, if any.
+    proxy: Option<Proxy>,
     phase: Phase,
     http: ClientConn,
     started: Nanos,
@@ -149,6 +167,7 @@ pub struct Upstreams {
     /// Trust for https upstreams; platform roots unless the server was
     /// given `--upstream-cacert`. Built on first use.
     tls: Option<Arc<rustls::ClientConfig>>,
+    proxies: Proxies,
 }
 
 type Outcome = Result<u16, UpstreamError>;
@@ -158,12 +177,14 @@ impl Upstreams {
         resolver: Resolver,
         max_body: u64,
         tls: Option<Arc<rustls::ClientConfig>>,
+        proxies: Proxies,
     ) -> Upstreams {
         Upstreams {
             gets: Slab::new(),
             resolver,
             max_body,
             tls,
+            proxies,
         }
     }
 
@@ -180,16 +201,28 @@ impl Upstreams {
             discard_body: true,
             ..ClientLimits::default()
         });
-        http.send(
-            Method::Get,
-            &url.host_header(),
-            &url.target,
-            &[("User-Agent", "conntest")],
-            b"",
-        );
+        let proxy = self.proxies.for_url(url).cloned();
+        let mut headers = vec![("User-Agent", "conntest")];
+        // An http upstream is asked of the proxy in absolute form.
+        let absolute = proxy.as_ref().filter(|_| url.scheme == Scheme::Http);
+        let target = match absolute {
+            Some(p) => {
+                if let Some(a) = &p.authorization {
+                    headers.push(("Proxy-Authorization", a));
+                }
+                format!("http://{}{}", authority(&url.host, url.port), url.target)
+            }
+            None => url.target.clone(),
+        };
+        http.send(Method::Get, &url.host_header(), &target, &headers, b"");
+        let (host, port) = match &proxy {
+            Some(p) => (p.host.clone(), p.port),
+            None => (url.host.clone(), url.port),
+        };
         let key = self.gets.insert(UpstreamGet {
             run,
             url: url.clone(),
+            proxy,
             phase: Phase::Resolving,
             http,
             started: ctx.now,
@@ -205,7 +238,7 @@ impl Upstreams {
                 .insert(at, T::from(UpstreamTimer { get: key, run }));
             self.gets[key].timeout = Some((t, timer));
         }
-        self.resolver.resolve(key as u64, &url.host, url.port);
+        self.resolver.resolve(key as u64, &host, port);
     }
 
     /// Handles resolver answers that arrived (the loop's waker fired).
@@ -287,47 +320,93 @@ impl Upstreams {
                 return self.finish(key, &mut ctx, Err(UpstreamError::Connect { addr, error }));
             }
             let _ = stream.set_nodelay(true);
-            get.connect_ns = Some(ctx.now - *since);
-            let transport = match get.url.scheme {
-                Scheme::Http => Ok(Transport::Plain),
-                Scheme::Https => {
-                    let config = match &self.tls {
-                        Some(c) => Ok(Arc::clone(c)),
-                        None => crate::tls::client_config(
-                            &[],
-                            false,
-                            None,
-                            crate::tls::Verifying::Upstream,
-                        ),
-                    };
-                    config.and_then(|c| {
-                        self.tls = Some(Arc::clone(&c));
-                        Transport::tls_client(&c, &get.url.host)
-                    })
-                }
-            };
-            let transport = match transport {
-                Ok(t) => t,
-                Err(e) => return self.finish(key, &mut ctx, Err(UpstreamError::Tls(e))),
-            };
+            let since = *since;
             let Phase::Connecting { stream, .. } =
                 std::mem::replace(&mut get.phase, Phase::Resolving)
             else {
                 return;
             };
-            // The handshake is timed with fresh clock readings: its first
-            // flight and the reply can fall within one loop wake-up.
-            get.phase = Phase::Exchanging {
-                stream,
-                transport,
-                handshake_since: clock::now(),
-            };
+            let tunnel_to = get
+                .proxy
+                .as_ref()
+                .filter(|_| get.url.scheme == Scheme::Https);
+            if let Some(proxy) = tunnel_to {
+                let target = authority(&get.url.host, get.url.port);
+                let auth = proxy.authorization.as_deref();
+                get.phase = Phase::Tunneling {
+                    stream,
+                    tunnel: Tunnel::new(&target, auth, since),
+                };
+            } else {
+                get.connect_ns = Some(ctx.now - since);
+                if let Err(e) = self.exchange(key, stream) {
+                    return self.finish(key, &mut ctx, Err(e));
+                }
+            }
         }
+        let get = &mut self.gets[key];
+        if let Phase::Tunneling { stream, tunnel } = &mut get.phase {
+            match tunnel_through(stream, tunnel, scratch, ctx.now) {
+                Ok(None) => return,
+                Ok(Some(elapsed)) => {
+                    get.connect_ns = Some(elapsed);
+                    let Phase::Tunneling { stream, .. } =
+                        std::mem::replace(&mut get.phase, Phase::Resolving)
+                    else {
+                        return;
+                    };
+                    if let Err(e) = self.exchange(key, stream) {
+                        return self.finish(key, &mut ctx, Err(e));
+                    }
+                }
+                Err(e) => {
+                    let what = format!("CONNECT {}", authority(&get.url.host, get.url.port));
+                    // Only a GET through a proxy tunnels.
+                    let words = match (e, &get.proxy) {
+                        (Ok(e), Some(p)) => e.words(p, &what),
+                        (Err(e), Some(p)) => format!("{what} to {}: {e}", p.named()),
+                        (e, None) => format!("{what}: {e:?}"),
+                    };
+                    return self.finish(key, &mut ctx, Err(UpstreamError::Proxy(words)));
+                }
+            }
+        }
+        let get = &mut self.gets[key];
         match pump(get, scratch) {
             Ok(None) => {}
             Ok(Some(status)) => self.finish(key, &mut ctx, Ok(status)),
             Err(e) => self.finish(key, &mut ctx, Err(e)),
         }
+    }
+
+    /// Sets up the exchange on a connected stream (TLS for https).
+    fn exchange(&mut self, key: usize, stream: TcpStream) -> Result<(), UpstreamError> {
+        let get = &mut self.gets[key];
+        let transport = match get.url.scheme {
+            Scheme::Http => Ok(Transport::Plain),
+            Scheme::Https => {
+                let config = match &self.tls {
+                    Some(c) => Ok(Arc::clone(c)),
+                    None => {
+                        crate::tls::client_config(&[], false, None, crate::tls::Verifying::Upstream)
+                    }
+                };
+                config.and_then(|c| {
+                    self.tls = Some(Arc::clone(&c));
+                    Transport::tls_client(&c, &get.url.host)
+                })
+            }
+        };
+        // The phase holds the stream even on failure, so finish deregisters it.
+        let failed = transport.as_ref().err().cloned();
+        // The handshake is timed with fresh clock readings: its first
+        // flight and the reply can fall within one loop wake-up.
+        get.phase = Phase::Exchanging {
+            stream,
+            transport: transport.unwrap_or_default(),
+            handshake_since: clock::now(),
+        };
+        failed.map_or(Ok(()), |e| Err(UpstreamError::Tls(e)))
     }
 
     /// The timeout of an upstream request expired.
@@ -342,6 +421,7 @@ impl Upstreams {
         let stage = match &get.phase {
             Phase::Resolving => "resolving the name",
             Phase::Connecting { .. } => "connecting",
+            Phase::Tunneling { .. } => "waiting for the proxy's answer to CONNECT",
             Phase::Exchanging { transport, .. } if transport.is_handshaking() => {
                 "in the TLS handshake"
             }
@@ -360,19 +440,43 @@ impl Upstreams {
         if let Some((_, timer)) = get.timeout {
             ctx.wheel.cancel(timer);
         }
-        if let Phase::Connecting { stream, .. } | Phase::Exchanging { stream, .. } = &mut get.phase
+        if let Phase::Connecting { stream, .. }
+        | Phase::Tunneling { stream, .. }
+        | Phase::Exchanging { stream, .. } = &mut get.phase
         {
             let _ = ctx.registry.deregister(stream);
         }
-        let result = result.and_then(|code| match code {
-            200..=399 => Ok(code),
+        let absolute = get
+            .proxy
+            .as_ref()
+            .filter(|_| get.url.scheme == Scheme::Http);
+        let result = result.and_then(|code| match (code, absolute) {
+            // In absolute form a 407 is the proxy's own.
+            (407, Some(proxy)) => Err(UpstreamError::Proxy(
+                ProxyError::Refused {
+                    status: code,
+                    reason: reason_phrase(code).into(),
+                }
+                .words(proxy, &format!("GET {}", get.url)),
+            )),
+            (200..=399, _) => Ok(code),
             _ => Err(UpstreamError::Status(code)),
         });
         let (code, error) = match result {
             Ok(code) => (code, None),
             Err(e) => {
                 crate::debug!("upstream {} failed: {e}", get.url);
-                (e.code(), Some(e.to_string().into()))
+                // What failed on the way to the proxy names it.
+                let text = match (&get.proxy, &e) {
+                    (
+                        Some(p),
+                        UpstreamError::Resolve(_)
+                        | UpstreamError::NoAddress
+                        | UpstreamError::Connect { .. },
+                    ) => format!("{}: {e}", p.named()),
+                    _ => e.to_string(),
+                };
+                (e.code(), Some(text.into()))
             }
         };
         ctx.done.push(Finished {
@@ -386,6 +490,39 @@ impl Upstreams {
                 error,
             },
         });
+    }
+}
+
+/// Moves a `CONNECT` exchange on: writes what is owed, reads the proxy's
+/// answer. The time from the connect's start once the tunnel is open;
+/// an error is the proxy's (`Ok`) or the socket's (`Err`).
+fn tunnel_through(
+    stream: &mut TcpStream,
+    tunnel: &mut Tunnel,
+    scratch: &mut [u8],
+    now: Nanos,
+) -> Result<Option<Nanos>, Result<ProxyError, io::Error>> {
+    loop {
+        if !tunnel.poll_output().is_empty() {
+            match stream.write(tunnel.poll_output()) {
+                Ok(n) => tunnel.advance_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Err(e)),
+            }
+            continue;
+        }
+        match stream.read(scratch) {
+            Ok(0) => return Err(Ok(tunnel.receive_eof())),
+            Ok(n) => match tunnel.receive(&scratch[..n], now) {
+                Ok(TunnelState::Waiting) => {}
+                Ok(TunnelState::Open { elapsed }) => return Ok(Some(elapsed)),
+                Err(e) => return Err(Ok(e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Err(e)),
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub fn conntest_cmd(cwd: &Path, args: &[&str]) -> Command {
         .current_dir(cwd)
         .env_remove("CONNTEST_TOKEN")
         .env_remove("LOG_LEVEL");
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -66,6 +69,9 @@ impl ServerProcess {
         let mut cmd = Command::new(bin());
         cmd.args(["server", "-p", "0", "--bind", "127.0.0.1"])
             .args(extra);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -181,3 +181,92 @@ pub fn write_http_response(
     out.write_all(&bytes)?;
     out.flush()
 }
+
+/// The proxy variables conntest reads as curl does: the tests' commands
+/// drop them, so a proxy in the tester's environment changes nothing.
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+pub const TINYPROXY: &str = "/usr/bin/tinyproxy";
+
+/// Debian's tinyproxy in the foreground on a free 127.0.0.1 port, its
+/// configuration and log in a temporary directory; killed on drop.
+pub struct TinyProxy {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    dir: super::TempDir,
+}
+
+impl TinyProxy {
+    /// Allows `CONNECT` to `connect_ports` only (every port when empty)
+    /// and, with `auth` (user, password), wants Basic credentials.
+    pub fn start(connect_ports: &[u16], auth: Option<(&str, &str)>) -> TinyProxy {
+        let dir = super::TempDir::new("tinyproxy");
+        for _ in 0..5 {
+            let port = closed_port();
+            let mut conf = format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 100\nAllow 127.0.0.1\n\
+                 LogFile \"{}\"\nLogLevel Info\n",
+                dir.path("tinyproxy.log").display()
+            );
+            for p in connect_ports {
+                conf.push_str(&format!("ConnectPort {p}\n"));
+            }
+            if let Some((user, password)) = auth {
+                conf.push_str(&format!("BasicAuth {user} {password}\n"));
+            }
+            let path = dir.path("tinyproxy.conf");
+            std::fs::write(&path, conf).expect("write tinyproxy.conf");
+            let mut child = std::process::Command::new(TINYPROXY)
+                .arg("-d")
+                .arg("-c")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {TINYPROXY}: {e}"));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+                if TcpStream::connect(addr).is_ok() {
+                    return TinyProxy { child, addr, dir };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("tinyproxy did not start: {}", Self::read_log(&dir));
+    }
+
+    /// `http://127.0.0.1:PORT`, with `user:password@` when given.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its log so far: each request it carried (`CONNECT host:port`,
+    /// `POST http://...`) is there.
+    pub fn log(&self) -> String {
+        Self::read_log(&self.dir)
+    }
+
+    fn read_log(dir: &super::TempDir) -> String {
+        std::fs::read_to_string(dir.path("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TinyProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
