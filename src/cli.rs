@@ -424,10 +424,7 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             })
         }
     }
-    .map_err(|e| match crate::server::l4::L4BindError::is(&e) {
-        true => CliError::Usage(e.to_string()),
-        false => CliError::Usage(format!("cannot listen on port {port}: {e}")),
-    })?;
+    .map_err(|e| CliError::Usage(format!("cannot listen on port {port}: {e}")))?;
     // Counted once the port is ours, so a busy port is the one line said.
     if let Err(short) = crate::event::check_fd_budget(max_connections as u64) {
         crate::warn!(

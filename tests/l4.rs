@@ -244,18 +244,3 @@ fn conntest_run_takes_a_protocol() {
         assert_eq!(done.code, Some(0), "{protocol}: {}", done.stderr);
     }
 }
-
-#[test]
-fn a_raw_port_in_use_is_named_by_its_flag() {
-    let dir = TempDir::new("l4-busy");
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let udp_port = udp.local_addr().unwrap().port().to_string();
-    let tcp_port = tcp.local_addr().unwrap().port().to_string();
-    for (flag, port) in [("--udp-port", &udp_port), ("--tcp-port", &tcp_port)] {
-        let args = ["server", "-p", "0", "--bind", "127.0.0.1", flag, port];
-        let done = run_bounded(&mut conntest_cmd(&dir.0, &args), Duration::from_secs(10));
-        let needle = format!("cannot take raw runs on {flag} {port}: ");
-        assert_one_line_usage_error(&done, &[&needle, "in use"]);
-    }
-}

@@ -37,25 +37,15 @@ pub struct L4Sockets {
 }
 
 impl L4Sockets {
-    /// Binds the ports asked for (0: any free one) on `ip`. A port that
-    /// cannot be had is an [`L4BindError`] naming its flag.
+    /// Binds the ports asked for (0: any free one) on `ip`.
     pub fn bind(ip: std::net::IpAddr, tcp: Option<u16>, udp: Option<u16>) -> io::Result<L4Sockets> {
-        let named = |flag: &'static str, port: u16| {
-            move |e: io::Error| {
-                let words = format!("cannot take raw runs on {flag} {port}: {e}");
-                io::Error::new(e.kind(), L4BindError(words))
-            }
-        };
+        use socket2::{Domain, Socket, Type};
         let tcp = match tcp {
-            Some(port) => Some(
-                super::bind_listener(SocketAddr::new(ip, port), false)
-                    .map_err(named("--tcp-port", port))?,
-            ),
+            Some(port) => Some(super::bind_listener(SocketAddr::new(ip, port), false)?),
             None => None,
         };
         let udp = match udp {
             Some(port) => {
-                use socket2::{Domain, Socket, Type};
                 let addr = SocketAddr::new(ip, port);
                 let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
                 if ip.is_ipv6() && ip.is_unspecified() {
@@ -64,9 +54,7 @@ impl L4Sockets {
                 // Room for a burst of datagrams while the loop is busy.
                 let _ = socket.set_recv_buffer_size(4 << 20);
                 let _ = socket.set_send_buffer_size(4 << 20);
-                socket
-                    .bind(&addr.into())
-                    .map_err(named("--udp-port", port))?;
+                socket.bind(&addr.into())?;
                 socket.set_nonblocking(true)?;
                 Some(socket.into())
             }
@@ -89,25 +77,6 @@ impl L4Sockets {
                 .and_then(|s| s.local_addr().ok())
                 .map(|a| a.port()),
         }
-    }
-}
-
-/// A raw port that could not be had, in words naming its flag and port.
-#[derive(Debug)]
-pub struct L4BindError(String);
-
-impl std::fmt::Display for L4BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for L4BindError {}
-
-impl L4BindError {
-    /// Whether `e` is one: it names its own port.
-    pub fn is(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|inner| inner.is::<L4BindError>())
     }
 }
 
