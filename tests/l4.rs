@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::l4::{create_l4, harmed, l4_server, udp_harm};
 use common::relay::{Fault, Faults, Relay};
 use common::*;
 use serde_json::Value;
@@ -15,24 +16,12 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn server() -> ServerProcess {
-    ServerProcess::start(&["--tcp-port", "0", "--udp-port", "0"])
+    l4_server(&[])
 }
 
 /// Creates a group; returns its id and the raw port the answer names.
 fn create(server: &ServerProcess, config: &str, protocol: &str) -> (String, SocketAddr) {
-    let reply = request(
-        server.addr,
-        "POST",
-        "/test-groups/create",
-        config.as_bytes(),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let json = reply.json();
-    let port = json["l4"][format!("{protocol}_port")]
-        .as_u64()
-        .expect("l4 port") as u16;
-    let id = json["run_group_id"].as_str().unwrap().to_owned();
-    (id, SocketAddr::from(([127, 0, 0, 1], port)))
+    create_l4(server.addr, config, protocol)
 }
 
 fn client(server: &ServerProcess, id: &str, extra: &[&str]) -> (Finished, Value) {
@@ -46,24 +35,6 @@ fn client(server: &ServerProcess, id: &str, extra: &[&str]) -> (Finished, Value)
     let text = std::fs::read(&report).unwrap_or_default();
     let json = serde_json::from_slice(&text).unwrap_or(Value::Null);
     (done, json)
-}
-
-/// Each failed run's problem kinds, by run count (the report's `results`,
-/// whose `error` is `kind: detail; kind: detail`).
-fn harmed(report: &Value) -> BTreeMap<u64, Vec<String>> {
-    let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for r in report["results"].as_array().expect("results") {
-        let Some(error) = r["error"].as_str() else {
-            continue;
-        };
-        let kinds = error
-            .split("; ")
-            .map(|p| p.split(':').next().unwrap_or(p).to_owned());
-        out.entry(r["run_count"].as_u64().unwrap())
-            .or_default()
-            .extend(kinds);
-    }
-    out
 }
 
 #[test]
@@ -99,39 +70,11 @@ fn a_udp_relay_s_harm_is_named_run_by_run_and_by_direction() {
     let server = server();
     let config = r#"{"run_count": 40, "concurrency": 4, "protocol": "udp"}"#;
     let (id, udp) = create(&server, config, "udp");
-    let faults = Faults {
-        to_server: [
-            (5, Fault::Drop),
-            (13, Fault::Duplicate),
-            (21, Fault::SwapWithNext),
-            (29, Fault::Flip),
-        ]
-        .into(),
-        from_server: [
-            (9, Fault::Drop),
-            (17, Fault::Duplicate),
-            (25, Fault::SwapWithNext),
-            (33, Fault::Flip),
-        ]
-        .into(),
-    };
+    let (faults, expected) = udp_harm();
     let relay = Relay::udp(udp, faults);
     let target = relay.addr.to_string();
     let (done, report) = client(&server, &id, &["--l4-addr", &target, "--timeout", "1s"]);
     assert_eq!(done.code, Some(1), "{}", done.stderr);
-    let expected: BTreeMap<u64, Vec<String>> = [
-        (5, "lost_to_server"),
-        (9, "lost_from_server"),
-        (13, "duplicated"),
-        (17, "duplicated_echo"),
-        (21, "reordered"),
-        (25, "reordered_echo"),
-        (29, "corrupted"),
-        (33, "corrupted_echo"),
-    ]
-    .into_iter()
-    .map(|(n, k)| (n, vec![k.to_owned()]))
-    .collect();
     assert_eq!(harmed(&report), expected, "{}", report["summary"]);
     let l4 = &report["summary"]["l4"];
     assert_eq!(l4["lost_to_server"], 1);

@@ -69,14 +69,6 @@ fn report(dir: &TempDir, url: &str, id: &str) -> (Finished, Value) {
     (done, json)
 }
 
-fn counts(list: &Value) -> Vec<u64> {
-    list.as_array()
-        .expect("an array")
-        .iter()
-        .map(|r| u(&r["run_count"]))
-        .collect()
-}
-
 /// A server, a group of `config` and the shards named (`I/N` each) run on
 /// it at once, each passing.
 struct Sharded {
@@ -110,15 +102,6 @@ fn said(done: &Finished, needle: &str) {
         "{needle:?} not in: {}",
         done.stderr
     );
-}
-
-/// A summary's `runs`, `succeeded` and `failed`.
-fn tally(summary: &Value) -> (u64, u64, u64) {
-    (
-        u(&summary["runs"]),
-        u(&summary["succeeded"]),
-        u(&summary["failed"]),
-    )
 }
 
 fn status(addr: SocketAddr, id: &str) -> Value {

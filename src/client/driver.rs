@@ -86,12 +86,54 @@ struct Slot {
     reused: bool,
 }
 
-/// How long runs in flight may finish after an interrupt.
-const INTERRUPT_GRACE: Nanos = 2 * SECOND;
+/// How long runs in flight may finish after an interrupt, or once the
+/// server seems gone.
+pub const GRACE: Nanos = 2 * SECOND;
 
 /// A test stops early when every run has been refused for this long and
 /// none succeeded in between: the server is gone (unless `--keep-going`).
 pub const GONE_AFTER: Nanos = 3 * SECOND;
+
+/// Watches how runs end for a server that is gone: every run refused for
+/// [`GONE_AFTER`], none ending any other way in between. The HTTP driver
+/// and the raw (tcp, udp) one share it.
+#[derive(Debug, Default)]
+pub struct GoneWatch {
+    keep_going: bool,
+    /// Since when every finished run was refused (None after any other end).
+    refused_since: Option<Nanos>,
+}
+
+impl GoneWatch {
+    pub fn new(keep_going: bool) -> GoneWatch {
+        GoneWatch {
+            keep_going,
+            refused_since: None,
+        }
+    }
+
+    /// A run ended at `now`, failing with `problem` or (None) answered.
+    pub fn ended(&mut self, problem: Option<Problem>, now: Nanos) {
+        self.refused_since = match problem {
+            Some(Problem::Refused) => self.refused_since.or(Some(now)),
+            _ => None,
+        };
+    }
+
+    /// Why the test stops now, when what `who` names (the server at ADDR,
+    /// a proxy) seems gone.
+    pub fn gone(&self, now: Nanos, who: impl FnOnce() -> String) -> Option<String> {
+        let since = self.refused_since?;
+        if self.keep_going || now - since < GONE_AFTER {
+            return None;
+        }
+        Some(format!(
+            "stopped early: every run was refused for {} s and none succeeded; {} seems gone (--keep-going to go on)",
+            GONE_AFTER / SECOND,
+            who()
+        ))
+    }
+}
 
 struct Driver<'a> {
     cfg: DriverConfig,
@@ -116,8 +158,7 @@ struct Driver<'a> {
     stopping: bool,
     /// The progress line's state, on a terminal.
     progress: Option<Progress>,
-    /// Since when every finished run was refused (None after any other end).
-    refused_since: Option<Nanos>,
+    gone: GoneWatch,
     /// Why the test stopped before its last run, when the server is gone.
     gave_up: Option<String>,
 }
@@ -150,7 +191,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         stop,
         stopping: false,
         progress: None,
-        refused_since: None,
+        gone: GoneWatch::new(cfg.keep_going),
         gave_up: None,
         cfg,
     };
@@ -162,7 +203,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
     }
     let interrupted = driver.run(now)?;
     if driver.cfg.progress {
-        eprint!("\r\x1b[K");
+        progress::clear();
     }
     let outcome = DriverOutcome {
         runs: driver.runs,
@@ -193,11 +234,11 @@ impl Driver<'_> {
             let now = clock::now();
             if !self.stopping && self.stop.load(Ordering::Relaxed) {
                 self.stopping = true;
-                grace_until = Some(now + INTERRUPT_GRACE);
+                grace_until = Some(now + GRACE);
             }
             if !self.stopping && self.server_gone(now) {
                 self.stopping = true;
-                grace_until = Some(now + INTERRUPT_GRACE);
+                grace_until = Some(now + GRACE);
             }
             if grace_until.is_some_and(|g| now >= g) {
                 self.abandon_in_flight(now);
@@ -259,21 +300,12 @@ impl Driver<'_> {
     /// Whether every run has been refused for [`GONE_AFTER`] with none
     /// succeeding; says why in `gave_up` when so.
     fn server_gone(&mut self, now: Nanos) -> bool {
-        let Some(since) = self.refused_since else {
-            return false;
-        };
-        if self.cfg.keep_going || now - since < GONE_AFTER {
-            return false;
-        }
-        let gone = match &self.cfg.proxy {
-            Some(route) => format!("{} at {}", route.proxy.named(), self.cfg.addr),
-            None => format!("the server at {}", self.cfg.addr),
-        };
-        self.gave_up = Some(format!(
-            "stopped early: every run was refused for {} s and none succeeded; {gone} seems gone (--keep-going to go on)",
-            GONE_AFTER / SECOND,
-        ));
-        true
+        let (proxy, addr) = (&self.cfg.proxy, self.cfg.addr);
+        self.gave_up = self.gone.gone(now, || match proxy {
+            Some(route) => format!("{} at {addr}", route.proxy.named()),
+            None => format!("the server at {addr}"),
+        });
+        self.gave_up.is_some()
     }
 
     /// Starts every run that is due while a connection is free.
@@ -594,7 +626,7 @@ impl Driver<'_> {
         if let Some(t) = s.timer.take() {
             self.wheel.cancel(t);
         }
-        self.refused_since = None;
+        self.gone.ended(None, now);
         s.last_answered = Some(index);
         s.reused = true;
         // Bytes already here answer no request (the path answered twice):
@@ -662,10 +694,7 @@ impl Driver<'_> {
             self.wheel.cancel(t);
         }
         if let Some(index) = s.busy.take() {
-            self.refused_since = match problem {
-                Problem::Refused => self.refused_since.or(Some(now)),
-                _ => None,
-            };
+            self.gone.ended(Some(problem), now);
             let run = &mut self.runs[index];
             if run.start != 0 {
                 run.end = now;
@@ -707,11 +736,8 @@ impl Driver<'_> {
     }
 
     fn print_progress(&mut self, now: Nanos) {
-        let Some(progress) = self.progress.as_mut() else {
-            return;
-        };
-        if let Some(line) = progress.line(now, &self.runs, self.finished_runs, self.failed_runs) {
-            eprint!("\r\x1b[K{line}");
+        if let Some(progress) = self.progress.as_mut() {
+            progress.print(now, &self.runs, self.finished_runs, self.failed_runs);
         }
     }
 }

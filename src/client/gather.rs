@@ -5,11 +5,13 @@
 //! and written as one client's test would be.
 
 use super::fetch::Endpoint;
+use super::l4::{L4Facts, L4Run};
 use super::{fetch_group, open_report, verify_and_conclude, Done, Output, RunError, Verdict};
 use crate::problem::Problem;
-use crate::report::shards::{merge, ShardCoverage, ShardRecord, ShardsStatus};
+use crate::report::shards::{merge, LoadedEcho, Merged, ShardCoverage, ShardRecord, ShardsStatus};
 use crate::report::RunsFilter;
-use crate::run::RunVerdict;
+use crate::run::{DriverOutcome, RunVerdict};
+use crate::wire::Protocol;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -69,7 +71,15 @@ pub fn report(
     }
     let header = group.header;
     let config = &header.config;
-    let (outcome, body) = merge(records, config.client_delay_ns);
+    let Merged {
+        outcome,
+        body,
+        echoes,
+    } = merge(records, config.client_delay_ns);
+    let l4 = match config.l4.protocol {
+        Protocol::Http => None,
+        protocol => Some(l4_facts(protocol, &outcome, echoes)),
+    };
     let server_runs = group.test_runs.0;
     let done = Done {
         header: &header,
@@ -77,7 +87,7 @@ pub fn report(
         body: &body,
         server_runs: Some(&server_runs),
         fetch_error: None,
-        l4: None,
+        l4: l4.as_ref(),
     };
     let output = Output {
         report,
@@ -95,6 +105,26 @@ pub fn report(
         }
         summary.shards = Some(coverage);
     })
+}
+
+/// A raw test's facts from what the shards uploaded. A run uploaded
+/// without them (a client before they were uploaded) had one echo when it
+/// was answered, and says nothing of the order.
+fn l4_facts(
+    protocol: Protocol,
+    outcome: &DriverOutcome,
+    echoes: Vec<Option<Box<LoadedEcho>>>,
+) -> L4Facts {
+    let runs = outcome
+        .runs
+        .iter()
+        .zip(echoes)
+        .map(|(run, echo)| match echo {
+            Some(e) => L4Run::received(e.echoes, e.error, e.order),
+            None => L4Run::received(u32::from(run.status != 0), None, None),
+        })
+        .collect();
+    L4Facts { protocol, runs }
 }
 
 /// Most counts named in the line about runs no shard sent.

@@ -10,7 +10,8 @@
 //! verdicts: in which direction a run was lost, duplicated, corrupted or
 //! reordered, and the summary's `l4` figures.
 
-use super::driver::classify;
+use super::driver::{classify, GoneWatch, GRACE};
+use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
@@ -45,6 +46,10 @@ pub struct L4DriverConfig {
     pub client_delay: Nanos,
     pub timeout: Nanos,
     pub body: BodyPlan,
+    /// A progress line on stderr (a terminal).
+    pub progress: bool,
+    /// Go on when every run is refused (`--keep-going`).
+    pub keep_going: bool,
 }
 
 /// What the client saw of a raw run beside its [`ClientRun`].
@@ -60,6 +65,18 @@ pub struct L4Run {
     slot: u32,
 }
 
+impl L4Run {
+    /// What a shard uploaded of a run's echoes (`conntest report`).
+    pub fn received(echoes: u32, echo_error: Option<Box<str>>, arrival: Option<u32>) -> L4Run {
+        L4Run {
+            echoes,
+            echo_error,
+            arrival: arrival.unwrap_or(u32::MAX),
+            slot: 0,
+        }
+    }
+}
+
 /// The raw runs' own facts, one per run of the outcome, in order.
 pub struct L4Facts {
     pub protocol: Protocol,
@@ -69,6 +86,7 @@ pub struct L4Facts {
 enum Timer {
     Due,
     Timeout { slot: usize, serial: u64 },
+    Progress,
 }
 
 #[derive(Default)]
@@ -112,10 +130,22 @@ struct Driver<'a> {
     buf: Vec<u8>,
     uuid_text: [u8; 36],
     stop: &'a AtomicBool,
+    /// Runs failed so far (the progress line's errors).
+    failed: u64,
+    progress: Option<Progress>,
+    gone: GoneWatch,
+    /// Why the test stopped before its last run: the server seems gone.
+    gave_up: Option<String>,
+    /// Interrupted or given up: nothing more is sent.
+    stopping: bool,
 }
 
-/// Drives every run; returns the runs and their raw facts.
-pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome, L4Facts)> {
+/// Drives every run; returns the runs, their raw facts and why the test
+/// stopped early when it did (the server seems gone).
+pub fn drive(
+    cfg: L4DriverConfig,
+    stop: &AtomicBool,
+) -> io::Result<(DriverOutcome, L4Facts, Option<String>)> {
     let poll = Poll::new()?;
     let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
     let udp = match cfg.protocol {
@@ -167,9 +197,21 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
         buf: vec![0; 65_536],
         uuid_text: [0; 36],
         stop,
+        failed: 0,
+        progress: None,
+        gone: GoneWatch::new(cfg.keep_going),
+        gave_up: None,
+        stopping: false,
         cfg,
     };
+    if d.cfg.progress {
+        d.progress = Some(Progress::new(now, d.cfg.run_count));
+        d.wheel.insert(now + progress::INTERVAL, Timer::Progress);
+    }
     let interrupted = d.run()?;
+    if d.cfg.progress {
+        progress::clear();
+    }
     let outcome = DriverOutcome {
         runs: d.runs,
         started: d.started,
@@ -188,7 +230,7 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
         protocol: d.cfg.protocol,
         runs: d.facts,
     };
-    Ok((outcome, facts))
+    Ok((outcome, facts, d.gave_up))
 }
 
 impl Driver<'_> {
@@ -196,18 +238,34 @@ impl Driver<'_> {
     fn run(&mut self) -> io::Result<bool> {
         let mut events = Events::with_capacity(1024);
         let mut linger_until = None;
+        let mut grace_until = None;
         self.dispatch(clock::now());
         loop {
             let now = clock::now();
-            if self.stop.load(Ordering::Relaxed) {
-                self.abandon(now);
-                return Ok(true);
+            // An interrupt, or a server that seems gone: nothing more is
+            // sent, and the runs in flight get a grace to finish.
+            if !self.stopping {
+                let interrupted = self.stop.load(Ordering::Relaxed);
+                if !interrupted {
+                    let addr = self.cfg.addr;
+                    self.gave_up = self.gone.gone(now, || format!("the server at {addr}"));
+                }
+                if interrupted || self.gave_up.is_some() {
+                    self.stopping = true;
+                    grace_until = Some(now + GRACE);
+                }
             }
-            if self.in_flight == 0 && self.runs.len() as u64 >= self.cfg.run_count {
+            let interrupted = self.stopping && self.gave_up.is_none();
+            if grace_until.is_some_and(|g| now >= g) {
+                self.abandon(now);
+                return Ok(interrupted);
+            }
+            let all_sent = self.stopping || self.runs.len() as u64 >= self.cfg.run_count;
+            if self.in_flight == 0 && all_sent {
                 match linger_until {
                     None if self.udp.is_some() => linger_until = Some(now + LINGER),
                     Some(t) if now < t => {}
-                    _ => return Ok(false),
+                    _ => return Ok(interrupted),
                 }
             }
             let next = match linger_until {
@@ -247,6 +305,13 @@ impl Driver<'_> {
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
+                    Timer::Progress => {
+                        if let Some(p) = self.progress.as_mut() {
+                            let finished = (self.runs.len() - self.in_flight) as u64;
+                            p.print(now, &self.runs, finished, self.failed);
+                        }
+                        self.wheel.insert(now + progress::INTERVAL, Timer::Progress);
+                    }
                 }
             }
             self.dispatch(now);
@@ -255,7 +320,7 @@ impl Driver<'_> {
 
     /// Starts every run that is due while a slot is free.
     fn dispatch(&mut self, now: Nanos) {
-        while (self.runs.len() as u64) < self.cfg.run_count {
+        while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
             let index = self.runs.len();
             let due = self.started + index as u64 * self.cfg.client_delay;
             if due > now {
@@ -318,6 +383,7 @@ impl Driver<'_> {
         match udp.send(&s.out) {
             Ok(_) => self.runs[index].start = start,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked.push(slot),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.udp_refused(start),
             Err(e) => {
                 let (problem, detail) = classify(&e, "sending the datagram");
                 self.fail(slot, problem, &detail, start);
@@ -338,8 +404,12 @@ impl Driver<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP port unreachable of an earlier datagram, and the
-                // like: the runs it concerns time out (lost on the way there).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.udp_refused(now);
+                    continue;
+                }
+                // Another ICMP error of an earlier datagram, and the like:
+                // the runs it concerns time out (lost on the way there).
                 Err(e) => {
                     crate::debug!("udp: {e}");
                     continue;
@@ -356,6 +426,24 @@ impl Driver<'_> {
             let data = self.buf[HEADER_LEN..n].to_vec();
             self.echo(index, &header, &data, now);
         }
+    }
+
+    /// The socket reported an ICMP port unreachable (ECONNREFUSED): nothing
+    /// takes datagrams on the server's port. The socket does not say which
+    /// datagram it came back for, and holds one such error for many, so
+    /// every run in flight ends refused (a datagram a send refused was not
+    /// sent).
+    fn udp_refused(&mut self, now: Nanos) {
+        let detail = format!(
+            "ICMP port unreachable: nothing takes datagrams on {} (every run in flight then ends refused)",
+            self.cfg.addr
+        );
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].run.is_some() {
+                self.fail(slot, Problem::Refused, &detail, now);
+            }
+        }
+        self.blocked.clear();
     }
 
     /// The run an echo's header names, if this test sent it.
@@ -399,8 +487,12 @@ impl Driver<'_> {
         }
         fact.arrival = self.arrivals;
         self.arrivals += 1;
+        self.gone.ended(None, now);
         let run = &mut self.runs[index];
-        run.end = now.max(run.start);
+        // A fresh connection's message is written and its echo read in one
+        // call: a wake-up's `now` can then precede the run's start (the
+        // process was preempted between the two on a busy host).
+        run.end = if now > run.start { now } else { clock::now() };
         run.status = 200;
         self.finish(slot);
         if self.cfg.protocol == Protocol::Tcp && !self.cfg.tcp_reuse {
@@ -421,6 +513,8 @@ impl Driver<'_> {
 
     fn fail(&mut self, slot: usize, problem: Problem, detail: &str, now: Nanos) {
         if let Some(index) = self.slots[slot].run {
+            self.failed += 1;
+            self.gone.ended(Some(problem), now);
             let run = &mut self.runs[index];
             if run.start != 0 {
                 run.end = now;
@@ -680,67 +774,82 @@ pub fn judge(
         }
     }
     if let (true, Some(server)) = (udp, server) {
-        // The way there: the server's arrivals (first record of each
-        // count), by arrival time then record order, against send order.
-        let mut arrived: Vec<u32> = records.values().map(|r| r.1).collect();
-        arrived.sort_unstable_by_key(|&k| (server[k as usize].server_start, k));
-        let index_of = |count: u64| {
-            let offset = count.checked_sub(outcome.count(0))?;
-            let stride = outcome.count(1).saturating_sub(outcome.count(0)).max(1);
-            let index = (offset / stride) as usize;
-            (offset % stride == 0 && index < outcome.runs.len()).then_some(index)
-        };
-        let sent: Vec<(u64, usize)> = arrived
-            .iter()
-            .filter_map(|&k| index_of(server[k as usize].run_count).map(|i| (i as u64, i)))
-            .collect();
-        let positions: Vec<u64> = sent.iter().map(|s| s.0).collect();
-        for (at, extent) in crate::l4::order::reordered(&positions) {
-            let i = sent[at].1;
-            l4.reordered_to_server += 1;
-            l4.max_reorder_extent_to_server = l4.max_reorder_extent_to_server.max(extent as u64);
-            added[i].push((
-                Problem::Reordered,
-                format!("reordered on the way to the server: arrived {extent} later than a run sent after it"),
-            ));
-        }
+        // Order and jitter are facts of one flow (one client's socket):
+        // each shard's runs are judged among themselves, and the jitter is
+        // the mean of the flows', as iperf3 gives parallel streams'.
         let anchor = &outcome.anchor;
-        l4.jitter_to_server_ns = crate::l4::order::jitter(sent.iter().map(|&(_, i)| {
-            let k = records[&outcome.count(i)].1 as usize;
-            (
-                anchor.wall(outcome.runs[i].start),
-                server[k].server_start as i128,
-            )
-        }))
-        .round() as u64;
-        // The way back: the client's arrivals of first echoes against the
-        // order the server recorded (and so echoed) them.
-        let mut echoed: Vec<(u32, usize, u32)> = facts
-            .runs
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.arrival != u32::MAX)
-            .filter_map(|(i, f)| Some((f.arrival, i, records.get(&outcome.count(i))?.1)))
-            .collect();
-        echoed.sort_unstable();
-        let order: Vec<u64> = echoed.iter().map(|e| e.2 as u64).collect();
-        for (at, extent) in crate::l4::order::reordered(&order) {
-            let i = echoed[at].1;
-            l4.reordered_from_server += 1;
-            l4.max_reorder_extent_from_server =
-                l4.max_reorder_extent_from_server.max(extent as u64);
-            added[i].push((
-                Problem::ReorderedEcho,
-                format!("reordered on the way back: its echo arrived {extent} later than one the server sent after it"),
-            ));
+        let (mut jitter_to, mut jitter_from) = (Vec::new(), Vec::new());
+        for flow in flows(outcome) {
+            // The way there: the server's arrivals (first record of each
+            // count), by arrival time then record order, against send order.
+            let mut arrived: Vec<(u32, usize)> = flow
+                .iter()
+                .enumerate()
+                .filter_map(|(at, &i)| Some((records.get(&outcome.count(i))?.1, at)))
+                .collect();
+            arrived.sort_unstable_by_key(|&(k, at)| (server[k as usize].server_start, k, at));
+            let positions: Vec<u64> = arrived.iter().map(|a| a.1 as u64).collect();
+            let (n, extent) = mark_reordered(
+                &positions,
+                |at| flow[arrived[at].1],
+                &mut added,
+                |e| {
+                    (
+                    Problem::Reordered,
+                    format!("reordered on the way to the server: arrived {e} later than a run sent after it"),
+                )
+                },
+            );
+            l4.reordered_to_server += n;
+            l4.max_reorder_extent_to_server = l4.max_reorder_extent_to_server.max(extent);
+            if arrived.len() > 1 {
+                jitter_to.push(crate::l4::order::jitter(arrived.iter().map(|&(k, at)| {
+                    (
+                        anchor.wall(outcome.runs[flow[at]].start),
+                        server[k as usize].server_start as i128,
+                    )
+                })));
+            }
+            // The way back: the client's arrivals of first echoes against
+            // the order the server recorded (and so echoed) them.
+            let mut echoed: Vec<(u32, usize, u32)> = flow
+                .iter()
+                .filter(|&&i| facts.runs[i].arrival != u32::MAX)
+                .filter_map(|&i| {
+                    let k = records.get(&outcome.count(i))?.1;
+                    Some((facts.runs[i].arrival, i, k))
+                })
+                .collect();
+            echoed.sort_unstable();
+            let order: Vec<u64> = echoed.iter().map(|e| e.2 as u64).collect();
+            let (n, extent) = mark_reordered(
+                &order,
+                |at| echoed[at].1,
+                &mut added,
+                |e| {
+                    (
+                    Problem::ReorderedEcho,
+                    format!("reordered on the way back: its echo arrived {e} later than one the server sent after it"),
+                )
+                },
+            );
+            l4.reordered_from_server += n;
+            l4.max_reorder_extent_from_server = l4.max_reorder_extent_from_server.max(extent);
+            if echoed.len() > 1 {
+                jitter_from.push(crate::l4::order::jitter(echoed.iter().map(|&(_, i, k)| {
+                    (
+                        server[k as usize].server_end as i128,
+                        anchor.wall(outcome.runs[i].end),
+                    )
+                })));
+            }
         }
-        l4.jitter_from_server_ns = crate::l4::order::jitter(echoed.iter().map(|&(_, i, k)| {
-            (
-                server[k as usize].server_end as i128,
-                anchor.wall(outcome.runs[i].end),
-            )
-        }))
-        .round() as u64;
+        let mean = |v: &[f64]| match v.len() {
+            0 => 0,
+            n => (v.iter().sum::<f64>() / n as f64).round() as u64,
+        };
+        l4.jitter_to_server_ns = mean(&jitter_to);
+        l4.jitter_from_server_ns = mean(&jitter_from);
     }
     let percent = |part: u64, whole: u64| match whole {
         0 => 0.0,
@@ -763,6 +872,38 @@ pub fn judge(
         *v = RunVerdict::new(v.run_count, v.server_index, problems);
     }
     l4
+}
+
+/// Marks the reordered arrivals of one direction (`order`: each arrival's
+/// place in the order sent, in arrival order; `run_at`: the run of an
+/// arrival) with `problem(extent)`; how many, and the largest extent.
+fn mark_reordered(
+    order: &[u64],
+    run_at: impl Fn(usize) -> usize,
+    added: &mut [Vec<(Problem, String)>],
+    problem: impl Fn(usize) -> (Problem, String),
+) -> (u64, u64) {
+    let mut found = (0, 0);
+    for (at, extent) in crate::l4::order::reordered(order) {
+        found = (found.0 + 1, found.1.max(extent as u64));
+        added[run_at(at)].push(problem(extent));
+    }
+    found
+}
+
+/// The runs of each flow, in send order: every run of one client, or each
+/// shard's runs of a merged test.
+fn flows(outcome: &DriverOutcome) -> Vec<Vec<usize>> {
+    match &outcome.numbering {
+        Numbering::Stride { .. } => vec![(0..outcome.runs.len()).collect()],
+        Numbering::Listed(runs) => {
+            let mut by_shard: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+            for (i, r) in runs.iter().enumerate() {
+                by_shard.entry(r.shard).or_default().push(i);
+            }
+            by_shard.into_values().collect()
+        }
+    }
 }
 
 /// The summary of a raw test: its figures, and every raw kind counted

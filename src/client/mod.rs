@@ -294,9 +294,11 @@ pub fn run(
                 client_delay: cfg.client_delay,
                 timeout: cfg.timeout,
                 body: cfg.body,
+                progress: cfg.progress,
+                keep_going: cfg.keep_going,
             };
-            let (outcome, facts) = l4::drive(l4, stop).map_err(internal)?;
-            (outcome, None, Some(facts))
+            let (outcome, facts, gave_up) = l4::drive(l4, stop).map_err(internal)?;
+            (outcome, gave_up, Some(facts))
         }
     };
     crate::debug!("the runs are done; fetching the server's record");
@@ -334,7 +336,10 @@ pub fn run(
         }
         let uploaded = options
             .shard
-            .map(|shard| upload_shard(endpoint, options, shard, &outcome, &body, stop))
+            .map(|shard| {
+                let l4 = l4_facts.as_ref();
+                upload_shard(endpoint, options, shard, &outcome, &body, l4, stop)
+            })
             .transpose();
         let fetched = fetch_record(
             endpoint,
@@ -386,6 +391,7 @@ fn upload_shard(
     shard: Shard,
     outcome: &DriverOutcome,
     body: &BodyPlan,
+    l4: Option<&l4::L4Facts>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     if outcome.interrupted || stop.load(Ordering::Relaxed) {
@@ -403,6 +409,7 @@ fn upload_shard(
         shard,
         outcome,
         body,
+        l4,
         timeout,
         stop,
     )

@@ -74,6 +74,14 @@ impl Progress {
         Some(line)
     }
 
+    /// Prints the line at `now` over the last one on stderr (a terminal),
+    /// unless within [`INTERVAL`] of it.
+    pub fn print(&mut self, now: Nanos, runs: &[ClientRun], finished: u64, failed: u64) {
+        if let Some(line) = self.line(now, runs, finished, failed) {
+            eprint!("\r\x1b[K{line}");
+        }
+    }
+
     /// Records the round trips of the runs finished since the last call,
     /// up to the first still in flight.
     fn record(&mut self, runs: &[ClientRun]) {
@@ -90,6 +98,11 @@ impl Progress {
             self.scanned += 1;
         }
     }
+}
+
+/// Clears the progress line before the summary is printed.
+pub fn clear() {
+    eprint!("\r\x1b[K");
 }
 
 /// A time left for people: `45s`, `3m05s`, `2h07m`.

@@ -5,6 +5,7 @@
 //! `conntest report` builds the whole group's report.
 
 use super::fetch::{error_message, Endpoint};
+use super::l4::L4Facts;
 use crate::event::clock::Nanos;
 use crate::http::Method;
 use crate::report::client_run_fields;
@@ -175,15 +176,17 @@ pub fn warn_if_reported(endpoint: &Endpoint, group: &str, shard: Shard, timeout:
     }
 }
 
-/// Uploads the shard's runs in pages. Each page names the index of its
-/// first run (`from`), so a page sent again after a lost answer changes
-/// nothing.
+/// Uploads the shard's runs in pages (a raw test's with what it saw of
+/// each run's echoes). Each page names the index of its first run
+/// (`from`), so a page sent again after a lost answer changes nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn upload(
     endpoint: &Endpoint,
     group: &str,
     shard: Shard,
     outcome: &DriverOutcome,
     body: &BodyPlan,
+    l4: Option<&L4Facts>,
     timeout: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -196,7 +199,13 @@ pub fn upload(
         let last = i == outcome.runs.len();
         if !last {
             one.clear();
-            serde_json::to_writer(&mut one, &client_run_fields(outcome, i, body, &mut uuid))
+            let mut fields = client_run_fields(outcome, i, body, &mut uuid);
+            if let Some(echo) = l4.and_then(|f| f.runs.get(i)) {
+                fields.echoes = Some(echo.echoes);
+                fields.echo_error = echo.echo_error.as_deref().map(Into::into);
+                fields.echo_order = (echo.arrival != u32::MAX).then_some(echo.arrival);
+            }
+            serde_json::to_writer(&mut one, &fields)
                 .map_err(|e| format!("run {}: {e}", outcome.count(i)))?;
             if in_page == 0 || runs.len() + one.len() < PAGE_BYTES {
                 if in_page > 0 {

@@ -111,6 +111,9 @@ pub fn client_run_fields<'a>(
             .failure
             .as_ref()
             .map(|f| format!("{}: {}", f.problem.name(), f.detail)),
+        echoes: None,
+        echo_error: None,
+        echo_order: None,
     }
 }
 

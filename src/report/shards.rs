@@ -41,6 +41,17 @@ pub struct ClientRunFields<'a> {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A raw (tcp or udp) run's echoes, uploaded by a shard only: how many
+    /// came, how the first that differed from what was sent differed, and
+    /// the order its first echo arrived in among the shard's echoes (from
+    /// 0), so the whole group's report tells each direction apart as the
+    /// shard's own did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echoes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_order: Option<u32>,
 }
 
 /// `GET /test-groups/{id}/status`'s list of the shards that uploaded.
@@ -113,6 +124,18 @@ pub struct LoadedRun {
     pub due: Nanos,
     pub run: ClientRun,
     pub data: Arc<[u8]>,
+    /// A raw run's echoes, when its shard uploaded them.
+    pub echo: Option<Box<LoadedEcho>>,
+}
+
+/// What a shard saw of a raw run's echoes (the upload's `echoes`,
+/// `echo_error` and `echo_order`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedEcho {
+    pub echoes: u32,
+    pub error: Option<Box<str>>,
+    /// The order its first echo arrived in among its shard's echoes.
+    pub order: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -172,7 +195,15 @@ fn load(json: ClientRunFields<'_>, previous: Option<&Arc<[u8]>>) -> Result<Loade
         Some(p) if **p == *bytes => Arc::clone(p),
         _ => Arc::from(bytes),
     };
+    let echo = json.echoes.map(|echoes| {
+        Box::new(LoadedEcho {
+            echoes,
+            error: json.echo_error.map(Into::into),
+            order: json.echo_order,
+        })
+    });
     Ok(LoadedRun {
+        echo,
         count: json.run_count,
         due: mono(json.time),
         run: ClientRun {
@@ -189,10 +220,19 @@ fn load(json: ClientRunFields<'_>, previous: Option<&Arc<[u8]>>) -> Result<Loade
     })
 }
 
+/// Every shard's runs merged as one test.
+pub struct Merged {
+    pub outcome: DriverOutcome,
+    pub body: BodyPlan,
+    /// Each run's echoes as its shard uploaded them (raw runs), in
+    /// `outcome.runs` order.
+    pub echoes: Vec<Option<Box<LoadedEcho>>>,
+}
+
 /// Every shard's runs as one test, in count order (a count two shards sent
 /// comes twice, in shard order), with the body each carried. Wall time
 /// runs from the first run due to the last answer.
-pub fn merge(records: Vec<ShardRecord>, client_delay: Nanos) -> (DriverOutcome, BodyPlan) {
+pub fn merge(records: Vec<ShardRecord>, client_delay: Nanos) -> Merged {
     let mut all: Vec<(u32, LoadedRun)> = records
         .into_iter()
         .flat_map(|r| {
@@ -223,7 +263,8 @@ pub fn merge(records: Vec<ShardRecord>, client_delay: Nanos) -> (DriverOutcome, 
             shard: *shard,
         })
         .collect();
-    let runs: Vec<ClientRun> = all.into_iter().map(|(_, r)| r.run).collect();
+    let (runs, echoes): (Vec<ClientRun>, Vec<_>) =
+        all.into_iter().map(|(_, r)| (r.run, r.echo)).unzip();
     let outcome = DriverOutcome {
         connections_opened: runs.iter().filter(|r| r.connect_ns.is_some()).count() as u64,
         tls: None,
@@ -235,7 +276,11 @@ pub fn merge(records: Vec<ShardRecord>, client_delay: Nanos) -> (DriverOutcome, 
         interrupted: false,
         numbering: Numbering::Listed(listed),
     };
-    (outcome, body)
+    Merged {
+        outcome,
+        body,
+        echoes,
+    }
 }
 
 /// Which shards reported, from the status route's list.
@@ -371,7 +416,7 @@ mod tests {
             2,
             &[run(2, 3, "a", None), run(3, 4, "a", None)].join(","),
         );
-        let (outcome, body) = merge(vec![shard1, shard0], 7);
+        let Merged { outcome, body, .. } = merge(vec![shard1, shard0], 7);
         let counts: Vec<u64> = (0..4).map(|i| outcome.count(i)).collect();
         assert_eq!(counts, [1, 2, 3, 3]);
         let Numbering::Listed(listed) = &outcome.numbering else {
@@ -390,7 +435,7 @@ mod tests {
         );
         assert!(matches!(body, BodyPlan::Fixed(ref b) if b == b"a"));
         assert_eq!(outcome.covers(5), 5);
-        let (_, body) = merge(
+        let Merged { body, .. } = merge(
             vec![record(
                 0,
                 1,

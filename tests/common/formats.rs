@@ -99,3 +99,21 @@ pub fn u(v: &Value) -> u64 {
     v.as_u64()
         .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
+
+/// A report summary's `runs`, `succeeded` and `failed`.
+pub fn tally(summary: &Value) -> (u64, u64, u64) {
+    (
+        u(&summary["runs"]),
+        u(&summary["succeeded"]),
+        u(&summary["failed"]),
+    )
+}
+
+/// The `run_count` of each run of a report's or a group's run array.
+pub fn counts(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| u(&r["run_count"]))
+        .collect()
+}

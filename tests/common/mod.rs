@@ -6,12 +6,13 @@
 //! (fake upstreams, proxies) in `servers`, independent decoders (RFC 3339,
 //! UUID, base64, JSON files) in `formats`, Redis, nginx and a cluster of
 //! replicas behind them in `cluster`; a faulty UDP/TCP relay for raw runs
-//! in `relay`.
+//! in `relay`, and raw groups' own helpers in `l4`.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod formats;
 pub mod http;
+pub mod l4;
 pub mod pki;
 pub mod relay;
 pub mod servers;
@@ -329,4 +330,43 @@ pub fn run_python_ok(args: &[&str], limit: Duration, what: &str) -> Finished {
 /// A file under tests/peers (the independent peers' scripts).
 pub fn peer_script(name: &str) -> String {
     format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `conntest run ARGS` on a pseudo-terminal (util-linux's `script`), so
+/// that it prints progress lines; asserts it passed and returns the
+/// progress lines it drew (each must clear the one before).
+pub fn progress_lines_of_run(dir: &Path, args: &str, limit: Duration) -> Vec<String> {
+    let command = format!("{} run {args}", bin().display());
+    let done = run_bounded(
+        Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(dir)
+            .env_remove("LOG_LEVEL"),
+        limit,
+    );
+    assert_eq!(
+        done.code,
+        Some(0),
+        "run {args}: {}{}",
+        done.stdout,
+        done.stderr
+    );
+    let lines: Vec<String> = done
+        .stdout
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" errors"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "run {args}: a progress line: {:?}",
+        done.stdout
+    );
+    for line in &lines {
+        assert!(
+            line.starts_with("\x1b[K"),
+            "each line clears the last: {line:?}"
+        );
+    }
+    lines
 }
