@@ -8,6 +8,7 @@
 
 use super::{ServerLoop, Timer, Waiting};
 use crate::event::clock::{self, Nanos};
+use crate::event::datagrams::{RecvBatch, SendBatch};
 use crate::event::Source;
 use crate::l4::framing::Framer;
 use crate::l4::header::{parse_datagram, Header, HEADER_LEN};
@@ -134,10 +135,20 @@ struct L4Conn {
     held: u32,
 }
 
+/// Echoes a full socket holds back at most; past this, later ones are
+/// dropped (lost on the way back, as a full buffer on the path would).
+const MAX_HELD_ECHOES: usize = 65_536;
+
 /// The first loop's raw sockets and the runs they carry.
 #[derive(Default)]
 pub struct L4Side {
     udp: Option<UdpSocket>,
+    /// Datagrams read in one call (made with the UDP socket).
+    recv: Option<Box<RecvBatch>>,
+    /// Datagrams of one read, taken.
+    taken: Vec<L4Msg>,
+    /// UDP echoes not yet sent: sent in one call per wake-up.
+    echoes: SendBatch,
     listener: Option<TcpListener>,
     conns: Slab<L4Conn>,
     held: Slab<L4Msg>,
@@ -162,6 +173,7 @@ impl ServerLoop {
             let mut udp = UdpSocket::from_std(udp);
             registry.register(&mut udp, Source::L4(UDP_SOCKET).token(), Interest::READABLE)?;
             self.l4.udp = Some(udp);
+            self.l4.recv = Some(Box::default());
         }
         if let Some(tcp) = sockets.tcp {
             let mut tcp = TcpListener::from_std(tcp);
@@ -185,38 +197,77 @@ impl ServerLoop {
 
     pub(super) fn l4_event(&mut self, index: usize, now: Nanos) {
         match index {
-            UDP_SOCKET => self.udp_read(now),
+            UDP_SOCKET => {
+                self.udp_read(now);
+                self.l4_send_echoes();
+            }
             LISTENER => self.tcp_accept(),
             i => self.tcp_service(i - FIRST_CONN, now),
         }
     }
 
+    /// Reads every datagram waiting, a batch per call, and takes them; the
+    /// echoes of each batch leave together.
     fn udp_read(&mut self, now: Nanos) {
-        loop {
-            let Some(udp) = &self.l4.udp else { return };
-            let (n, from) = match udp.recv_from(&mut self.l4.buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error of an earlier echo, and the like: not a run.
-                Err(e) => {
-                    crate::debug!("udp: {e}");
-                    continue;
-                }
-            };
-            let datagram = &self.l4.buf[..n];
+        let Some(mut batch) = self.l4.recv.take() else {
+            return;
+        };
+        while self.udp_read_batch(&mut batch, now) {}
+        self.l4.recv = Some(batch);
+    }
+
+    /// One read; whether more may wait.
+    fn udp_read_batch(&mut self, batch: &mut RecvBatch, now: Nanos) -> bool {
+        let Some(udp) = &self.l4.udp else {
+            return false;
+        };
+        match batch.recv(udp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            // An ICMP error of an earlier echo, and the like: not a run.
+            Err(e) => {
+                crate::debug!("udp: {e}");
+                return true;
+            }
+        }
+        let mut taken = std::mem::take(&mut self.l4.taken);
+        for i in 0..batch.len() {
+            let (datagram, from) = batch.get(i);
+            let Some(from) = from else { continue };
             match parse_datagram(datagram, MAX_DATA_BYTES as usize) {
-                Ok((header, _)) => {
-                    let msg = L4Msg {
-                        peer: Peer::Udp(from),
-                        header,
-                        message: datagram.to_vec(),
-                        start: now,
-                    };
-                    self.l4_check(msg, now);
-                }
+                Ok((header, _)) => taken.push(L4Msg {
+                    peer: Peer::Udp(from),
+                    header,
+                    message: datagram.to_vec(),
+                    start: now,
+                }),
                 Err(why) => self.l4_drop(UDP, why),
             }
+        }
+        for msg in taken.drain(..) {
+            self.l4_check(msg, now);
+        }
+        self.l4.taken = taken;
+        self.l4_send_echoes();
+        !batch.drained()
+    }
+
+    /// Sends the UDP echoes waiting; a full socket keeps them until it
+    /// reports room.
+    pub(super) fn l4_send_echoes(&mut self) {
+        let Some(udp) = &mut self.l4.udp else { return };
+        let echoes = &mut self.l4.echoes;
+        while !echoes.is_empty() {
+            match echoes.send(udp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => crate::debug!("udp echo: {e}"),
+            }
+        }
+        let token = Source::L4(UDP_SOCKET).token();
+        if let Err(e) = echoes.follow_room(udp, self.poll.registry(), token) {
+            crate::warn!("udp echoes: {e}");
         }
     }
 
@@ -336,10 +387,10 @@ impl ServerLoop {
     fn l4_echo(&mut self, peer: Peer, echo: &[u8]) {
         match peer {
             Peer::Udp(to) => {
-                if let Some(udp) = &self.l4.udp {
-                    if let Err(e) = udp.send_to(echo, to) {
-                        crate::debug!("udp echo to {to}: {e}");
-                    }
+                if self.l4.echoes.len() < MAX_HELD_ECHOES {
+                    self.l4.echoes.push(echo, Some(to));
+                } else {
+                    crate::debug!("udp echo to {to}: dropped, the socket is full");
                 }
             }
             Peer::Tcp { conn, serial } => {

@@ -488,6 +488,8 @@ impl ServerLoop {
             self.fire_timers(now);
             self.after_upstream(now);
             self.flush_dirty(now);
+            // Echoes of runs recorded by timers or later store answers.
+            self.l4_send_echoes();
         }
     }
 
