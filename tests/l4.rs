@@ -301,3 +301,27 @@ fn conntest_run_takes_a_protocol() {
         assert_eq!(done.code, Some(0), "{protocol}: {}", done.stderr);
     }
 }
+
+/// A raw port already taken: the server exits 2 with one line naming that
+/// port and its protocol (not the HTTP port).
+#[test]
+fn a_taken_raw_port_is_named() {
+    let dir = TempDir::new("l4-bind");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for (flag, protocol, port) in [
+        ("--udp-port", "udp", udp.local_addr().unwrap().port()),
+        ("--tcp-port", "tcp", tcp.local_addr().unwrap().port()),
+    ] {
+        let port_text = port.to_string();
+        let args = ["server", "--bind", "127.0.0.1", "-p", "0", flag, &port_text];
+        let done = run_bounded(&mut conntest_cmd(&dir.0, &args), Duration::from_secs(20));
+        assert_eq!(done.code, Some(2), "{}", done.stderr);
+        let expected = format!("conntest: cannot listen for raw {protocol} runs on port {port}: ");
+        assert!(
+            done.stderr.starts_with(&expected) && done.stderr.trim_end().lines().count() == 1,
+            "{}",
+            done.stderr
+        );
+    }
+}

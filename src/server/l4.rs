@@ -37,27 +37,62 @@ pub struct L4Sockets {
     pub udp: Option<std::net::UdpSocket>,
 }
 
+/// A raw port that could not be bound: the port and protocol, named in
+/// the one line the user sees (carried inside the `io::Error` of
+/// `Server::bind`).
+#[derive(Debug)]
+pub struct L4BindError {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for L4BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen for raw {} runs on port {}: {}",
+            self.protocol.name(),
+            self.port,
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for L4BindError {}
+
+impl L4BindError {
+    /// The raw port's error inside `e`, if `e` is one.
+    pub fn of(e: &io::Error) -> Option<&L4BindError> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 impl L4Sockets {
-    /// Binds the ports asked for (0: any free one) on `ip`.
+    /// Binds the ports asked for (0: any free one) on `ip`; an error names
+    /// the port ([`L4BindError`]).
     pub fn bind(ip: std::net::IpAddr, tcp: Option<u16>, udp: Option<u16>) -> io::Result<L4Sockets> {
-        use socket2::{Domain, Socket, Type};
+        let named = |protocol, port| {
+            move |source: io::Error| {
+                let kind = source.kind();
+                let e = L4BindError {
+                    protocol,
+                    port,
+                    source,
+                };
+                io::Error::new(kind, e)
+            }
+        };
         let tcp = match tcp {
-            Some(port) => Some(super::bind_listener(SocketAddr::new(ip, port), false)?),
+            Some(port) => Some(
+                super::bind_listener(SocketAddr::new(ip, port), false)
+                    .map_err(named(Protocol::Tcp, port))?,
+            ),
             None => None,
         };
         let udp = match udp {
             Some(port) => {
-                let addr = SocketAddr::new(ip, port);
-                let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-                if ip.is_ipv6() && ip.is_unspecified() {
-                    let _ = socket.set_only_v6(false);
-                }
-                // Room for a burst of datagrams while the loop is busy.
-                let _ = socket.set_recv_buffer_size(4 << 20);
-                let _ = socket.set_send_buffer_size(4 << 20);
-                socket.bind(&addr.into())?;
-                socket.set_nonblocking(true)?;
-                Some(socket.into())
+                Some(bind_udp(SocketAddr::new(ip, port)).map_err(named(Protocol::Udp, port))?)
             }
             None => None,
         };
@@ -79,6 +114,20 @@ impl L4Sockets {
                 .map(|a| a.port()),
         }
     }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        let _ = socket.set_only_v6(false);
+    }
+    // Room for a burst of datagrams while the loop is busy.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Where a message came from, so its echo goes back there.
