@@ -325,3 +325,49 @@ fn a_taken_raw_port_is_named() {
         );
     }
 }
+
+/// Raw TCP connections have the HTTP connections' deadlines: half a header
+/// left hanging is cut off after --request-timeout and counted; a
+/// connection that says nothing is closed after --idle-timeout.
+#[test]
+fn a_stalled_raw_connection_is_cut_off() {
+    let server = ServerProcess::start(&[
+        "--tcp-port",
+        "0",
+        "--request-timeout",
+        "300ms",
+        "--idle-timeout",
+        "500ms",
+    ]);
+    let (group, tcp) = create(&server, r#"{"run_count": 5, "protocol": "tcp"}"#, "tcp");
+    let closed = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(tcp).unwrap();
+        // Far past both timeouts: a read that times out means never closed.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let read = std::io::Read::read(&mut stream, &mut [0u8; 64]);
+        assert!(matches!(read, Ok(0)), "not closed by the server: {read:?}");
+    };
+    let half = message(&group, 1, 2, b"ok");
+    closed(&half[..18]);
+    wait_for(
+        &server,
+        "conntest_l4_dropped_total{protocol=\"tcp\",reason=\"timeout\"}",
+        1,
+    );
+    closed(b"");
+    // The idle close is not a message dropped.
+    assert_eq!(
+        metric(
+            &server,
+            "conntest_l4_dropped_total{protocol=\"tcp\",reason=\"timeout\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        get_group(server.addr, &group)["test_runs"],
+        serde_json::json!([])
+    );
+}

@@ -9,8 +9,9 @@
 use super::{ServerLoop, Timer, Waiting};
 use crate::event::clock::{self, Nanos};
 use crate::event::datagrams::{RecvBatch, SendBatch};
+use crate::event::timer::TimerKey;
 use crate::event::Source;
-use crate::l4::framing::Framer;
+use crate::l4::framing::{Expired, Framer, StreamClock};
 use crate::l4::header::{parse_datagram, Header, HEADER_LEN};
 use crate::l4::Dropped;
 use crate::store::{Op, Reply, Run, StoreError};
@@ -182,6 +183,17 @@ struct L4Conn {
     eof: bool,
     /// Runs of this connection not yet echoed.
     held: u32,
+    /// Its idle and message deadlines.
+    clock: StreamClock,
+    /// The armed timer and its deadline.
+    timer: Option<(Nanos, TimerKey)>,
+}
+
+impl L4Conn {
+    /// The server owes the peer something: not idle.
+    fn busy(&self) -> bool {
+        self.held > 0 || !self.out.is_empty()
+    }
 }
 
 /// Echoes a full socket holds back at most; past this, later ones are
@@ -250,7 +262,7 @@ impl ServerLoop {
                 self.udp_read(now);
                 self.l4_send_echoes();
             }
-            LISTENER => self.tcp_accept(),
+            LISTENER => self.tcp_accept(now),
             i => self.tcp_service(i - FIRST_CONN, now),
         }
     }
@@ -393,7 +405,7 @@ impl ServerLoop {
                 let metrics = self.api.metrics();
                 metrics.record_time(now.saturating_sub(submitted));
                 metrics.run_recorded();
-                self.l4_echo(peer, &echo);
+                self.l4_echo(peer, &echo, now);
             }
             (wait, reply) => {
                 crate::debug!("a raw run's store answer {reply:?} to {wait:?}: not echoed");
@@ -433,7 +445,7 @@ impl ServerLoop {
         self.submit(op, waiting, now);
     }
 
-    fn l4_echo(&mut self, peer: Peer, echo: &[u8]) {
+    fn l4_echo(&mut self, peer: Peer, echo: &[u8], now: Nanos) {
         match peer {
             Peer::Udp(to) => {
                 if self.l4.echoes.len() < MAX_HELD_ECHOES {
@@ -448,7 +460,9 @@ impl ServerLoop {
                 };
                 c.held = c.held.saturating_sub(1);
                 c.out.extend_from_slice(echo);
+                c.clock.activity(now, c.framer.pending());
                 self.tcp_flush(conn);
+                self.tcp_arm(conn);
             }
         }
     }
@@ -458,12 +472,13 @@ impl ServerLoop {
         if let Peer::Tcp { conn, serial } = peer {
             if let Some(c) = self.l4.conns.get_mut(conn).filter(|c| c.serial == serial) {
                 c.held = c.held.saturating_sub(1);
+                self.tcp_flush(conn);
+                self.tcp_arm(conn);
             }
-            self.tcp_flush(conn);
         }
     }
 
-    fn tcp_accept(&mut self) {
+    fn tcp_accept(&mut self, now: Nanos) {
         loop {
             if self.l4.conns.len() >= self.options.max_connections {
                 return;
@@ -482,6 +497,8 @@ impl ServerLoop {
                         continue;
                     }
                     self.l4.next_serial += 1;
+                    let limits = &self.options.http;
+                    let key = entry.key();
                     entry.insert(L4Conn {
                         stream,
                         serial: self.l4.next_serial,
@@ -489,7 +506,10 @@ impl ServerLoop {
                         out: Vec::new(),
                         eof: false,
                         held: 0,
+                        clock: StreamClock::new(limits.idle_timeout, limits.request_timeout, now),
+                        timer: None,
                     });
+                    self.tcp_arm(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -537,6 +557,7 @@ impl ServerLoop {
                 }
             }
             c.held += messages.len() as u32;
+            c.clock.activity(now, c.framer.pending());
         }
         for m in messages {
             let mut message = Vec::with_capacity(HEADER_LEN + m.data.len());
@@ -556,6 +577,46 @@ impl ServerLoop {
             return self.tcp_close(key);
         }
         self.tcp_flush(key);
+        self.tcp_arm(key);
+    }
+
+    /// Arms the connection's timer for its next deadline; as for HTTP
+    /// connections, a later deadline keeps the armed timer (which then
+    /// finds nothing due and re-arms): one wheel operation per deadline
+    /// moved earlier.
+    fn tcp_arm(&mut self, key: usize) {
+        let Some(c) = self.l4.conns.get_mut(key) else {
+            return;
+        };
+        let Some(deadline) = c.clock.poll_timeout(c.busy()) else {
+            return;
+        };
+        if let Some((armed, timer)) = c.timer {
+            if armed <= deadline {
+                return;
+            }
+            self.wheel.cancel(timer);
+        }
+        let serial = c.serial;
+        let timer = self.wheel.insert(deadline, Timer::L4Conn { key, serial });
+        c.timer = Some((deadline, timer));
+    }
+
+    /// A raw connection's timer: closed when its time is up (a message
+    /// not whole in time is counted), else re-armed.
+    pub(super) fn l4_conn_timer(&mut self, key: usize, serial: u64, now: Nanos) {
+        let Some(c) = self.l4.conns.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        c.timer = None;
+        match c.clock.expired(now, c.busy()) {
+            Some(Expired::Partial) => {
+                self.l4_drop(TCP, Dropped::Timeout);
+                self.tcp_close(key);
+            }
+            Some(Expired::Idle) => self.tcp_close(key),
+            None => self.tcp_arm(key),
+        }
     }
 
     /// Writes what is owed; closes a connection its peer closed once
@@ -583,6 +644,9 @@ impl ServerLoop {
     fn tcp_close(&mut self, key: usize) {
         if let Some(mut c) = self.l4.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Some((_, timer)) = c.timer {
+                self.wheel.cancel(timer);
+            }
         }
     }
 }

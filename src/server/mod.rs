@@ -258,6 +258,11 @@ enum Timer {
     AcceptRetry,
     /// A raw TCP or UDP run's server delay is over.
     L4Delay(usize),
+    /// Check a raw TCP connection for its idle or message timeout.
+    L4Conn {
+        key: usize,
+        serial: u64,
+    },
 }
 
 impl From<UpstreamTimer> for Timer {
@@ -941,6 +946,7 @@ impl ServerLoop {
                 }
                 Timer::AcceptRetry => self.resume_accepting(now),
                 Timer::L4Delay(key) => self.l4_complete(key, now),
+                Timer::L4Conn { key, serial } => self.l4_conn_timer(key, serial, now),
             }
         }
         self.fired = fired;
