@@ -140,6 +140,7 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
             socket.bind(&local.into())?;
             socket.connect(&cfg.addr.into())?;
             socket.set_nonblocking(true)?;
+            crate::event::datagrams::coalesce(&socket);
             let mut udp = UdpSocket::from_std(socket.into());
             poll.registry().register(
                 &mut udp,
@@ -394,8 +395,7 @@ impl Driver<'_> {
                 return true;
             }
         }
-        for i in 0..batch.len() {
-            let (datagram, _) = batch.get(i);
+        for (datagram, _) in batch.datagrams() {
             let Ok(header) = Header::decode(datagram) else {
                 crate::debug!("a datagram of {} bytes that is not an echo", datagram.len());
                 continue;

@@ -15,12 +15,18 @@ pub const BATCH: usize = 64;
 /// fills them.
 const SLOT: usize = 65_536;
 
-/// Received datagrams: the bytes and sender of each.
+/// Received datagrams: the bytes and sender of each. With [`coalesce`]d
+/// receiving, one message may hold several datagrams of one sender, cut at
+/// the segment size the kernel reports; [`RecvBatch::datagrams`] cuts them.
 pub struct RecvBatch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
+    /// Each message's segment size (0: one datagram).
+    segs: [usize; BATCH],
     count: usize,
+    #[cfg(target_os = "linux")]
+    controls: Vec<[u64; 4]>,
     /// The call's headers, kept so a read does not clear 13 KiB of them.
     #[cfg(target_os = "linux")]
     names: Vec<libc::sockaddr_storage>,
@@ -41,7 +47,10 @@ impl Default for RecvBatch {
             bufs: vec![0; BATCH * SLOT],
             lens: [0; BATCH],
             from: [None; BATCH],
+            segs: [0; BATCH],
             count: 0,
+            #[cfg(target_os = "linux")]
+            controls: vec![[0; 4]; BATCH],
             // SAFETY: all-zero is a valid value of these plain C structs.
             #[cfg(target_os = "linux")]
             names: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
@@ -54,25 +63,29 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Datagrams of the last read.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Whether the last read left nothing in the socket: it had room for
     /// more than it got.
     pub fn drained(&self) -> bool {
         self.count < BATCH
     }
 
-    /// Datagram `i` of the last read, and its sender.
-    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        let start = i * SLOT;
-        (&self.bufs[start..start + self.lens[i]], self.from[i])
+    /// The datagrams of the last read, in order, each with its sender.
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> {
+        (0..self.count).flat_map(move |i| {
+            let start = i * SLOT;
+            let message = &self.bufs[start..start + self.lens[i]];
+            let seg = match self.segs[i] {
+                0 => message.len().max(1),
+                n => n,
+            };
+            let from = self.from[i];
+            // An empty datagram is one datagram still.
+            let parts = message.len().div_ceil(seg).max(1);
+            (0..parts).map(move |k| {
+                let end = ((k + 1) * seg).min(message.len());
+                (&message[(k * seg).min(end)..end], from)
+            })
+        })
     }
 
     /// Reads what is waiting, up to [`BATCH`] datagrams; `WouldBlock` when
@@ -82,6 +95,7 @@ impl RecvBatch {
         use std::os::fd::AsRawFd;
         let base = self.bufs.as_mut_ptr();
         let (names, iovs, msgs) = (&mut self.names, &mut self.iovs, &mut self.msgs);
+        let controls = &mut self.controls;
         for i in 0..BATCH {
             iovs[i] = libc::iovec {
                 // SAFETY: slot i lies within `bufs` (BATCH * SLOT bytes).
@@ -93,6 +107,8 @@ impl RecvBatch {
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
             hdr.msg_iov = &mut iovs[i];
             hdr.msg_iovlen = 1;
+            hdr.msg_control = controls[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of::<[u64; 4]>() as _;
         }
         self.count = 0;
         // SAFETY: every header points at live buffers of the lengths given,
@@ -113,6 +129,7 @@ impl RecvBatch {
         for i in 0..n {
             self.lens[i] = (msgs[i].msg_len as usize).min(SLOT);
             self.from[i] = socket_addr(&names[i], msgs[i].msg_hdr.msg_namelen);
+            self.segs[i] = segment_size(&msgs[i].msg_hdr);
         }
         self.count = n;
         Ok(n)
@@ -124,6 +141,7 @@ impl RecvBatch {
         let (n, from) = socket.recv_from(&mut self.bufs[..SLOT])?;
         self.lens[0] = n;
         self.from[0] = Some(from);
+        self.segs[0] = 0;
         self.count = 1;
         Ok(1)
     }
@@ -138,7 +156,19 @@ pub struct SendBatch {
     ends: Vec<(usize, Option<socket2::SockAddr>)>,
     /// The socket's writable readiness is asked for.
     room_asked: bool,
+    /// The kernel refused a segmented send once: batches go as sendmmsg.
+    no_gso: bool,
 }
+
+/// `UDP_SEGMENT` (linux/udp.h): the size each segment of a send is cut to.
+#[cfg(target_os = "linux")]
+const UDP_SEGMENT: libc::c_int = 103;
+/// Segments one segmented send carries at most (the kernel's
+/// `UDP_MAX_SEGMENTS` is 64 or more), and its bytes at most.
+#[cfg(target_os = "linux")]
+const GSO_SEGMENTS: usize = 64;
+#[cfg(target_os = "linux")]
+const GSO_BYTES: usize = 65_000;
 
 impl SendBatch {
     pub fn push(&mut self, datagram: &[u8], to: Option<SocketAddr>) {
@@ -160,7 +190,7 @@ impl SendBatch {
     /// returned), except for `WouldBlock` (the socket is full) which leaves
     /// them all.
     pub fn send(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
-        let (gone, result) = match self.send_some(socket, 0) {
+        let (gone, result) = match self.send_some(socket) {
             Ok(n) => (n, Ok(n)),
             Err(e)
                 if matches!(
@@ -205,10 +235,108 @@ impl SendBatch {
         Ok(())
     }
 
-    /// One call: datagrams from `first` on.
+    /// The bytes of datagram `k`.
+    fn datagram(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1].0 };
+        &self.bytes[start..self.ends[k].0]
+    }
+
+    /// One call from the first datagram on: a segmented send (UDP GSO) of
+    /// the leading datagrams when several go to one address with one size
+    /// (the last may be shorter), else `sendmmsg`. Segmentation is the
+    /// kernel's: each segment leaves as a datagram of its own, exactly as
+    /// if sent alone; it saves the sender the path per datagram.
     #[cfg(target_os = "linux")]
-    fn send_some(&self, socket: &mio::net::UdpSocket, first: usize) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        let run = self.segmentable();
+        if run >= 2 && !self.no_gso {
+            match self.send_segmented(socket, run) {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    crate::debug!(
+                        "udp: segmented sends refused ({e}); sending datagram by datagram"
+                    );
+                    self.no_gso = true;
+                }
+                other => return other,
+            }
+        }
+        self.send_many(socket)
+    }
+
+    /// How many leading datagrams one segmented send can carry.
+    #[cfg(target_os = "linux")]
+    fn segmentable(&self) -> usize {
+        let Some((_, to)) = self.ends.first() else {
+            return 0;
+        };
+        let size = self.datagram(0).len();
+        let mut total = 0;
+        let mut count = 0;
+        while count < self.ends.len().min(GSO_SEGMENTS) {
+            let len = self.datagram(count).len();
+            if self.ends[count].1 != *to || len > size || len == 0 || total + len > GSO_BYTES {
+                break;
+            }
+            total += len;
+            count += 1;
+            if len < size {
+                break;
+            }
+        }
+        count
+    }
+
+    /// The first `count` datagrams in one `sendmsg` cut into segments.
+    #[cfg(target_os = "linux")]
+    fn send_segmented(&self, socket: &mio::net::UdpSocket, count: usize) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
+        let bytes = &self.bytes[..self.ends[count - 1].0];
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut _,
+            iov_len: bytes.len(),
+        };
+        // Room for one control message holding a u16, aligned for cmsghdr.
+        let mut control = [0u64; 4];
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        if let Some(to) = &self.ends[0].1 {
+            msg.msg_name = to.as_ptr() as *mut _;
+            msg.msg_namelen = to.len();
+        }
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a length.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+        let size = self.datagram(0).len() as u16;
+        // SAFETY: the control buffer holds CMSG_SPACE(2) bytes, so the first
+        // header and its 2 data bytes lie within it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+        }
+        // SAFETY: msg points at the bytes, address and control buffer
+        // borrowed for the call; sendmsg only reads them.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(count)
+    }
+
+    /// One `sendmmsg` of up to [`BATCH`] datagrams.
+    #[cfg(target_os = "linux")]
+    fn send_many(&self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let first = 0;
         let count = (self.ends.len() - first).min(BATCH);
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -239,20 +367,60 @@ impl SendBatch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_some(&self, socket: &mio::net::UdpSocket, first: usize) -> io::Result<usize> {
-        let start = if first == 0 {
-            0
-        } else {
-            self.ends[first - 1].0
-        };
-        let (end, to) = &self.ends[first];
-        let bytes = &self.bytes[start..*end];
-        match to.as_ref().and_then(|a| a.as_socket()) {
+    fn send_some(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        let bytes = self.datagram(0);
+        match self.ends[0].1.as_ref().and_then(|a| a.as_socket()) {
             Some(to) => socket.send_to(bytes, to)?,
             None => socket.send(bytes)?,
         };
         Ok(1)
     }
+}
+
+/// `UDP_GRO` (linux/udp.h): receive a sender's datagrams coalesced.
+#[cfg(target_os = "linux")]
+const UDP_GRO: libc::c_int = 104;
+
+/// Asks the kernel to hand over a sender's datagrams coalesced into one
+/// message where it can (UDP GRO: a segmented send on loopback, a NIC's
+/// coalescing); [`RecvBatch`] cuts them apart again. Best effort: without
+/// it, each datagram comes alone.
+pub fn coalesce(socket: &impl std::os::fd::AsRawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a live local.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_GRO,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as _,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// The segment size of a coalesced message's `UDP_GRO` control message;
+/// 0 when it holds one datagram.
+#[cfg(target_os = "linux")]
+fn segment_size(hdr: &libc::msghdr) -> usize {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages
+    // into the buffer `hdr` points at; the CMSG macros stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    0
 }
 
 #[cfg(target_os = "linux")]
@@ -286,39 +454,44 @@ fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<So
 mod tests {
     use super::*;
 
-    /// Real sockets on loopback: a batch sent arrives whole and in order,
-    /// each datagram from its sender, and a read with room to spare says
-    /// the socket is drained.
-    #[test]
-    fn a_batch_goes_and_comes_whole() {
+    /// Sends `datagrams` from one socket to another in batches and reads
+    /// them back: what came, in order, each from the sender.
+    fn round_trip(datagrams: &[Vec<u8>], coalesced: bool) -> Vec<Vec<u8>> {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
+        if coalesced {
+            coalesce(&b);
+        }
         let (a, b) = (
             mio::net::UdpSocket::from_std(a),
             mio::net::UdpSocket::from_std(b),
         );
         let to = b.local_addr().unwrap();
         let mut out = SendBatch::default();
-        let count = BATCH + 6;
-        for i in 0..count {
-            out.push(&vec![i as u8; i + 1], Some(to));
+        for d in datagrams {
+            out.push(d, Some(to));
         }
-        assert_eq!(out.send(&a).unwrap(), BATCH);
-        assert_eq!(out.len(), 6);
-        assert_eq!(out.send(&a).unwrap(), 6);
-        assert!(out.is_empty());
+        assert_eq!(out.len(), datagrams.len());
+        let mut calls = 0;
+        while !out.is_empty() {
+            calls += 1;
+            assert!(out.send(&a).unwrap() > 0);
+        }
+        assert!(
+            calls <= datagrams.len().div_ceil(BATCH) + 1,
+            "{calls} calls"
+        );
         let mut got = Vec::new();
         let mut batch = RecvBatch::default();
         let mut reads = 0;
         // Loopback delivers at once; a few reads cover it.
-        while got.len() < count && reads < 1000 {
+        while got.len() < datagrams.len() && reads < 1000 {
             reads += 1;
             match batch.recv(&b) {
-                Ok(n) => {
-                    for i in 0..n {
-                        let (bytes, from) = batch.get(i);
+                Ok(_) => {
+                    for (bytes, from) in batch.datagrams() {
                         assert_eq!(from, Some(a.local_addr().unwrap()));
                         got.push(bytes.to_vec());
                     }
@@ -326,14 +499,29 @@ mod tests {
                 Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
             }
         }
-        assert_eq!(got.len(), count);
-        for (i, d) in got.iter().enumerate() {
-            assert_eq!(d, &vec![i as u8; i + 1]);
-        }
-        assert!(batch.drained());
         assert_eq!(
             batch.recv(&b).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+        assert!(batch.drained());
+        got
+    }
+
+    /// Real sockets on loopback: datagrams of any sizes, of one size (sent
+    /// segmented), and of one size but the last (likewise), arrive whole
+    /// and in order, received one by one or coalesced.
+    #[test]
+    fn batches_go_and_come_whole() {
+        let varied: Vec<Vec<u8>> = (0..BATCH + 6).map(|i| vec![i as u8; i + 1]).collect();
+        let mut equal: Vec<Vec<u8>> = (0..150).map(|i| vec![i as u8; 72]).collect();
+        for coalesced in [false, true] {
+            assert_eq!(round_trip(&varied, coalesced), varied);
+            assert_eq!(round_trip(&equal, coalesced), equal);
+        }
+        equal.push(vec![7; 10]);
+        equal.push(vec![8; 0]);
+        for coalesced in [false, true] {
+            assert_eq!(round_trip(&equal, coalesced), equal);
+        }
     }
 }

@@ -128,6 +128,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
+    crate::event::datagrams::coalesce(&socket);
     Ok(socket.into())
 }
 
@@ -293,8 +294,7 @@ impl ServerLoop {
             }
         }
         let mut taken = std::mem::take(&mut self.l4.taken);
-        for i in 0..batch.len() {
-            let (datagram, from) = batch.get(i);
+        for (datagram, from) in batch.datagrams() {
             let Some(from) = from else { continue };
             match parse_datagram(datagram, MAX_DATA_BYTES as usize) {
                 Ok((header, _)) => taken.push(L4Msg {
