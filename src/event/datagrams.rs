@@ -27,6 +27,10 @@ pub struct RecvBatch {
     count: usize,
     #[cfg(target_os = "linux")]
     controls: Vec<[u64; 4]>,
+    /// Headers whose lengths the kernel may have rewritten since they were
+    /// last reset.
+    #[cfg(target_os = "linux")]
+    touched: usize,
     /// The call's headers, kept so a read does not clear 13 KiB of them.
     #[cfg(target_os = "linux")]
     names: Vec<libc::sockaddr_storage>,
@@ -43,7 +47,7 @@ unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
     fn default() -> Self {
-        RecvBatch {
+        let mut batch = RecvBatch {
             bufs: vec![0; BATCH * SLOT],
             lens: [0; BATCH],
             from: [None; BATCH],
@@ -51,6 +55,8 @@ impl Default for RecvBatch {
             count: 0,
             #[cfg(target_os = "linux")]
             controls: vec![[0; 4]; BATCH],
+            #[cfg(target_os = "linux")]
+            touched: BATCH,
             // SAFETY: all-zero is a valid value of these plain C structs.
             #[cfg(target_os = "linux")]
             names: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
@@ -58,7 +64,10 @@ impl Default for RecvBatch {
             iovs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             #[cfg(target_os = "linux")]
             msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
-        }
+        };
+        #[cfg(target_os = "linux")]
+        batch.wire();
+        batch
     }
 }
 
@@ -90,25 +99,32 @@ impl RecvBatch {
 
     /// Reads what is waiting, up to [`BATCH`] datagrams; `WouldBlock` when
     /// none is.
+    /// Points each header at its slot, name and control buffer, once: the
+    /// buffers are heap allocations that stay where they are.
     #[cfg(target_os = "linux")]
-    pub fn recv(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
+    fn wire(&mut self) {
         let base = self.bufs.as_mut_ptr();
-        let (names, iovs, msgs) = (&mut self.names, &mut self.iovs, &mut self.msgs);
-        let controls = &mut self.controls;
         for i in 0..BATCH {
-            iovs[i] = libc::iovec {
+            self.iovs[i] = libc::iovec {
                 // SAFETY: slot i lies within `bufs` (BATCH * SLOT bytes).
                 iov_base: unsafe { base.add(i * SLOT) }.cast(),
                 iov_len: SLOT,
             };
-            let hdr = &mut msgs[i].msg_hdr;
-            hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-            hdr.msg_iov = &mut iovs[i];
+            let hdr = &mut self.msgs[i].msg_hdr;
+            hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_iov = &mut self.iovs[i];
             hdr.msg_iovlen = 1;
-            hdr.msg_control = controls[i].as_mut_ptr().cast();
-            hdr.msg_controllen = std::mem::size_of::<[u64; 4]>() as _;
+            hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn recv(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let msgs = &mut self.msgs;
+        for m in msgs.iter_mut().take(self.touched) {
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            m.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 4]>() as _;
         }
         self.count = 0;
         // SAFETY: every header points at live buffers of the lengths given,
@@ -123,13 +139,16 @@ impl RecvBatch {
             )
         };
         if n < 0 {
+            self.touched = 0;
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        for i in 0..n {
-            self.lens[i] = (msgs[i].msg_len as usize).min(SLOT);
-            self.from[i] = socket_addr(&names[i], msgs[i].msg_hdr.msg_namelen);
-            self.segs[i] = segment_size(&msgs[i].msg_hdr);
+        let n = (n as usize).min(BATCH);
+        // The kernel rewrote the lengths of what it read, and no more.
+        self.touched = n;
+        for (i, m) in msgs.iter().take(n).enumerate() {
+            self.lens[i] = (m.msg_len as usize).min(SLOT);
+            self.from[i] = socket_addr(&self.names[i], m.msg_hdr.msg_namelen);
+            self.segs[i] = segment_size(&m.msg_hdr);
         }
         self.count = n;
         Ok(n)
@@ -248,6 +267,9 @@ impl SendBatch {
     /// if sent alone; it saves the sender the path per datagram.
     #[cfg(target_os = "linux")]
     fn send_some(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        if self.ends.len() == 1 {
+            return self.send_one(socket);
+        }
         let run = self.segmentable();
         if run >= 2 && !self.no_gso {
             match self.send_segmented(socket, run) {
@@ -368,6 +390,11 @@ impl SendBatch {
 
     #[cfg(not(target_os = "linux"))]
     fn send_some(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
+        self.send_one(socket)
+    }
+
+    /// The first datagram alone: the lightest call.
+    fn send_one(&self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
         let bytes = self.datagram(0);
         match self.ends[0].1.as_ref().and_then(|a| a.as_socket()) {
             Some(to) => socket.send_to(bytes, to)?,

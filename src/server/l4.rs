@@ -15,13 +15,15 @@ use crate::l4::framing::{Expired, Framer, StreamClock};
 use crate::l4::header::{parse_datagram, Header, HEADER_LEN};
 use crate::l4::Dropped;
 use crate::store::{Op, Reply, Run, StoreError};
-use crate::wire::{L4Ports, Protocol, MAX_DATA_BYTES};
+use crate::wire::{GroupHeader, L4Ports, Protocol, MAX_DATA_BYTES};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Interest;
 use slab::Slab;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The metrics' index of each transport.
 const TCP: usize = 0;
@@ -197,6 +199,8 @@ impl L4Conn {
     }
 }
 
+/// Groups whose headers the loop keeps at most (then it forgets them all).
+const MAX_KNOWN_GROUPS: usize = 1024;
 /// Echoes a full socket holds back at most; past this, later ones are
 /// dropped (lost on the way back, as a full buffer on the path would).
 const MAX_HELD_ECHOES: usize = 65_536;
@@ -211,6 +215,11 @@ pub struct L4Side {
     taken: Vec<L4Msg>,
     /// UDP echoes not yet sent: sent in one call per wake-up.
     echoes: SendBatch,
+    /// Groups whose runs came here, as the store last said: a group's
+    /// config never changes, so its protocol is checked without asking the
+    /// store again (which still begins each run, so a deleted group's runs
+    /// are refused).
+    groups: HashMap<Uuid, Arc<GroupHeader>>,
     listener: Option<TcpListener>,
     conns: Slab<L4Conn>,
     held: Slab<L4Msg>,
@@ -348,34 +357,50 @@ impl ServerLoop {
         }
     }
 
-    /// Looks the message's group up.
+    /// Looks the message's group up (the store, once per group).
     fn l4_check(&mut self, msg: L4Msg, now: Nanos) {
         let id = msg.header.group;
-        self.submit(Op::Header { id }, Waiting::L4(L4Wait::Check(msg)), now);
+        match self.l4.groups.get(&id) {
+            Some(group) => {
+                let group = Arc::clone(group);
+                self.l4_checked(msg, &group, now);
+            }
+            None => self.submit(Op::Header { id }, Waiting::L4(L4Wait::Check(msg)), now),
+        }
+    }
+
+    /// The message's group is known: of its protocol, within its size, it
+    /// is begun.
+    fn l4_checked(&mut self, msg: L4Msg, group: &GroupHeader, now: Nanos) {
+        let transport = msg.peer.transport();
+        let config = &group.config.l4;
+        let expected = if transport == UDP {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        if config.protocol != expected {
+            return self.l4_refuse(msg.peer, Dropped::Protocol);
+        }
+        let data = &msg.message[HEADER_LEN..];
+        if transport == UDP && data.len() as u64 > config.max_data() {
+            return self.l4_refuse(msg.peer, Dropped::Oversized);
+        }
+        self.api
+            .metrics()
+            .l4_taken(transport, msg.header.checks(data));
+        let id = msg.header.group;
+        self.submit(Op::Begin { id }, Waiting::L4(L4Wait::Begin(msg)), now);
     }
 
     pub(super) fn on_l4_reply(&mut self, wait: L4Wait, reply: Reply, now: Nanos) {
         match (wait, reply) {
             (L4Wait::Check(msg), Reply::Group(group)) => {
-                let transport = msg.peer.transport();
-                let config = &group.config.l4;
-                let expected = if transport == UDP {
-                    Protocol::Udp
-                } else {
-                    Protocol::Tcp
-                };
-                if config.protocol != expected {
-                    return self.l4_refuse(msg.peer, Dropped::Protocol);
+                if self.l4.groups.len() >= MAX_KNOWN_GROUPS {
+                    self.l4.groups.clear();
                 }
-                let data = &msg.message[HEADER_LEN..];
-                if transport == UDP && data.len() as u64 > config.max_data() {
-                    return self.l4_refuse(msg.peer, Dropped::Oversized);
-                }
-                self.api
-                    .metrics()
-                    .l4_taken(transport, msg.header.checks(data));
-                let id = msg.header.group;
-                self.submit(Op::Begin { id }, Waiting::L4(L4Wait::Begin(msg)), now);
+                self.l4.groups.insert(msg.header.group, Arc::clone(&group));
+                self.l4_checked(msg, &group, now);
             }
             (L4Wait::Begin(msg), Reply::Group(group)) => {
                 let delay = group.config.server_delay_ns;
@@ -387,7 +412,10 @@ impl ServerLoop {
                 }
             }
             (L4Wait::Check(msg) | L4Wait::Begin(msg), Reply::Error(e)) => match e {
-                StoreError::UnknownGroup => self.l4_refuse(msg.peer, Dropped::UnknownGroup),
+                StoreError::UnknownGroup => {
+                    self.l4.groups.remove(&msg.header.group);
+                    self.l4_refuse(msg.peer, Dropped::UnknownGroup)
+                }
                 other => {
                     crate::debug!("a raw run refused by the store: {other:?}");
                     self.l4_drop(msg.peer.transport(), Dropped::Refused);
