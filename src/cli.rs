@@ -424,7 +424,12 @@ fn server(mut args: Arguments) -> Result<i32, CliError> {
             })
         }
     }
-    .map_err(|e| CliError::Usage(format!("cannot listen on port {port}: {e}")))?;
+    .map_err(|e| {
+        CliError::Usage(match crate::server::l4::L4BindError::of(&e) {
+            Some(raw) => raw.to_string(),
+            None => format!("cannot listen on port {port}: {e}"),
+        })
+    })?;
     // Counted once the port is ours, so a busy port is the one line said.
     if let Err(short) = crate::event::check_fd_budget(max_connections as u64) {
         crate::warn!(

@@ -244,3 +244,73 @@ fn conntest_run_takes_a_protocol() {
         assert_eq!(done.code, Some(0), "{protocol}: {}", done.stderr);
     }
 }
+
+/// A raw port already taken: the server exits 2 with one line naming that
+/// port and its protocol (not the HTTP port).
+#[test]
+fn a_taken_raw_port_is_named() {
+    let dir = TempDir::new("l4-bind");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for (flag, protocol, port) in [
+        ("--udp-port", "udp", udp.local_addr().unwrap().port()),
+        ("--tcp-port", "tcp", tcp.local_addr().unwrap().port()),
+    ] {
+        let port_text = port.to_string();
+        let args = ["server", "--bind", "127.0.0.1", "-p", "0", flag, &port_text];
+        let done = run_bounded(&mut conntest_cmd(&dir.0, &args), Duration::from_secs(20));
+        assert_eq!(done.code, Some(2), "{}", done.stderr);
+        let expected = format!("conntest: cannot listen for raw {protocol} runs on port {port}: ");
+        assert!(
+            done.stderr.starts_with(&expected) && done.stderr.trim_end().lines().count() == 1,
+            "{}",
+            done.stderr
+        );
+    }
+}
+
+/// Raw TCP connections have the HTTP connections' deadlines: half a header
+/// left hanging is cut off after --request-timeout and counted; a
+/// connection that says nothing is closed after --idle-timeout.
+#[test]
+fn a_stalled_raw_connection_is_cut_off() {
+    let server = ServerProcess::start(&[
+        "--tcp-port",
+        "0",
+        "--request-timeout",
+        "300ms",
+        "--idle-timeout",
+        "500ms",
+    ]);
+    let (group, tcp) = create(&server, r#"{"run_count": 5, "protocol": "tcp"}"#, "tcp");
+    let closed = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(tcp).unwrap();
+        // Far past both timeouts: a read that times out means never closed.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let read = std::io::Read::read(&mut stream, &mut [0u8; 64]);
+        assert!(matches!(read, Ok(0)), "not closed by the server: {read:?}");
+    };
+    let half = message(&group, 1, 2, b"ok");
+    closed(&half[..18]);
+    wait_for(
+        &server,
+        "conntest_l4_dropped_total{protocol=\"tcp\",reason=\"timeout\"}",
+        1,
+    );
+    closed(b"");
+    // The idle close is not a message dropped.
+    assert_eq!(
+        metric(
+            &server,
+            "conntest_l4_dropped_total{protocol=\"tcp\",reason=\"timeout\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        get_group(server.addr, &group)["test_runs"],
+        serde_json::json!([])
+    );
+}

@@ -13,6 +13,7 @@
 use super::driver::{classify, GoneWatch, GRACE};
 use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
+use crate::event::datagrams::{RecvBatch, SendBatch};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -115,10 +116,14 @@ struct Driver<'a> {
     wheel: TimerWheel<Timer>,
     wake: WakeTimer,
     udp: Option<UdpSocket>,
+    /// Echoes read in one call (UDP).
+    recv: Option<Box<RecvBatch>>,
+    /// Datagrams to send in one call, and the slot and run of each, in
+    /// order; they wait here too while the socket is full.
+    sends: SendBatch,
+    sending: Vec<(usize, usize)>,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// UDP slots whose datagram waits for room in the socket.
-    blocked: Vec<usize>,
     runs: Vec<ClientRun>,
     facts: Vec<L4Run>,
     started: Nanos,
@@ -165,11 +170,12 @@ pub fn drive(
             socket.bind(&local.into())?;
             socket.connect(&cfg.addr.into())?;
             socket.set_nonblocking(true)?;
+            crate::event::datagrams::coalesce(&socket);
             let mut udp = UdpSocket::from_std(socket.into());
             poll.registry().register(
                 &mut udp,
                 Source::Connection(UDP_TOKEN).token(),
-                Interest::READABLE | Interest::WRITABLE,
+                Interest::READABLE,
             )?;
             Some(udp)
         }
@@ -182,10 +188,12 @@ pub fn drive(
         poll,
         wheel: TimerWheel::new(now),
         wake,
+        recv: udp.as_ref().map(|_| Box::default()),
         udp,
+        sends: SendBatch::default(),
+        sending: Vec::new(),
         slots: (0..concurrency).map(|_| Slot::default()).collect(),
         free: (0..concurrency).rev().collect(),
-        blocked: Vec::new(),
         runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
         facts: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
         started: now,
@@ -239,7 +247,7 @@ impl Driver<'_> {
         let mut events = Events::with_capacity(1024);
         let mut linger_until = None;
         let mut grace_until = None;
-        self.dispatch(clock::now());
+        self.dispatch(clock::now())?;
         loop {
             let now = clock::now();
             // An interrupt, or a server that seems gone: nothing more is
@@ -283,7 +291,7 @@ impl Driver<'_> {
             for event in events.iter() {
                 match Source::from_token(event.token()) {
                     Some(Source::Connection(UDP_TOKEN)) => {
-                        self.udp_unblock(now);
+                        self.udp_flush()?;
                         self.udp_read(now);
                     }
                     Some(Source::Connection(slot)) => self.tcp_ready(slot, now),
@@ -314,12 +322,18 @@ impl Driver<'_> {
                     }
                 }
             }
-            self.dispatch(now);
+            self.dispatch(now)?;
         }
     }
 
-    /// Starts every run that is due while a slot is free.
-    fn dispatch(&mut self, now: Nanos) {
+    /// Starts every run that is due while a slot is free; UDP runs' datagrams
+    /// leave together.
+    fn dispatch(&mut self, now: Nanos) -> io::Result<()> {
+        self.start_due(now);
+        self.udp_flush()
+    }
+
+    fn start_due(&mut self, now: Nanos) {
         while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
             let index = self.runs.len();
             let due = self.started + index as u64 * self.cfg.client_delay;
@@ -375,57 +389,97 @@ impl Driver<'_> {
         self.cfg.first_count + index as u64 * self.cfg.count_stride
     }
 
+    /// Queues the slot's datagram; [`Driver::udp_flush`] sends it.
     fn udp_send(&mut self, slot: usize) {
-        let Some(udp) = &self.udp else { return };
-        let s = &mut self.slots[slot];
-        let Some(index) = s.run else { return };
-        let start = clock::now();
-        match udp.send(&s.out) {
-            Ok(_) => self.runs[index].start = start,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked.push(slot),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.udp_refused(start),
-            Err(e) => {
-                let (problem, detail) = classify(&e, "sending the datagram");
-                self.fail(slot, problem, &detail, start);
+        if let Some(index) = self.slots[slot].run {
+            self.sends.push(&self.slots[slot].out, None);
+            self.sending.push((slot, index));
+        }
+    }
+
+    /// Sends the datagrams queued, a batch per call; each run starts when
+    /// its call is made. A full socket keeps the rest until it has room.
+    fn udp_flush(&mut self) -> io::Result<()> {
+        while !self.sending.is_empty() {
+            let Some(udp) = &self.udp else { break };
+            let start = clock::now();
+            let before = self.sends.len();
+            let result = self.sends.send(udp);
+            let gone = before - self.sends.len();
+            let failed = match result {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Some(e),
+            };
+            let sent = gone - usize::from(failed.is_some());
+            // A run that ended while its datagram waited (timed out behind
+            // a full socket) is not started by it.
+            for &(slot, index) in &self.sending[..sent] {
+                if self.slots[slot].run == Some(index) {
+                    self.runs[index].start = start;
+                }
+            }
+            let failed_slot = failed.is_some().then(|| self.sending[sent]);
+            self.sending.drain(..gone);
+            if let (Some((slot, index)), Some(e)) = (failed_slot, failed) {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    // An ICMP port unreachable of an earlier datagram.
+                    self.udp_refused(start);
+                } else if self.slots[slot].run == Some(index) {
+                    let (problem, detail) = classify(&e, "sending the datagram");
+                    self.fail(slot, problem, &detail, start);
+                }
+            } else if gone == 0 {
+                break;
             }
         }
-    }
-
-    fn udp_unblock(&mut self, _now: Nanos) {
-        for slot in std::mem::take(&mut self.blocked) {
-            self.udp_send(slot);
+        if let Some(udp) = &mut self.udp {
+            let token = Source::Connection(UDP_TOKEN).token();
+            self.sends.follow_room(udp, self.poll.registry(), token)?;
         }
+        Ok(())
     }
 
+    /// Reads every echo waiting, a batch per call.
     fn udp_read(&mut self, now: Nanos) {
-        loop {
-            let Some(udp) = &self.udp else { return };
-            let n = match udp.recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.udp_refused(now);
-                    continue;
-                }
-                // Another ICMP error of an earlier datagram, and the like:
-                // the runs it concerns time out (lost on the way there).
-                Err(e) => {
-                    crate::debug!("udp: {e}");
-                    continue;
-                }
-            };
-            let Ok(header) = Header::decode(&self.buf[..n]) else {
-                crate::debug!("a datagram of {n} bytes that is not an echo");
+        let Some(mut batch) = self.recv.take() else {
+            return;
+        };
+        while self.udp_read_batch(&mut batch, now) {}
+        self.recv = Some(batch);
+    }
+
+    /// One read; whether more may wait.
+    fn udp_read_batch(&mut self, batch: &mut RecvBatch, now: Nanos) -> bool {
+        let Some(udp) = &self.udp else { return false };
+        match batch.recv(udp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.udp_refused(now);
+                return true;
+            }
+            // Another ICMP error of an earlier datagram, and the like:
+            // the runs it concerns time out (lost on the way there).
+            Err(e) => {
+                crate::debug!("udp: {e}");
+                return true;
+            }
+        }
+        for (datagram, _) in batch.datagrams() {
+            let Ok(header) = Header::decode(datagram) else {
+                crate::debug!("a datagram of {} bytes that is not an echo", datagram.len());
                 continue;
             };
             let Some(index) = self.index_of(&header) else {
                 crate::debug!("an echo of run {} which was not sent", header.run_count);
                 continue;
             };
-            let data = self.buf[HEADER_LEN..n].to_vec();
-            self.echo(index, &header, &data, now);
+            self.echo(index, &header, &datagram[HEADER_LEN..], now);
         }
+        !batch.drained()
     }
 
     /// The socket reported an ICMP port unreachable (ECONNREFUSED): nothing
@@ -443,7 +497,8 @@ impl Driver<'_> {
                 self.fail(slot, Problem::Refused, &detail, now);
             }
         }
-        self.blocked.clear();
+        self.sending.clear();
+        self.sends.clear();
     }
 
     /// The run an echo's header names, if this test sent it.

@@ -1,7 +1,9 @@
 //! What the event loops are built from: the clock, the timer wheel, the
-//! precise wake-up timer, the DNS resolver thread and token bookkeeping.
+//! precise wake-up timer, the DNS resolver thread, datagrams read and sent
+//! in batches, and token bookkeeping.
 
 pub mod clock;
+pub mod datagrams;
 pub mod resolver;
 pub mod timer;
 pub mod wake;

@@ -40,9 +40,17 @@ impl WakeTimer {
         }
     }
 
-    /// Arms the wake-up for the next deadline and returns the poll timeout:
-    /// `None` (sleep until an event or the timer), or zero while spinning
-    /// through the last stretch (the spin margin) before a deadline.
+    /// Arms the wake-up for the next deadline, or `cap` from now if that
+    /// comes first, and returns the poll timeout: `None` (sleep until an
+    /// event or the timer), or zero while spinning through the last stretch
+    /// (the spin margin) before a deadline.
+    ///
+    /// On Linux the cap is the timer's too, never the poll's: a poll
+    /// timeout arms and cancels a kernel timer on every wait (a VM exit
+    /// each, on a virtual machine), which a ping-pong of datagrams pays on
+    /// each message. A wake-up already armed no later than needed and still
+    /// ahead is kept, so the timer is set about once per cap, not per wait;
+    /// it may wake the loop early, which then finds nothing due.
     pub fn prepare(
         &mut self,
         next: Option<Nanos>,
@@ -50,24 +58,20 @@ impl WakeTimer {
         cap: Option<Duration>,
     ) -> io::Result<Option<Duration>> {
         let spin = self.spin;
-        let timeout = match next {
-            Some(deadline) if deadline <= now + spin => {
-                self.arm(None)?;
-                Some(Duration::ZERO)
-            }
-            Some(deadline) => {
-                self.arm(Some(deadline - spin))?;
-                self.poll_timeout(now)
-            }
-            None => {
-                self.arm(None)?;
-                None
-            }
+        if next.is_some_and(|deadline| deadline <= now + spin) {
+            self.arm(None)?;
+            return Ok(Some(Duration::ZERO));
+        }
+        let cap_at = cap.map(|c| now.saturating_add(c.as_nanos() as Nanos));
+        let wake_at = match (next.map(|d| d - spin), cap_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        Ok(match (timeout, cap) {
-            (Some(t), Some(c)) => Some(t.min(c)),
-            (t, c) => t.or(c),
-        })
+        let in_time = matches!((self.armed, wake_at), (Some(a), Some(w)) if a > now && a <= w);
+        if !in_time {
+            self.arm(wake_at)?;
+        }
+        Ok(self.poll_timeout(now))
     }
 }
 
@@ -186,5 +190,39 @@ mod tests {
         assert!(timer.spin < MIN_SPIN + MICROSECOND);
         timer.learn(10_000 * MICROSECOND);
         assert_eq!(timer.spin, MAX_SPIN);
+    }
+
+    /// Time by hand: the cap is armed once and kept while it is still in
+    /// time; an earlier deadline re-arms; the poll never carries a timeout
+    /// except zero while spinning.
+    #[test]
+    fn the_cap_is_armed_once_not_per_wait() {
+        let poll = mio::Poll::new().unwrap();
+        let mut timer = WakeTimer::new(poll.registry(), Token(1)).unwrap();
+        let ms = 1_000 * MICROSECOND;
+        let cap = Some(Duration::from_millis(100));
+        let t0 = 1_000 * ms;
+        assert_eq!(timer.prepare(None, t0, cap).unwrap(), None);
+        assert_eq!(timer.armed, Some(t0 + 100 * ms));
+        // Later waits keep it: no call into the kernel.
+        assert_eq!(timer.prepare(None, t0 + 10 * ms, cap).unwrap(), None);
+        assert_eq!(timer.armed, Some(t0 + 100 * ms));
+        // A deadline before it re-arms, minus the spin margin.
+        timer
+            .prepare(Some(t0 + 50 * ms), t0 + 20 * ms, cap)
+            .unwrap();
+        assert_eq!(timer.armed, Some(t0 + 50 * ms - MIN_SPIN));
+        // A later deadline keeps the earlier wake-up (which finds nothing due).
+        timer
+            .prepare(Some(t0 + 90 * ms), t0 + 21 * ms, cap)
+            .unwrap();
+        assert_eq!(timer.armed, Some(t0 + 50 * ms - MIN_SPIN));
+        // Past the armed time, it is armed anew.
+        timer.prepare(None, t0 + 60 * ms, cap).unwrap();
+        assert_eq!(timer.armed, Some(t0 + 160 * ms));
+        // Within the spin margin: disarmed, a zero poll timeout.
+        let near = timer.prepare(Some(t0 + 61 * ms), t0 + 61 * ms - MICROSECOND, cap);
+        assert_eq!(near.unwrap(), Some(Duration::ZERO));
+        assert_eq!(timer.armed, None);
     }
 }

@@ -5,6 +5,7 @@
 
 use super::header::{Header, HEADER_LEN};
 use super::Dropped;
+use crate::event::clock::Nanos;
 
 /// One message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,10 +106,106 @@ impl Framer {
     }
 }
 
+/// A raw TCP connection's deadlines, the HTTP connection's counterparts:
+/// a message must arrive whole within `message` of its first byte (a peer
+/// that stops mid-message is cut off), and a connection with nothing
+/// pending (no partial message, no run held, nothing to write) is closed
+/// `idle` after its last activity. Sans-IO: the loop says what happened and
+/// when, and asks for the next deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamClock {
+    idle: Nanos,
+    message: Nanos,
+    last: Nanos,
+    /// When the message not yet whole began.
+    partial_since: Option<Nanos>,
+}
+
+/// Why a connection's time is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Nothing happened for the idle timeout.
+    Idle,
+    /// A message did not arrive whole in time.
+    Partial,
+}
+
+impl StreamClock {
+    pub fn new(idle: Nanos, message: Nanos, now: Nanos) -> StreamClock {
+        StreamClock {
+            idle,
+            message,
+            last: now,
+            partial_since: None,
+        }
+    }
+
+    /// Bytes came or left at `now`; `pending` bytes of a message are not
+    /// yet whole.
+    pub fn activity(&mut self, now: Nanos, pending: usize) {
+        self.last = now;
+        self.partial_since = match pending {
+            0 => None,
+            _ => Some(self.partial_since.unwrap_or(now)),
+        };
+    }
+
+    /// The next deadline; `busy` while the server owes the peer something
+    /// (a run held, an echo unwritten): it is then not idle.
+    pub fn poll_timeout(&self, busy: bool) -> Option<Nanos> {
+        match (self.partial_since, busy) {
+            (Some(since), _) => Some(since.saturating_add(self.message)),
+            (None, true) => None,
+            (None, false) => Some(self.last.saturating_add(self.idle)),
+        }
+    }
+
+    /// Whether the connection's time is up at `now`.
+    pub fn expired(&self, now: Nanos, busy: bool) -> Option<Expired> {
+        let deadline = self.poll_timeout(busy)?;
+        (now >= deadline).then_some(match self.partial_since {
+            Some(_) => Expired::Partial,
+            None => Expired::Idle,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::header::encode_message;
     use super::*;
+
+    /// Time driven by hand: idle after `idle` of nothing, unless a run is
+    /// held; a message begun must end within `message` of its first byte,
+    /// however the bytes trickle in; a whole message restarts the clock.
+    #[test]
+    fn the_stream_clock_cuts_idle_and_slow_peers() {
+        let (idle, message) = (60, 10);
+        let mut c = StreamClock::new(idle, message, 100);
+        assert_eq!(c.poll_timeout(false), Some(160));
+        assert_eq!(c.expired(159, false), None);
+        assert_eq!(c.expired(160, false), Some(Expired::Idle));
+        assert_eq!(c.poll_timeout(true), None, "a held run is not idleness");
+        assert_eq!(c.expired(1_000, true), None);
+        // Half a header at 120, more bytes at 125: still due at 130.
+        c.activity(120, 18);
+        assert_eq!(c.poll_timeout(false), Some(130));
+        c.activity(125, 30);
+        assert_eq!(c.poll_timeout(true), Some(130), "held or not");
+        assert_eq!(c.expired(129, false), None);
+        assert_eq!(c.expired(130, true), Some(Expired::Partial));
+        // The message completed at 128: idle again from there.
+        c.activity(128, 0);
+        assert_eq!(c.poll_timeout(false), Some(188));
+        assert_eq!(c.expired(130, false), None);
+        // A framer's pending bytes drive it.
+        let mut f = Framer::new(100);
+        let mut bytes = Vec::new();
+        encode_message(uuid::Uuid::nil(), 1, b"data", &mut bytes);
+        f.receive(&bytes[..20]);
+        c.activity(200, f.pending());
+        assert_eq!(c.expired(210, false), Some(Expired::Partial));
+    }
     use uuid::Uuid;
 
     fn stream(messages: &[(u64, &[u8])]) -> Vec<u8> {

@@ -35,16 +35,20 @@ pub enum Dropped {
     /// The store refused the run (full, or unreachable): the client sees
     /// no echo.
     Refused,
+    /// A TCP message that did not arrive whole within `--request-timeout`
+    /// of its first byte: the connection is closed.
+    Timeout,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 6] = [
+    pub const ALL: [Dropped; 7] = [
         Dropped::Header,
         Dropped::Truncated,
         Dropped::Oversized,
         Dropped::UnknownGroup,
         Dropped::Protocol,
         Dropped::Refused,
+        Dropped::Timeout,
     ];
 
     /// The `reason` label of `conntest_l4_dropped_total`.
@@ -56,6 +60,7 @@ impl Dropped {
             Dropped::UnknownGroup => "unknown_group",
             Dropped::Protocol => "protocol",
             Dropped::Refused => "refused",
+            Dropped::Timeout => "timeout",
         }
     }
 }

@@ -8,18 +8,22 @@
 
 use super::{ServerLoop, Timer, Waiting};
 use crate::event::clock::{self, Nanos};
+use crate::event::datagrams::{RecvBatch, SendBatch};
+use crate::event::timer::TimerKey;
 use crate::event::Source;
-use crate::l4::framing::Framer;
+use crate::l4::framing::{Expired, Framer, StreamClock};
 use crate::l4::header::{parse_datagram, Header, HEADER_LEN};
 use crate::l4::Dropped;
 use crate::store::{Op, Reply, Run, StoreError};
-use crate::wire::{L4Ports, Protocol, MAX_DATA_BYTES};
+use crate::wire::{GroupHeader, L4Ports, Protocol, MAX_DATA_BYTES};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Interest;
 use slab::Slab;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The metrics' index of each transport.
 const TCP: usize = 0;
@@ -36,27 +40,62 @@ pub struct L4Sockets {
     pub udp: Option<std::net::UdpSocket>,
 }
 
+/// A raw port that could not be bound: the port and protocol, named in
+/// the one line the user sees (carried inside the `io::Error` of
+/// `Server::bind`).
+#[derive(Debug)]
+pub struct L4BindError {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for L4BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen for raw {} runs on port {}: {}",
+            self.protocol.name(),
+            self.port,
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for L4BindError {}
+
+impl L4BindError {
+    /// The raw port's error inside `e`, if `e` is one.
+    pub fn of(e: &io::Error) -> Option<&L4BindError> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 impl L4Sockets {
-    /// Binds the ports asked for (0: any free one) on `ip`.
+    /// Binds the ports asked for (0: any free one) on `ip`; an error names
+    /// the port ([`L4BindError`]).
     pub fn bind(ip: std::net::IpAddr, tcp: Option<u16>, udp: Option<u16>) -> io::Result<L4Sockets> {
-        use socket2::{Domain, Socket, Type};
+        let named = |protocol, port| {
+            move |source: io::Error| {
+                let kind = source.kind();
+                let e = L4BindError {
+                    protocol,
+                    port,
+                    source,
+                };
+                io::Error::new(kind, e)
+            }
+        };
         let tcp = match tcp {
-            Some(port) => Some(super::bind_listener(SocketAddr::new(ip, port), false)?),
+            Some(port) => Some(
+                super::bind_listener(SocketAddr::new(ip, port), false)
+                    .map_err(named(Protocol::Tcp, port))?,
+            ),
             None => None,
         };
         let udp = match udp {
             Some(port) => {
-                let addr = SocketAddr::new(ip, port);
-                let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-                if ip.is_ipv6() && ip.is_unspecified() {
-                    let _ = socket.set_only_v6(false);
-                }
-                // Room for a burst of datagrams while the loop is busy.
-                let _ = socket.set_recv_buffer_size(4 << 20);
-                let _ = socket.set_send_buffer_size(4 << 20);
-                socket.bind(&addr.into())?;
-                socket.set_nonblocking(true)?;
-                Some(socket.into())
+                Some(bind_udp(SocketAddr::new(ip, port)).map_err(named(Protocol::Udp, port))?)
             }
             None => None,
         };
@@ -78,6 +117,21 @@ impl L4Sockets {
                 .map(|a| a.port()),
         }
     }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        let _ = socket.set_only_v6(false);
+    }
+    // Room for a burst of datagrams while the loop is busy.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    crate::event::datagrams::coalesce(&socket);
+    Ok(socket.into())
 }
 
 /// Where a message came from, so its echo goes back there.
@@ -132,12 +186,40 @@ struct L4Conn {
     eof: bool,
     /// Runs of this connection not yet echoed.
     held: u32,
+    /// Its idle and message deadlines.
+    clock: StreamClock,
+    /// The armed timer and its deadline.
+    timer: Option<(Nanos, TimerKey)>,
 }
+
+impl L4Conn {
+    /// The server owes the peer something: not idle.
+    fn busy(&self) -> bool {
+        self.held > 0 || !self.out.is_empty()
+    }
+}
+
+/// Groups whose headers the loop keeps at most (then it forgets them all).
+const MAX_KNOWN_GROUPS: usize = 1024;
+/// Echoes a full socket holds back at most; past this, later ones are
+/// dropped (lost on the way back, as a full buffer on the path would).
+const MAX_HELD_ECHOES: usize = 65_536;
 
 /// The first loop's raw sockets and the runs they carry.
 #[derive(Default)]
 pub struct L4Side {
     udp: Option<UdpSocket>,
+    /// Datagrams read in one call (made with the UDP socket).
+    recv: Option<Box<RecvBatch>>,
+    /// Datagrams of one read, taken.
+    taken: Vec<L4Msg>,
+    /// UDP echoes not yet sent: sent in one call per wake-up.
+    echoes: SendBatch,
+    /// Groups whose runs came here, as the store last said: a group's
+    /// config never changes, so its protocol is checked without asking the
+    /// store again (which still begins each run, so a deleted group's runs
+    /// are refused).
+    groups: HashMap<Uuid, Arc<GroupHeader>>,
     listener: Option<TcpListener>,
     conns: Slab<L4Conn>,
     held: Slab<L4Msg>,
@@ -162,6 +244,7 @@ impl ServerLoop {
             let mut udp = UdpSocket::from_std(udp);
             registry.register(&mut udp, Source::L4(UDP_SOCKET).token(), Interest::READABLE)?;
             self.l4.udp = Some(udp);
+            self.l4.recv = Some(Box::default());
         }
         if let Some(tcp) = sockets.tcp {
             let mut tcp = TcpListener::from_std(tcp);
@@ -185,38 +268,76 @@ impl ServerLoop {
 
     pub(super) fn l4_event(&mut self, index: usize, now: Nanos) {
         match index {
-            UDP_SOCKET => self.udp_read(now),
-            LISTENER => self.tcp_accept(),
+            UDP_SOCKET => {
+                self.udp_read(now);
+                self.l4_send_echoes();
+            }
+            LISTENER => self.tcp_accept(now),
             i => self.tcp_service(i - FIRST_CONN, now),
         }
     }
 
+    /// Reads every datagram waiting, a batch per call, and takes them; the
+    /// echoes of each batch leave together.
     fn udp_read(&mut self, now: Nanos) {
-        loop {
-            let Some(udp) = &self.l4.udp else { return };
-            let (n, from) = match udp.recv_from(&mut self.l4.buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error of an earlier echo, and the like: not a run.
-                Err(e) => {
-                    crate::debug!("udp: {e}");
-                    continue;
-                }
-            };
-            let datagram = &self.l4.buf[..n];
+        let Some(mut batch) = self.l4.recv.take() else {
+            return;
+        };
+        while self.udp_read_batch(&mut batch, now) {}
+        self.l4.recv = Some(batch);
+    }
+
+    /// One read; whether more may wait.
+    fn udp_read_batch(&mut self, batch: &mut RecvBatch, now: Nanos) -> bool {
+        let Some(udp) = &self.l4.udp else {
+            return false;
+        };
+        match batch.recv(udp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            // An ICMP error of an earlier echo, and the like: not a run.
+            Err(e) => {
+                crate::debug!("udp: {e}");
+                return true;
+            }
+        }
+        let mut taken = std::mem::take(&mut self.l4.taken);
+        for (datagram, from) in batch.datagrams() {
+            let Some(from) = from else { continue };
             match parse_datagram(datagram, MAX_DATA_BYTES as usize) {
-                Ok((header, _)) => {
-                    let msg = L4Msg {
-                        peer: Peer::Udp(from),
-                        header,
-                        message: datagram.to_vec(),
-                        start: now,
-                    };
-                    self.l4_check(msg, now);
-                }
+                Ok((header, _)) => taken.push(L4Msg {
+                    peer: Peer::Udp(from),
+                    header,
+                    message: datagram.to_vec(),
+                    start: now,
+                }),
                 Err(why) => self.l4_drop(UDP, why),
             }
+        }
+        for msg in taken.drain(..) {
+            self.l4_check(msg, now);
+        }
+        self.l4.taken = taken;
+        self.l4_send_echoes();
+        !batch.drained()
+    }
+
+    /// Sends the UDP echoes waiting; a full socket keeps them until it
+    /// reports room.
+    pub(super) fn l4_send_echoes(&mut self) {
+        let Some(udp) = &mut self.l4.udp else { return };
+        let echoes = &mut self.l4.echoes;
+        while !echoes.is_empty() {
+            match echoes.send(udp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => crate::debug!("udp echo: {e}"),
+            }
+        }
+        let token = Source::L4(UDP_SOCKET).token();
+        if let Err(e) = echoes.follow_room(udp, self.poll.registry(), token) {
+            crate::warn!("udp echoes: {e}");
         }
     }
 
@@ -236,34 +357,50 @@ impl ServerLoop {
         }
     }
 
-    /// Looks the message's group up.
+    /// Looks the message's group up (the store, once per group).
     fn l4_check(&mut self, msg: L4Msg, now: Nanos) {
         let id = msg.header.group;
-        self.submit(Op::Header { id }, Waiting::L4(L4Wait::Check(msg)), now);
+        match self.l4.groups.get(&id) {
+            Some(group) => {
+                let group = Arc::clone(group);
+                self.l4_checked(msg, &group, now);
+            }
+            None => self.submit(Op::Header { id }, Waiting::L4(L4Wait::Check(msg)), now),
+        }
+    }
+
+    /// The message's group is known: of its protocol, within its size, it
+    /// is begun.
+    fn l4_checked(&mut self, msg: L4Msg, group: &GroupHeader, now: Nanos) {
+        let transport = msg.peer.transport();
+        let config = &group.config.l4;
+        let expected = if transport == UDP {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        if config.protocol != expected {
+            return self.l4_refuse(msg.peer, Dropped::Protocol);
+        }
+        let data = &msg.message[HEADER_LEN..];
+        if transport == UDP && data.len() as u64 > config.max_data() {
+            return self.l4_refuse(msg.peer, Dropped::Oversized);
+        }
+        self.api
+            .metrics()
+            .l4_taken(transport, msg.header.checks(data));
+        let id = msg.header.group;
+        self.submit(Op::Begin { id }, Waiting::L4(L4Wait::Begin(msg)), now);
     }
 
     pub(super) fn on_l4_reply(&mut self, wait: L4Wait, reply: Reply, now: Nanos) {
         match (wait, reply) {
             (L4Wait::Check(msg), Reply::Group(group)) => {
-                let transport = msg.peer.transport();
-                let config = &group.config.l4;
-                let expected = if transport == UDP {
-                    Protocol::Udp
-                } else {
-                    Protocol::Tcp
-                };
-                if config.protocol != expected {
-                    return self.l4_refuse(msg.peer, Dropped::Protocol);
+                if self.l4.groups.len() >= MAX_KNOWN_GROUPS {
+                    self.l4.groups.clear();
                 }
-                let data = &msg.message[HEADER_LEN..];
-                if transport == UDP && data.len() as u64 > config.max_data() {
-                    return self.l4_refuse(msg.peer, Dropped::Oversized);
-                }
-                self.api
-                    .metrics()
-                    .l4_taken(transport, msg.header.checks(data));
-                let id = msg.header.group;
-                self.submit(Op::Begin { id }, Waiting::L4(L4Wait::Begin(msg)), now);
+                self.l4.groups.insert(msg.header.group, Arc::clone(&group));
+                self.l4_checked(msg, &group, now);
             }
             (L4Wait::Begin(msg), Reply::Group(group)) => {
                 let delay = group.config.server_delay_ns;
@@ -275,7 +412,10 @@ impl ServerLoop {
                 }
             }
             (L4Wait::Check(msg) | L4Wait::Begin(msg), Reply::Error(e)) => match e {
-                StoreError::UnknownGroup => self.l4_refuse(msg.peer, Dropped::UnknownGroup),
+                StoreError::UnknownGroup => {
+                    self.l4.groups.remove(&msg.header.group);
+                    self.l4_refuse(msg.peer, Dropped::UnknownGroup)
+                }
                 other => {
                     crate::debug!("a raw run refused by the store: {other:?}");
                     self.l4_drop(msg.peer.transport(), Dropped::Refused);
@@ -293,7 +433,7 @@ impl ServerLoop {
                 let metrics = self.api.metrics();
                 metrics.record_time(now.saturating_sub(submitted));
                 metrics.run_recorded();
-                self.l4_echo(peer, &echo);
+                self.l4_echo(peer, &echo, now);
             }
             (wait, reply) => {
                 crate::debug!("a raw run's store answer {reply:?} to {wait:?}: not echoed");
@@ -333,13 +473,13 @@ impl ServerLoop {
         self.submit(op, waiting, now);
     }
 
-    fn l4_echo(&mut self, peer: Peer, echo: &[u8]) {
+    fn l4_echo(&mut self, peer: Peer, echo: &[u8], now: Nanos) {
         match peer {
             Peer::Udp(to) => {
-                if let Some(udp) = &self.l4.udp {
-                    if let Err(e) = udp.send_to(echo, to) {
-                        crate::debug!("udp echo to {to}: {e}");
-                    }
+                if self.l4.echoes.len() < MAX_HELD_ECHOES {
+                    self.l4.echoes.push(echo, Some(to));
+                } else {
+                    crate::debug!("udp echo to {to}: dropped, the socket is full");
                 }
             }
             Peer::Tcp { conn, serial } => {
@@ -348,7 +488,9 @@ impl ServerLoop {
                 };
                 c.held = c.held.saturating_sub(1);
                 c.out.extend_from_slice(echo);
+                c.clock.activity(now, c.framer.pending());
                 self.tcp_flush(conn);
+                self.tcp_arm(conn);
             }
         }
     }
@@ -358,12 +500,13 @@ impl ServerLoop {
         if let Peer::Tcp { conn, serial } = peer {
             if let Some(c) = self.l4.conns.get_mut(conn).filter(|c| c.serial == serial) {
                 c.held = c.held.saturating_sub(1);
+                self.tcp_flush(conn);
+                self.tcp_arm(conn);
             }
-            self.tcp_flush(conn);
         }
     }
 
-    fn tcp_accept(&mut self) {
+    fn tcp_accept(&mut self, now: Nanos) {
         loop {
             if self.l4.conns.len() >= self.options.max_connections {
                 return;
@@ -382,6 +525,8 @@ impl ServerLoop {
                         continue;
                     }
                     self.l4.next_serial += 1;
+                    let limits = &self.options.http;
+                    let key = entry.key();
                     entry.insert(L4Conn {
                         stream,
                         serial: self.l4.next_serial,
@@ -389,7 +534,10 @@ impl ServerLoop {
                         out: Vec::new(),
                         eof: false,
                         held: 0,
+                        clock: StreamClock::new(limits.idle_timeout, limits.request_timeout, now),
+                        timer: None,
                     });
+                    self.tcp_arm(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -437,6 +585,7 @@ impl ServerLoop {
                 }
             }
             c.held += messages.len() as u32;
+            c.clock.activity(now, c.framer.pending());
         }
         for m in messages {
             let mut message = Vec::with_capacity(HEADER_LEN + m.data.len());
@@ -456,6 +605,46 @@ impl ServerLoop {
             return self.tcp_close(key);
         }
         self.tcp_flush(key);
+        self.tcp_arm(key);
+    }
+
+    /// Arms the connection's timer for its next deadline; as for HTTP
+    /// connections, a later deadline keeps the armed timer (which then
+    /// finds nothing due and re-arms): one wheel operation per deadline
+    /// moved earlier.
+    fn tcp_arm(&mut self, key: usize) {
+        let Some(c) = self.l4.conns.get_mut(key) else {
+            return;
+        };
+        let Some(deadline) = c.clock.poll_timeout(c.busy()) else {
+            return;
+        };
+        if let Some((armed, timer)) = c.timer {
+            if armed <= deadline {
+                return;
+            }
+            self.wheel.cancel(timer);
+        }
+        let serial = c.serial;
+        let timer = self.wheel.insert(deadline, Timer::L4Conn { key, serial });
+        c.timer = Some((deadline, timer));
+    }
+
+    /// A raw connection's timer: closed when its time is up (a message
+    /// not whole in time is counted), else re-armed.
+    pub(super) fn l4_conn_timer(&mut self, key: usize, serial: u64, now: Nanos) {
+        let Some(c) = self.l4.conns.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        c.timer = None;
+        match c.clock.expired(now, c.busy()) {
+            Some(Expired::Partial) => {
+                self.l4_drop(TCP, Dropped::Timeout);
+                self.tcp_close(key);
+            }
+            Some(Expired::Idle) => self.tcp_close(key),
+            None => self.tcp_arm(key),
+        }
     }
 
     /// Writes what is owed; closes a connection its peer closed once
@@ -483,6 +672,9 @@ impl ServerLoop {
     fn tcp_close(&mut self, key: usize) {
         if let Some(mut c) = self.l4.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Some((_, timer)) = c.timer {
+                self.wheel.cancel(timer);
+            }
         }
     }
 }

@@ -262,6 +262,11 @@ enum Timer {
     AcceptRetry,
     /// A raw TCP or UDP run's server delay is over.
     L4Delay(usize),
+    /// Check a raw TCP connection for its idle or message timeout.
+    L4Conn {
+        key: usize,
+        serial: u64,
+    },
 }
 
 impl From<UpstreamTimer> for Timer {
@@ -493,6 +498,8 @@ impl ServerLoop {
             self.fire_timers(now);
             self.after_upstream(now);
             self.flush_dirty(now);
+            // Echoes of runs recorded by timers or later store answers.
+            self.l4_send_echoes();
         }
     }
 
@@ -944,6 +951,7 @@ impl ServerLoop {
                 }
                 Timer::AcceptRetry => self.resume_accepting(now),
                 Timer::L4Delay(key) => self.l4_complete(key, now),
+                Timer::L4Conn { key, serial } => self.l4_conn_timer(key, serial, now),
             }
         }
         self.fired = fired;
