@@ -20,14 +20,7 @@ fn server() -> ServerProcess {
 
 /// Creates a group; returns its id and the raw port the answer names.
 fn create(server: &ServerProcess, config: &str, protocol: &str) -> (String, SocketAddr) {
-    let reply = request(
-        server.addr,
-        "POST",
-        "/test-groups/create",
-        config.as_bytes(),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let json = reply.json();
+    let json = create_answer(server.addr, config);
     let port = json["l4"][format!("{protocol}_port")]
         .as_u64()
         .expect("l4 port") as u16;

@@ -12,7 +12,7 @@
 
 use super::driver::classify;
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
-use crate::event::datagrams::{RecvBatch, SendBatch};
+use crate::event::datagrams::{Got, RecvBatch, SendBatch};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -384,16 +384,13 @@ impl Driver<'_> {
     /// One read; whether more may wait.
     fn udp_read_batch(&mut self, batch: &mut RecvBatch, now: Nanos) -> bool {
         let Some(udp) = &self.udp else { return false };
-        match batch.recv(udp) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            // ICMP port unreachable of an earlier datagram, and the like:
-            // the runs it concerns time out (lost on the way there).
-            Err(e) => {
-                crate::debug!("udp: {e}");
-                return true;
-            }
+        // An ICMP port unreachable of an earlier datagram, and the like,
+        // is passed over: the runs it concerns time out (lost on the way
+        // there).
+        match batch.read(udp) {
+            Got::Datagrams => {}
+            Got::Again => return true,
+            Got::Empty => return false,
         }
         for (datagram, _) in batch.datagrams() {
             let Ok(header) = Header::decode(datagram) else {

@@ -71,7 +71,34 @@ impl Default for RecvBatch {
     }
 }
 
+/// What one [`RecvBatch::read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Got {
+    /// Datagrams, in [`RecvBatch::datagrams`]; more may wait unless
+    /// [`RecvBatch::drained`].
+    Datagrams,
+    /// Nothing this time but more may wait: an interrupted call, or the
+    /// error an earlier datagram left (an ICMP port unreachable, say),
+    /// which concerns no datagram here.
+    Again,
+    /// Nothing waits.
+    Empty,
+}
+
 impl RecvBatch {
+    /// One read, its errors sorted: no error ends a socket's reading.
+    pub fn read(&mut self, socket: &mio::net::UdpSocket) -> Got {
+        match self.recv(socket) {
+            Ok(_) => Got::Datagrams,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::Empty,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Again,
+            Err(e) => {
+                crate::debug!("udp: {e}");
+                Got::Again
+            }
+        }
+    }
+
     /// Whether the last read left nothing in the socket: it had room for
     /// more than it got.
     pub fn drained(&self) -> bool {
