@@ -11,6 +11,7 @@
 //! reordered, and the summary's `l4` figures.
 
 use super::driver::classify;
+use super::pacing::{new_run, Pacing};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
 use crate::event::datagrams::{Got, RecvBatch, SendBatch};
 use crate::event::timer::{TimerKey, TimerWheel};
@@ -108,8 +109,7 @@ struct Driver<'a> {
     free: Vec<usize>,
     runs: Vec<ClientRun>,
     facts: Vec<L4Run>,
-    started: Nanos,
-    due_timer: Option<TimerKey>,
+    pacing: Pacing,
     in_flight: usize,
     arrivals: u32,
     connections_opened: u64,
@@ -166,8 +166,7 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
         free: (0..concurrency).rev().collect(),
         runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
         facts: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        started: now,
-        due_timer: None,
+        pacing: Pacing::new(now, cfg.client_delay, cfg.run_count),
         in_flight: 0,
         arrivals: 0,
         connections_opened: 0,
@@ -180,7 +179,7 @@ pub fn drive(cfg: L4DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcom
     let interrupted = d.run()?;
     let outcome = DriverOutcome {
         runs: d.runs,
-        started: d.started,
+        started: d.pacing.started,
         finished: clock::now(),
         client_delay: d.cfg.client_delay,
         anchor,
@@ -245,7 +244,7 @@ impl Driver<'_> {
             self.wheel.poll(now, &mut fired);
             for timer in fired {
                 match timer {
-                    Timer::Due => self.due_timer = None,
+                    Timer::Due => self.pacing.woke(),
                     Timer::Timeout { slot, serial } => {
                         let s = &mut self.slots[slot];
                         if s.serial == serial && s.run.is_some() {
@@ -269,26 +268,13 @@ impl Driver<'_> {
     }
 
     fn start_due(&mut self, now: Nanos) {
-        while (self.runs.len() as u64) < self.cfg.run_count {
+        loop {
             let index = self.runs.len();
-            let due = self.started + index as u64 * self.cfg.client_delay;
-            if due > now {
-                if self.due_timer.is_none() {
-                    self.due_timer = Some(self.wheel.insert(due, Timer::Due));
-                }
+            if !self.pacing.due(index, now, &mut self.wheel, Timer::Due) {
                 return;
             }
             let Some(slot) = self.free.pop() else { return };
-            let body_uuid = matches!(self.cfg.body, BodyPlan::Uuid).then(|| self.ids.uuid());
-            self.runs.push(ClientRun {
-                start: 0,
-                end: 0,
-                connect_ns: None,
-                tls_ns: None,
-                status: 0,
-                body_uuid,
-                failure: None,
-            });
+            self.runs.push(new_run(&self.cfg.body, &mut self.ids));
             self.facts.push(L4Run {
                 echoes: 0,
                 echo_error: None,
@@ -389,7 +375,12 @@ impl Driver<'_> {
         // there).
         match batch.read(udp) {
             Got::Datagrams => {}
-            Got::Again => return true,
+            Got::Again(e) => {
+                if let Some(e) = e {
+                    crate::debug!("udp: {e}");
+                }
+                return true;
+            }
             Got::Empty => return false,
         }
         for (datagram, _) in batch.datagrams() {

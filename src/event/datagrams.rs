@@ -72,15 +72,15 @@ impl Default for RecvBatch {
 }
 
 /// What one [`RecvBatch::read`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Got {
     /// Datagrams, in [`RecvBatch::datagrams`]; more may wait unless
     /// [`RecvBatch::drained`].
     Datagrams,
     /// Nothing this time but more may wait: an interrupted call, or the
     /// error an earlier datagram left (an ICMP port unreachable, say),
-    /// which concerns no datagram here.
-    Again,
+    /// which concerns no datagram here (the caller may log it).
+    Again(Option<io::Error>),
     /// Nothing waits.
     Empty,
 }
@@ -91,11 +91,8 @@ impl RecvBatch {
         match self.recv(socket) {
             Ok(_) => Got::Datagrams,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::Empty,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Again,
-            Err(e) => {
-                crate::debug!("udp: {e}");
-                Got::Again
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Again(None),
+            Err(e) => Got::Again(Some(e)),
         }
     }
 
@@ -306,9 +303,7 @@ impl SendBatch {
                         Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
                     ) =>
                 {
-                    crate::debug!(
-                        "udp: segmented sends refused ({e}); sending datagram by datagram"
-                    );
+                    // Sent datagram by datagram from now on.
                     self.no_gso = true;
                 }
                 other => return other,

@@ -295,7 +295,12 @@ impl ServerLoop {
         // An ICMP error of an earlier echo, and the like, is not a run.
         match batch.read(udp) {
             Got::Datagrams => {}
-            Got::Again => return true,
+            Got::Again(e) => {
+                if let Some(e) = e {
+                    crate::debug!("udp: {e}");
+                }
+                return true;
+            }
             Got::Empty => return false,
         }
         let mut taken = std::mem::take(&mut self.l4.taken);
