@@ -45,7 +45,7 @@ spawn() {
   else "$@" >>"$WORK/peers.log" 2>&1 & fi
   LAST=$!; pids+=("$LAST")
 }
-stop() { [ -n "$1" ] && { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }; }
+stop() { if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 
 HTTP=0; URL=""; SERVER=""; LAST=""
 start_server() { # $1: cpus
