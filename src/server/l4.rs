@@ -338,7 +338,7 @@ impl ServerLoop {
         }
         let token = Source::L4(UDP_SOCKET).token();
         if let Err(e) = echoes.follow_room(udp, self.poll.registry(), token) {
-            crate::warn!("udp echoes: {e}");
+            crate::debug!("udp echoes: {e}");
         }
     }
 
