@@ -37,13 +37,22 @@ median() { python3 -c 'import sys, statistics; print(statistics.median(float(x) 
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 # $1: a cpu list for taskset, or "" for none; the rest: the command.
 on() { local cpus=$1; shift; if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
+# Likewise in the background, output to the log; sets LAST to its pid (the
+# program's own, so it can be stopped).
+spawn() {
+  local cpus=$1; shift
+  if [ -n "$cpus" ]; then taskset -c "$cpus" "$@" >>"$WORK/peers.log" 2>&1 &
+  else "$@" >>"$WORK/peers.log" 2>&1 & fi
+  LAST=$!; pids+=("$LAST")
+}
+stop() { if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 
-HTTP=0; URL=""; SERVER=""
+HTTP=0; URL=""; SERVER=""; LAST=""
 start_server() { # $1: cpus
-  [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+  stop "$SERVER"
   HTTP=$(free_port)
-  LOG_LEVEL=warn on "$1" "$BIN" server --bind 127.0.0.1 -p "$HTTP" --udp-port 0 --tcp-port 0 &
-  SERVER=$!; pids+=("$SERVER")
+  LOG_LEVEL=warn spawn "$1" "$BIN" server --bind 127.0.0.1 -p "$HTTP" --udp-port 0 --tcp-port 0
+  SERVER=$LAST
   URL="http://127.0.0.1:$HTTP"
   for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.05; done
 }
@@ -54,10 +63,10 @@ run() { # $1: cpus of the client, $2: config JSON; prints the report's summary
 }
 SP=""; SPPORT=0
 start_sockperf() { # $1: cpus
-  [ -n "$SP" ] && { kill "$SP"; wait "$SP" 2>/dev/null || true; }
+  stop "$SP"
   SPPORT=$(free_port)
-  on "$1" sockperf server -i 127.0.0.1 -p "$SPPORT" >/dev/null 2>&1 &
-  SP=$!; pids+=("$SP"); sleep 0.3
+  spawn "$1" sockperf server -i 127.0.0.1 -p "$SPPORT"
+  SP=$LAST; sleep 0.3
 }
 
 echo "== 1. UDP ping-pong, concurrency 1: round-trip p50 (median of $ROUNDS rounds, alternating)"
@@ -88,8 +97,8 @@ for _ in $(seq "$ROUNDS"); do
   cr+=("$(jq .throughput_rps <<<"$S")")
   lt+=("$(jq .l4.loss_to_server_percent <<<"$S")"); lf+=("$(jq .l4.loss_from_server_percent <<<"$S")")
   IP=$(free_port)
-  iperf3 -s -1 -B 127.0.0.1 -p "$IP" >/dev/null 2>&1 &
-  pids+=($!); sleep 0.3
+  spawn "" iperf3 -s -1 -B 127.0.0.1 -p "$IP"
+  sleep 0.3
   IJ=$(iperf3 -c 127.0.0.1 -p "$IP" -u -b 0 -l 72 -t "$SECS" -J)
   is+=("$(jq '.end.sum_sent.packets / .end.sum_sent.seconds' <<<"$IJ")")
   ir+=("$(jq '(.end.sum_received.packets - .end.sum_received.lost_packets) / .end.sum_received.seconds' <<<"$IJ")")
@@ -148,10 +157,9 @@ int main(int argc, char **argv) {
 C
 cc -O2 -o "$WORK/peer" "$WORK/peer.c"
 CP=$(free_port)
-"$WORK/peer" server "$CP" &
-pids+=($!)
+spawn "" "$WORK/peer" server "$CP"
 PP=$(free_port)
-python3 - "$PP" <<'PY' &
+python3 - "$PP" >>"$WORK/peers.log" 2>&1 <<'PY' &
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(128)
@@ -164,6 +172,7 @@ while True:
 PY
 pids+=($!)
 sleep 0.5
+stop "$SP"
 ct=(); cc_=(); py=()
 for _ in $(seq "$ROUNDS"); do
   S=$(run "" "{\"run_count\": $((RUNS / 2)), \"concurrency\": 1, \"protocol\": \"tcp\"}")

@@ -8,6 +8,7 @@
 //! (the wake-up at which its last answer byte was read) and, when it opened
 //! a connection, the connect time.
 
+use super::pacing::{new_run, Pacing};
 use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
@@ -143,8 +144,7 @@ struct Driver<'a> {
     wheel: TimerWheel<Timer>,
     wake: WakeTimer,
     runs: Vec<ClientRun>,
-    started: Nanos,
-    due_timer: Option<TimerKey>,
+    pacing: Pacing,
     finished_runs: u64,
     failed_runs: u64,
     connections_opened: u64,
@@ -178,8 +178,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         wheel: TimerWheel::new(now),
         wake,
         runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        started: now,
-        due_timer: None,
+        pacing: Pacing::new(now, cfg.client_delay, cfg.run_count),
         finished_runs: 0,
         failed_runs: 0,
         connections_opened: 0,
@@ -207,7 +206,7 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
     }
     let outcome = DriverOutcome {
         runs: driver.runs,
-        started: driver.started,
+        started: driver.pacing.started,
         finished: clock::now(),
         client_delay: driver.cfg.client_delay,
         anchor,
@@ -269,7 +268,7 @@ impl Driver<'_> {
             self.wheel.poll(now, &mut fired);
             for timer in fired {
                 match timer {
-                    Timer::Due => self.due_timer = None,
+                    Timer::Due => self.pacing.woke(),
                     Timer::Timeout { slot, serial } => {
                         if self.slots[slot].serial == serial && self.slots[slot].busy.is_some() {
                             self.slots[slot].timer = None;
@@ -310,29 +309,15 @@ impl Driver<'_> {
 
     /// Starts every run that is due while a connection is free.
     fn dispatch(&mut self, now: Nanos) {
-        while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
+        while !self.stopping {
             let index = self.runs.len();
-            let due = self.started + index as u64 * self.cfg.client_delay;
-            if due > now {
-                if self.due_timer.is_none() {
-                    self.due_timer = Some(self.wheel.insert(due, Timer::Due));
-                }
+            if !self.pacing.due(index, now, &mut self.wheel, Timer::Due) {
                 return;
             }
             let Some(slot) = self.free.pop() else {
                 return;
             };
-            let body_uuid = matches!(self.cfg.body, BodyPlan::Uuid).then(|| self.ids.uuid());
-            self.runs.push(ClientRun {
-                start: 0,
-                end: 0,
-                connect_ns: None,
-                tls_ns: None,
-                proxy_connect_ns: None,
-                status: 0,
-                body_uuid,
-                failure: None,
-            });
+            self.runs.push(new_run(&self.cfg.body, &mut self.ids));
             self.slots[slot].busy = Some(index);
             if self.slots[slot].stream.is_some() {
                 self.send(slot);

@@ -11,9 +11,10 @@
 //! reordered, and the summary's `l4` figures.
 
 use super::driver::{classify, GoneWatch, GRACE};
+use super::pacing::{new_run, Pacing};
 use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
-use crate::event::datagrams::{RecvBatch, SendBatch};
+use crate::event::datagrams::{Got, RecvBatch, SendBatch};
 use crate::event::timer::{TimerKey, TimerWheel};
 use crate::event::wake::WakeTimer;
 use crate::event::Source;
@@ -126,8 +127,7 @@ struct Driver<'a> {
     free: Vec<usize>,
     runs: Vec<ClientRun>,
     facts: Vec<L4Run>,
-    started: Nanos,
-    due_timer: Option<TimerKey>,
+    pacing: Pacing,
     in_flight: usize,
     arrivals: u32,
     connections_opened: u64,
@@ -196,8 +196,7 @@ pub fn drive(
         free: (0..concurrency).rev().collect(),
         runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
         facts: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        started: now,
-        due_timer: None,
+        pacing: Pacing::new(now, cfg.client_delay, cfg.run_count),
         in_flight: 0,
         arrivals: 0,
         connections_opened: 0,
@@ -222,7 +221,7 @@ pub fn drive(
     }
     let outcome = DriverOutcome {
         runs: d.runs,
-        started: d.started,
+        started: d.pacing.started,
         finished: clock::now(),
         client_delay: d.cfg.client_delay,
         anchor,
@@ -303,7 +302,7 @@ impl Driver<'_> {
             self.wheel.poll(now, &mut fired);
             for timer in fired {
                 match timer {
-                    Timer::Due => self.due_timer = None,
+                    Timer::Due => self.pacing.woke(),
                     Timer::Timeout { slot, serial } => {
                         let s = &mut self.slots[slot];
                         if s.serial == serial && s.run.is_some() {
@@ -334,27 +333,13 @@ impl Driver<'_> {
     }
 
     fn start_due(&mut self, now: Nanos) {
-        while !self.stopping && (self.runs.len() as u64) < self.cfg.run_count {
+        while !self.stopping {
             let index = self.runs.len();
-            let due = self.started + index as u64 * self.cfg.client_delay;
-            if due > now {
-                if self.due_timer.is_none() {
-                    self.due_timer = Some(self.wheel.insert(due, Timer::Due));
-                }
+            if !self.pacing.due(index, now, &mut self.wheel, Timer::Due) {
                 return;
             }
             let Some(slot) = self.free.pop() else { return };
-            let body_uuid = matches!(self.cfg.body, BodyPlan::Uuid).then(|| self.ids.uuid());
-            self.runs.push(ClientRun {
-                start: 0,
-                end: 0,
-                connect_ns: None,
-                tls_ns: None,
-                proxy_connect_ns: None,
-                status: 0,
-                body_uuid,
-                failure: None,
-            });
+            self.runs.push(new_run(&self.cfg.body, &mut self.ids));
             self.facts.push(L4Run {
                 echoes: 0,
                 echo_error: None,
@@ -453,20 +438,23 @@ impl Driver<'_> {
     /// One read; whether more may wait.
     fn udp_read_batch(&mut self, batch: &mut RecvBatch, now: Nanos) -> bool {
         let Some(udp) = &self.udp else { return false };
-        match batch.recv(udp) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+        // An ICMP port unreachable (ECONNREFUSED on the connected socket)
+        // ends every run in flight as refused; another error an earlier
+        // datagram left is passed over: the runs it concerns time out
+        // (lost on the way there).
+        match batch.read(udp) {
+            Got::Datagrams => {}
+            Got::Again(Some(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 self.udp_refused(now);
                 return true;
             }
-            // Another ICMP error of an earlier datagram, and the like:
-            // the runs it concerns time out (lost on the way there).
-            Err(e) => {
-                crate::debug!("udp: {e}");
+            Got::Again(e) => {
+                if let Some(e) = e {
+                    crate::debug!("udp: {e}");
+                }
                 return true;
             }
+            Got::Empty => return false,
         }
         for (datagram, _) in batch.datagrams() {
             let Ok(header) = Header::decode(datagram) else {

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod fetch;
 pub mod gather;
 pub mod l4;
+pub mod pacing;
 pub mod progress;
 pub mod shard;
 pub mod verify;

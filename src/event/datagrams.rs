@@ -71,7 +71,31 @@ impl Default for RecvBatch {
     }
 }
 
+/// What one [`RecvBatch::read`] found.
+#[derive(Debug)]
+pub enum Got {
+    /// Datagrams, in [`RecvBatch::datagrams`]; more may wait unless
+    /// [`RecvBatch::drained`].
+    Datagrams,
+    /// Nothing this time but more may wait: an interrupted call, or the
+    /// error an earlier datagram left (an ICMP port unreachable, say),
+    /// which concerns no datagram here (the caller may log it).
+    Again(Option<io::Error>),
+    /// Nothing waits.
+    Empty,
+}
+
 impl RecvBatch {
+    /// One read, its errors sorted: no error ends a socket's reading.
+    pub fn read(&mut self, socket: &mio::net::UdpSocket) -> Got {
+        match self.recv(socket) {
+            Ok(_) => Got::Datagrams,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::Empty,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Again(None),
+            Err(e) => Got::Again(Some(e)),
+        }
+    }
+
     /// Whether the last read left nothing in the socket: it had room for
     /// more than it got.
     pub fn drained(&self) -> bool {
@@ -285,9 +309,7 @@ impl SendBatch {
                         Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
                     ) =>
                 {
-                    crate::debug!(
-                        "udp: segmented sends refused ({e}); sending datagram by datagram"
-                    );
+                    // Sent datagram by datagram from now on.
                     self.no_gso = true;
                 }
                 other => return other,

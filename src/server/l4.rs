@@ -8,7 +8,7 @@
 
 use super::{ServerLoop, Timer, Waiting};
 use crate::event::clock::{self, Nanos};
-use crate::event::datagrams::{RecvBatch, SendBatch};
+use crate::event::datagrams::{Got, RecvBatch, SendBatch};
 use crate::event::timer::TimerKey;
 use crate::event::Source;
 use crate::l4::framing::{Expired, Framer, StreamClock};
@@ -292,15 +292,16 @@ impl ServerLoop {
         let Some(udp) = &self.l4.udp else {
             return false;
         };
-        match batch.recv(udp) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            // An ICMP error of an earlier echo, and the like: not a run.
-            Err(e) => {
-                crate::debug!("udp: {e}");
+        // An ICMP error of an earlier echo, and the like, is not a run.
+        match batch.read(udp) {
+            Got::Datagrams => {}
+            Got::Again(e) => {
+                if let Some(e) = e {
+                    crate::debug!("udp: {e}");
+                }
                 return true;
             }
+            Got::Empty => return false,
         }
         let mut taken = std::mem::take(&mut self.l4.taken);
         for (datagram, from) in batch.datagrams() {
@@ -337,7 +338,7 @@ impl ServerLoop {
         }
         let token = Source::L4(UDP_SOCKET).token();
         if let Err(e) = echoes.follow_room(udp, self.poll.registry(), token) {
-            crate::warn!("udp echoes: {e}");
+            crate::debug!("udp echoes: {e}");
         }
     }
 
@@ -619,15 +620,13 @@ impl ServerLoop {
         let Some(deadline) = c.clock.poll_timeout(c.busy()) else {
             return;
         };
-        if let Some((armed, timer)) = c.timer {
-            if armed <= deadline {
-                return;
-            }
-            self.wheel.cancel(timer);
-        }
         let serial = c.serial;
-        let timer = self.wheel.insert(deadline, Timer::L4Conn { key, serial });
-        c.timer = Some((deadline, timer));
+        super::arm_before(
+            &mut self.wheel,
+            &mut c.timer,
+            deadline,
+            Timer::L4Conn { key, serial },
+        );
     }
 
     /// A raw connection's timer: closed when its time is up (a message

@@ -982,17 +982,13 @@ impl ServerLoop {
         let Some(deadline) = conn.http.poll_timeout() else {
             return;
         };
-        if let Some((armed, timer)) = conn.timer {
-            if armed <= deadline {
-                return;
-            }
-            self.wheel.cancel(timer);
-        }
         let serial = conn.serial;
-        let timer = self
-            .wheel
-            .insert(deadline, Timer::Connection { key, serial });
-        conn.timer = Some((deadline, timer));
+        arm_before(
+            &mut self.wheel,
+            &mut conn.timer,
+            deadline,
+            Timer::Connection { key, serial },
+        );
     }
 
     fn flush_dirty(&mut self, now: Nanos) {
@@ -1020,6 +1016,24 @@ impl ServerLoop {
         }
         self.resume_accepting(clock::now());
     }
+}
+
+/// Arms `armed` for `deadline` unless one no later is armed already (it
+/// then finds nothing due and re-arms): one wheel operation per deadline
+/// moved earlier, none per request or message.
+fn arm_before(
+    wheel: &mut TimerWheel<Timer>,
+    armed: &mut Option<(Nanos, TimerKey)>,
+    deadline: Nanos,
+    timer: Timer,
+) {
+    if let Some((at, key)) = *armed {
+        if at <= deadline {
+            return;
+        }
+        wheel.cancel(key);
+    }
+    *armed = Some((deadline, wheel.insert(deadline, timer)));
 }
 
 /// Logs an error answer at debug level: its status, route and the client's

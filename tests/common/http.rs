@@ -244,12 +244,17 @@ pub fn healthz_then_delayed_run(addr: SocketAddr, delay_ns: u64) -> Vec<u8> {
 
 /// Creates a group from a JSON config; returns its id.
 pub fn create_group(addr: SocketAddr, config: &str) -> String {
-    let reply = request(addr, "POST", "/test-groups/create", config.as_bytes());
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["run_group_id"]
+    create_answer(addr, config)["run_group_id"]
         .as_str()
         .expect("run_group_id")
         .to_owned()
+}
+
+/// POST /test-groups/create: the whole answer (status 200 asserted).
+pub fn create_answer(addr: SocketAddr, config: &str) -> Value {
+    let reply = request(addr, "POST", "/test-groups/create", config.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
 }
 
 /// GET /test-groups/{id}: the group record (status 200 asserted).
