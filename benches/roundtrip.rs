@@ -16,6 +16,7 @@
 
 use conntest::client::driver::{self, DriverConfig};
 use conntest::client::fetch::Endpoint;
+use conntest::client::pacing::RunPlan;
 use conntest::client::{self, ClientOptions, Verdict};
 use conntest::event::clock::SECOND;
 use conntest::http::Method;
@@ -79,15 +80,17 @@ fn roundtrip(c: &mut Criterion) {
                         host_header: endpoint.url.host_header(),
                         run_path: format!("/test-groups/{id}/"),
                         headers: Vec::new(),
-                        run_count: runs,
-                        first_count: 1,
-                        count_stride: 1,
-                        concurrency,
-                        client_delay: 0,
-                        timeout: 10 * SECOND,
-                        body: BodyPlan::Fixed(BODY.as_bytes().to_vec()),
-                        progress: false,
-                        keep_going: false,
+                        plan: RunPlan {
+                            run_count: runs,
+                            first_count: 1,
+                            count_stride: 1,
+                            concurrency,
+                            client_delay: 0,
+                            timeout: 10 * SECOND,
+                            body: BodyPlan::Fixed(BODY.as_bytes().to_vec()),
+                            progress: false,
+                            keep_going: false,
+                        },
                         tls: None,
                         proxy: None,
                     };

@@ -8,7 +8,7 @@
 //! (the wake-up at which its last answer byte was read) and, when it opened
 //! a connection, the connect time.
 
-use super::pacing::{new_run, Pacing};
+use super::pacing::{new_run, Pacing, RunPlan};
 use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND, SECOND};
 use crate::event::timer::{TimerKey, TimerWheel};
@@ -19,7 +19,7 @@ use crate::http::proxy::{ProxyError, ProxyRoute, Tunnel, TunnelState};
 use crate::http::{push_decimal, reason_phrase, Method};
 use crate::ids::IdGen;
 use crate::problem::Problem;
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Nanos32, Numbering};
+use crate::run::{ClientRun, DriverOutcome, Failure, Nanos32, Numbering};
 use crate::tls::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
@@ -36,18 +36,8 @@ pub struct DriverConfig {
     pub run_path: String,
     /// Header lines after `Host`: the token and the `-H` headers.
     pub headers: Vec<(String, String)>,
-    /// Runs to send: the `i`-th (from 0) carries count `first_count + i *
-    /// count_stride` (1 and 1 for one client; I + 1 and N for shard I of N).
-    pub run_count: u64,
-    pub first_count: u64,
-    pub count_stride: u64,
-    pub concurrency: usize,
-    pub client_delay: Nanos,
-    pub timeout: Nanos,
-    pub body: BodyPlan,
-    pub progress: bool,
-    /// Go on even when every run has been refused for [`GONE_AFTER`].
-    pub keep_going: bool,
+    /// The runs, their counts, pace and bound.
+    pub plan: RunPlan,
     /// TLS to the server: the config and the name to verify.
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
     /// The proxy every connection goes through (`addr` is then its).
@@ -168,7 +158,7 @@ struct Driver<'a> {
 pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome, Option<String>)> {
     let poll = Poll::new()?;
     let wake = WakeTimer::new(poll.registry(), Source::WakeTimer.token())?;
-    let concurrency = cfg.concurrency.max(1);
+    let concurrency = cfg.plan.concurrency.max(1);
     let now = clock::now();
     let anchor = WallAnchor::capture();
     let mut driver = Driver {
@@ -177,8 +167,8 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         free: (0..concurrency).rev().collect(),
         wheel: TimerWheel::new(now),
         wake,
-        runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        pacing: Pacing::new(now, cfg.client_delay, cfg.run_count),
+        runs: Vec::with_capacity(cfg.plan.run_count.min(1 << 20) as usize),
+        pacing: Pacing::new(now, cfg.plan.client_delay, cfg.plan.run_count),
         finished_runs: 0,
         failed_runs: 0,
         connections_opened: 0,
@@ -190,32 +180,32 @@ pub fn drive(cfg: DriverConfig, stop: &AtomicBool) -> io::Result<(DriverOutcome,
         stop,
         stopping: false,
         progress: None,
-        gone: GoneWatch::new(cfg.keep_going),
+        gone: GoneWatch::new(cfg.plan.keep_going),
         gave_up: None,
         cfg,
     };
-    if driver.cfg.progress {
-        driver.progress = Some(Progress::new(now, driver.cfg.run_count));
+    if driver.cfg.plan.progress {
+        driver.progress = Some(Progress::new(now, driver.cfg.plan.run_count));
         driver
             .wheel
             .insert(now + progress::INTERVAL, Timer::Progress);
     }
     let interrupted = driver.run(now)?;
-    if driver.cfg.progress {
+    if driver.cfg.plan.progress {
         progress::clear();
     }
     let outcome = DriverOutcome {
         runs: driver.runs,
         started: driver.pacing.started,
         finished: clock::now(),
-        client_delay: driver.cfg.client_delay,
+        client_delay: driver.cfg.plan.client_delay,
         anchor,
         interrupted,
         connections_opened: driver.connections_opened,
         tls: driver.negotiated,
         numbering: Numbering::Stride {
-            first: driver.cfg.first_count,
-            stride: driver.cfg.count_stride,
+            first: driver.cfg.plan.first_count,
+            stride: driver.cfg.plan.count_stride,
         },
     };
     Ok((outcome, driver.gave_up))
@@ -228,7 +218,7 @@ impl Driver<'_> {
         let mut grace_until = None;
         self.dispatch(now);
         while self.finished_runs < self.runs.len() as u64
-            || (!self.stopping && (self.runs.len() as u64) < self.cfg.run_count)
+            || (!self.stopping && (self.runs.len() as u64) < self.cfg.plan.run_count)
         {
             let now = clock::now();
             if !self.stopping && self.stop.load(Ordering::Relaxed) {
@@ -280,7 +270,7 @@ impl Driver<'_> {
                             };
                             let detail = format!(
                                 "no answer{to_connect} within {} ms",
-                                self.cfg.timeout / MILLISECOND
+                                self.cfg.plan.timeout / MILLISECOND
                             );
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
@@ -317,7 +307,7 @@ impl Driver<'_> {
             let Some(slot) = self.free.pop() else {
                 return;
             };
-            self.runs.push(new_run(&self.cfg.body, &mut self.ids));
+            self.runs.push(new_run(&self.cfg.plan.body, &mut self.ids));
             self.slots[slot].busy = Some(index);
             if self.slots[slot].stream.is_some() {
                 self.send(slot);
@@ -349,7 +339,7 @@ impl Driver<'_> {
                 let serial = s.serial;
                 s.timer = Some(
                     self.wheel
-                        .insert(now + self.cfg.timeout, Timer::Timeout { slot, serial }),
+                        .insert(now + self.cfg.plan.timeout, Timer::Timeout { slot, serial }),
                 );
             }
             Err(e) => {
@@ -366,11 +356,12 @@ impl Driver<'_> {
         };
         self.path.clear();
         self.path.extend_from_slice(self.cfg.run_path.as_bytes());
-        let count = self.cfg.first_count + index as u64 * self.cfg.count_stride;
+        let count = self.cfg.plan.first_count + index as u64 * self.cfg.plan.count_stride;
         push_decimal(&mut self.path, count);
         let path = std::str::from_utf8(&self.path).unwrap_or("/");
         let body = self
             .cfg
+            .plan
             .body
             .bytes(index, &self.runs[index], &mut self.uuid_text);
         let s = &mut self.slots[slot];
@@ -395,10 +386,10 @@ impl Driver<'_> {
         if let Some(t) = s.timer.take() {
             self.wheel.cancel(t);
         }
-        s.timer = Some(
-            self.wheel
-                .insert(start + self.cfg.timeout, Timer::Timeout { slot, serial }),
-        );
+        s.timer = Some(self.wheel.insert(
+            start + self.cfg.plan.timeout,
+            Timer::Timeout { slot, serial },
+        ));
         self.write(slot, start);
     }
 

@@ -11,7 +11,7 @@
 //! reordered, and the summary's `l4` figures.
 
 use super::driver::{classify, GoneWatch, GRACE};
-use super::pacing::{new_run, Pacing};
+use super::pacing::{new_run, Pacing, RunPlan};
 use super::progress::{self, Progress};
 use crate::event::clock::{self, Nanos, WallAnchor, MILLISECOND};
 use crate::event::datagrams::{Got, RecvBatch, SendBatch};
@@ -23,7 +23,7 @@ use crate::l4::framing::Framer;
 use crate::l4::header::{encode_message, Header, HEADER_LEN};
 use crate::problem::Problem;
 use crate::report::summary::{L4Summary, Summary};
-use crate::run::{BodyPlan, ClientRun, DriverOutcome, Failure, Numbering, RunVerdict};
+use crate::run::{ClientRun, DriverOutcome, Failure, Numbering, RunVerdict};
 use crate::wire::{Protocol, RecordedRun};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll};
@@ -40,18 +40,8 @@ pub struct L4DriverConfig {
     pub protocol: Protocol,
     pub tcp_reuse: bool,
     pub group: Uuid,
-    /// Runs to send: the `i`-th carries count `first_count + i * count_stride`.
-    pub run_count: u64,
-    pub first_count: u64,
-    pub count_stride: u64,
-    pub concurrency: usize,
-    pub client_delay: Nanos,
-    pub timeout: Nanos,
-    pub body: BodyPlan,
-    /// A progress line on stderr (a terminal).
-    pub progress: bool,
-    /// Go on when every run is refused (`--keep-going`).
-    pub keep_going: bool,
+    /// The runs, their counts, pace and bound.
+    pub plan: RunPlan,
 }
 
 /// What the client saw of a raw run beside its [`ClientRun`].
@@ -181,7 +171,7 @@ pub fn drive(
         }
         _ => None,
     };
-    let concurrency = cfg.concurrency.max(1);
+    let concurrency = cfg.plan.concurrency.max(1);
     let now = clock::now();
     let anchor = WallAnchor::capture();
     let mut d = Driver {
@@ -194,9 +184,9 @@ pub fn drive(
         sending: Vec::new(),
         slots: (0..concurrency).map(|_| Slot::default()).collect(),
         free: (0..concurrency).rev().collect(),
-        runs: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        facts: Vec::with_capacity(cfg.run_count.min(1 << 20) as usize),
-        pacing: Pacing::new(now, cfg.client_delay, cfg.run_count),
+        runs: Vec::with_capacity(cfg.plan.run_count.min(1 << 20) as usize),
+        facts: Vec::with_capacity(cfg.plan.run_count.min(1 << 20) as usize),
+        pacing: Pacing::new(now, cfg.plan.client_delay, cfg.plan.run_count),
         in_flight: 0,
         arrivals: 0,
         connections_opened: 0,
@@ -206,31 +196,31 @@ pub fn drive(
         stop,
         failed: 0,
         progress: None,
-        gone: GoneWatch::new(cfg.keep_going),
+        gone: GoneWatch::new(cfg.plan.keep_going),
         gave_up: None,
         stopping: false,
         cfg,
     };
-    if d.cfg.progress {
-        d.progress = Some(Progress::new(now, d.cfg.run_count));
+    if d.cfg.plan.progress {
+        d.progress = Some(Progress::new(now, d.cfg.plan.run_count));
         d.wheel.insert(now + progress::INTERVAL, Timer::Progress);
     }
     let interrupted = d.run()?;
-    if d.cfg.progress {
+    if d.cfg.plan.progress {
         progress::clear();
     }
     let outcome = DriverOutcome {
         runs: d.runs,
         started: d.pacing.started,
         finished: clock::now(),
-        client_delay: d.cfg.client_delay,
+        client_delay: d.cfg.plan.client_delay,
         anchor,
         interrupted,
         connections_opened: d.connections_opened,
         tls: None,
         numbering: Numbering::Stride {
-            first: d.cfg.first_count,
-            stride: d.cfg.count_stride,
+            first: d.cfg.plan.first_count,
+            stride: d.cfg.plan.count_stride,
         },
     };
     let facts = L4Facts {
@@ -267,7 +257,7 @@ impl Driver<'_> {
                 self.abandon(now);
                 return Ok(interrupted);
             }
-            let all_sent = self.stopping || self.runs.len() as u64 >= self.cfg.run_count;
+            let all_sent = self.stopping || self.runs.len() as u64 >= self.cfg.plan.run_count;
             if self.in_flight == 0 && all_sent {
                 match linger_until {
                     None if self.udp.is_some() => linger_until = Some(now + LINGER),
@@ -307,8 +297,10 @@ impl Driver<'_> {
                         let s = &mut self.slots[slot];
                         if s.serial == serial && s.run.is_some() {
                             s.timer = None;
-                            let detail =
-                                format!("no echo within {} ms", self.cfg.timeout / MILLISECOND);
+                            let detail = format!(
+                                "no echo within {} ms",
+                                self.cfg.plan.timeout / MILLISECOND
+                            );
                             self.fail(slot, Problem::Timeout, &detail, now);
                         }
                     }
@@ -339,7 +331,7 @@ impl Driver<'_> {
                 return;
             }
             let Some(slot) = self.free.pop() else { return };
-            self.runs.push(new_run(&self.cfg.body, &mut self.ids));
+            self.runs.push(new_run(&self.cfg.plan.body, &mut self.ids));
             self.facts.push(L4Run {
                 echoes: 0,
                 echo_error: None,
@@ -354,13 +346,14 @@ impl Driver<'_> {
             s.written = 0;
             let data = self
                 .cfg
+                .plan
                 .body
                 .bytes(index, &self.runs[index], &mut self.uuid_text);
             encode_message(self.cfg.group, count, data, &mut s.out);
             let serial = s.serial;
             s.timer = Some(
                 self.wheel
-                    .insert(now + self.cfg.timeout, Timer::Timeout { slot, serial }),
+                    .insert(now + self.cfg.plan.timeout, Timer::Timeout { slot, serial }),
             );
             match self.cfg.protocol {
                 Protocol::Udp => self.udp_send(slot),
@@ -371,7 +364,7 @@ impl Driver<'_> {
     }
 
     fn count(&self, index: usize) -> u64 {
-        self.cfg.first_count + index as u64 * self.cfg.count_stride
+        self.cfg.plan.first_count + index as u64 * self.cfg.plan.count_stride
     }
 
     /// Queues the slot's datagram; [`Driver::udp_flush`] sends it.
@@ -491,11 +484,11 @@ impl Driver<'_> {
 
     /// The run an echo's header names, if this test sent it.
     fn index_of(&self, header: &Header) -> Option<usize> {
-        let offset = header.run_count.checked_sub(self.cfg.first_count)?;
-        if header.group != self.cfg.group || offset % self.cfg.count_stride.max(1) != 0 {
+        let offset = header.run_count.checked_sub(self.cfg.plan.first_count)?;
+        if header.group != self.cfg.group || offset % self.cfg.plan.count_stride.max(1) != 0 {
             return None;
         }
-        let index = usize::try_from(offset / self.cfg.count_stride.max(1)).ok()?;
+        let index = usize::try_from(offset / self.cfg.plan.count_stride.max(1)).ok()?;
         (index < self.runs.len()).then_some(index)
     }
 
@@ -504,6 +497,7 @@ impl Driver<'_> {
     fn echo(&mut self, index: usize, header: &Header, data: &[u8], now: Nanos) {
         let sent = self
             .cfg
+            .plan
             .body
             .bytes(index, &self.runs[index], &mut self.uuid_text);
         let differs = if data != sent {

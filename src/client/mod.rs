@@ -18,6 +18,7 @@ use crate::run::{BodyPlan, DriverOutcome};
 use crate::wire::{GroupHeader, Protocol, QuickRuns, RecordedRun, RecordedRuns, ServerRunJson};
 use driver::DriverConfig;
 use fetch::{error_message, Endpoint};
+use pacing::RunPlan;
 use serde::Deserialize;
 use shard::Shard;
 use std::path::{Path, PathBuf};
@@ -259,15 +260,17 @@ pub fn run(
         host_header: endpoint.host_header(),
         run_path: endpoint.target(&format!("/test-groups/{}/", header.run_group_id)),
         headers: endpoint.run_headers(),
-        run_count: split.runs(config.run_count),
-        first_count: split.first_count(),
-        count_stride: split.count,
-        concurrency,
-        client_delay: split.delay(config.client_delay_ns),
-        timeout: (options.timeout.as_nanos() as u64).max(1),
-        body: body.clone(),
-        progress,
-        keep_going: options.keep_going,
+        plan: RunPlan {
+            run_count: split.runs(config.run_count),
+            first_count: split.first_count(),
+            count_stride: split.count,
+            concurrency,
+            client_delay: split.delay(config.client_delay_ns),
+            timeout: (options.timeout.as_nanos() as u64).max(1),
+            body: body.clone(),
+            progress,
+            keep_going: options.keep_going,
+        },
         tls: endpoint
             .tls
             .as_ref()
@@ -288,15 +291,7 @@ pub fn run(
                 protocol,
                 tcp_reuse: config.l4.tcp_reuse,
                 group: header.run_group_id,
-                run_count: cfg.run_count,
-                first_count: cfg.first_count,
-                count_stride: cfg.count_stride,
-                concurrency: cfg.concurrency,
-                client_delay: cfg.client_delay,
-                timeout: cfg.timeout,
-                body: cfg.body,
-                progress: cfg.progress,
-                keep_going: cfg.keep_going,
+                plan: cfg.plan,
             };
             let (outcome, facts, gave_up) = l4::drive(l4, stop).map_err(internal)?;
             (outcome, gave_up, Some(facts))

@@ -8,6 +8,26 @@ use crate::event::timer::{TimerKey, TimerWheel};
 use crate::ids::IdGen;
 use crate::run::{BodyPlan, ClientRun};
 
+/// What a test sends, whatever its protocol: both drivers take it.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Runs to send: the `i`-th (from 0) carries count `first_count + i *
+    /// count_stride` (1 and 1 for one client; I + 1 and N for shard I of N).
+    pub run_count: u64,
+    pub first_count: u64,
+    pub count_stride: u64,
+    pub concurrency: usize,
+    pub client_delay: Nanos,
+    /// Each run's bound (`--timeout`).
+    pub timeout: Nanos,
+    pub body: BodyPlan,
+    /// A progress line on stderr (a terminal).
+    pub progress: bool,
+    /// Go on even when every run has been refused for
+    /// [`super::driver::GONE_AFTER`] (`--keep-going`).
+    pub keep_going: bool,
+}
+
 pub struct Pacing {
     /// The test's start: run 0's due time.
     pub started: Nanos,
