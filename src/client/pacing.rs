@@ -23,8 +23,8 @@ pub struct RunPlan {
     pub body: BodyPlan,
     /// A progress line on stderr (a terminal).
     pub progress: bool,
-    /// Go on even when every run has been refused for
-    /// [`super::driver::GONE_AFTER`] (`--keep-going`).
+    /// Go on even when every run has been refused for a while
+    /// (`--keep-going`).
     pub keep_going: bool,
 }
 
