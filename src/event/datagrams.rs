@@ -47,6 +47,7 @@ unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
     fn default() -> Self {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut batch = RecvBatch {
             bufs: vec![0; BATCH * SLOT],
             lens: [0; BATCH],
@@ -200,6 +201,7 @@ pub struct SendBatch {
     /// The socket's writable readiness is asked for.
     room_asked: bool,
     /// The kernel refused a segmented send once: batches go as sendmmsg.
+    #[cfg(target_os = "linux")]
     no_gso: bool,
 }
 
@@ -440,6 +442,7 @@ const UDP_GRO: libc::c_int = 104;
 /// message where it can (UDP GRO: a segmented send on loopback, a NIC's
 /// coalescing); [`RecvBatch`] cuts them apart again. Best effort: without
 /// it, each datagram comes alone.
+#[cfg(unix)]
 pub fn coalesce(socket: &impl std::os::fd::AsRawFd) {
     #[cfg(target_os = "linux")]
     {
@@ -458,6 +461,10 @@ pub fn coalesce(socket: &impl std::os::fd::AsRawFd) {
     #[cfg(not(target_os = "linux"))]
     let _ = socket;
 }
+
+/// No coalescing where sockets are not file descriptors (Windows).
+#[cfg(not(unix))]
+pub fn coalesce<S>(_socket: &S) {}
 
 /// The segment size of a coalesced message's `UDP_GRO` control message;
 /// 0 when it holds one datagram.
